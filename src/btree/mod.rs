@@ -1,0 +1,504 @@
+//! The one copy-on-write B+tree: the filesystem tree and the free-space tree are both this.
+//!
+//! * Keys are [`Key`]s; values are byte strings of up to [`max_value_len`] bytes.
+//! * Copy-on-write: a node of an older generation is never edited. The first edit in a
+//!   transaction copies it to a newly allocated block, points the parent at the copy and
+//!   frees the old block (which the allocator will not reuse until the checkpoint that frees
+//!   it is durable). Nodes already copied in this transaction are edited in place.
+//! * Inserts split full nodes on the way down (so a split never has to climb back up);
+//!   removals merge or rebalance under-full nodes on the way back up, and a root with one
+//!   child is collapsed.
+//! * Depth is bounded by [`MAX_DEPTH`](crate::wire::MAX_DEPTH): deeper trees are corrupt,
+//!   and every loop is bounded by the depth, so a hostile image cannot make a walk hang.
+
+mod store;
+
+pub use store::NodeStore;
+
+use crate::cache::SlotId;
+use crate::error::{Error, Result};
+use crate::wire::{BlockHeader, Key, NodeMut, NodeRef, HEADER_LEN, INTERNAL_PTR_LEN, LEAF_ITEM_LEN, MAX_DEPTH};
+
+/// Largest value a tree of `block_size`-byte nodes accepts.
+///
+/// A quarter of a node (less one descriptor) guarantees that after a split by bytes, the half
+/// that receives the new item always has room for it.
+pub const fn max_value_len(block_size: usize) -> usize {
+    (block_size - HEADER_LEN) / 4 - LEAF_ITEM_LEN - 8
+}
+
+/// Where a tree's root is, in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Root {
+    /// Root block.
+    pub block: u64,
+    /// Generation of the root block (must match its header).
+    pub generation: u64,
+    /// Level of the root (0: the root is a leaf).
+    pub level: u8,
+}
+
+/// How [`Tree::insert`] treats an existing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum InsertMode {
+    /// Fail with `AlreadyExists` if the key exists.
+    Create,
+    /// Fail with `NotFound` if the key does not exist.
+    Replace,
+    /// Insert or replace.
+    Upsert,
+}
+
+/// A tree: its owner id (stamped in every node) and its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Tree {
+    /// Tree id, see [`crate::wire::tree_id`].
+    pub owner: u64,
+    /// Current root.
+    pub root: Root,
+}
+
+/// One step of a descent: the node and which child was taken.
+#[derive(Clone, Copy)]
+struct Step {
+    block: u64,
+    idx: usize,
+}
+
+fn under_full(n: &NodeRef<'_>) -> bool {
+    n.used() < n.capacity() / 4
+}
+
+impl Tree {
+    /// Create an empty tree (one empty leaf) in the current transaction.
+    pub fn create<S: NodeStore>(s: &mut S, owner: u64) -> Result<Tree> {
+        let (block, _) = s.new_node(owner, 0)?;
+        Ok(Tree { owner, root: Root { block, generation: s.generation(), level: 0 } })
+    }
+
+    fn load(&self, s: &mut impl NodeStore, block: u64, level: u8, generation: u64) -> Result<SlotId> {
+        s.load(block, self.owner, level, generation)
+    }
+
+    /// Call `f` with the value of `key`, if present.
+    pub fn get<S: NodeStore, R>(&self, s: &mut S, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let (mut block, mut gen, mut level) = (self.root.block, self.root.generation, self.root.level);
+        for _ in 0..=MAX_DEPTH {
+            let id = self.load(s, block, level, gen)?;
+            let n = NodeRef::new(s.node(id)?, block);
+            if n.is_leaf() {
+                return match n.search(key) {
+                    Ok(i) => Ok(Some(f(n.value(i)?))),
+                    Err(_) => Ok(None),
+                };
+            }
+            let i = n.child_index(key);
+            (block, gen) = n.child(i)?;
+            level = level.checked_sub(1).ok_or(Error::Corrupt { block })?;
+        }
+        Err(Error::Corrupt { block })
+    }
+
+    /// Call `f` with the first item whose key is `>= from` (or `> from` when `!inclusive`).
+    ///
+    /// Stateless: a cursor is just the last key seen, so iteration survives any change to the
+    /// tree between calls (each call is one or a few descents).
+    pub fn next<S: NodeStore, R>(
+        &self,
+        s: &mut S,
+        from: &Key,
+        inclusive: bool,
+        f: impl FnOnce(Key, &[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let mut from = *from;
+        let mut inclusive = inclusive;
+        // Each restart moves `from` strictly up to a separator key; bound the restarts anyway.
+        for _ in 0..1_000_000u32 {
+            let (mut block, mut gen, mut level) = (self.root.block, self.root.generation, self.root.level);
+            let mut resume: Option<Key> = None;
+            let mut depth = 0;
+            loop {
+                depth += 1;
+                if depth > MAX_DEPTH + 1 {
+                    return Err(Error::Corrupt { block });
+                }
+                let id = self.load(s, block, level, gen)?;
+                let n = NodeRef::new(s.node(id)?, block);
+                if n.is_leaf() {
+                    let i = match n.search(&from) {
+                        Ok(i) if inclusive => i,
+                        Ok(i) => i + 1,
+                        Err(i) => i,
+                    };
+                    if i < n.len() {
+                        return Ok(Some(f(n.key(i)?, n.value(i)?)));
+                    }
+                    break;
+                }
+                let i = n.child_index(&from);
+                if i + 1 < n.len() {
+                    resume = Some(n.key(i + 1)?);
+                }
+                (block, gen) = n.child(i)?;
+                level = level.checked_sub(1).ok_or(Error::Corrupt { block })?;
+            }
+            match resume {
+                Some(k) if k > from || (k == from && !inclusive) => {
+                    from = k;
+                    inclusive = true;
+                }
+                Some(_) => return Err(Error::Corrupt { block: self.root.block }),
+                None => return Ok(None),
+            }
+        }
+        Err(Error::Corrupt { block: self.root.block })
+    }
+
+    /// Call `f` with the last item whose key is `< before`.
+    pub fn prev<S: NodeStore, R>(&self, s: &mut S, before: &Key, f: impl FnOnce(Key, &[u8]) -> R) -> Result<Option<R>> {
+        let (mut block, mut gen, mut level) = (self.root.block, self.root.generation, self.root.level);
+        // The deepest subtree left of the descent path: where the answer is if the leaf has none.
+        let mut left: Option<(u64, u64, u8)> = None;
+        for _ in 0..=MAX_DEPTH {
+            let id = self.load(s, block, level, gen)?;
+            let n = NodeRef::new(s.node(id)?, block);
+            if n.is_leaf() {
+                let i = match n.search(before) {
+                    Ok(i) | Err(i) => i,
+                };
+                if i > 0 {
+                    return Ok(Some(f(n.key(i - 1)?, n.value(i - 1)?)));
+                }
+                break;
+            }
+            let i = n.child_index(before);
+            let child_level = level.checked_sub(1).ok_or(Error::Corrupt { block })?;
+            if i > 0 {
+                let (b, g) = n.child(i - 1)?;
+                left = Some((b, g, child_level));
+            }
+            (block, gen) = n.child(i)?;
+            level = child_level;
+        }
+        let Some((mut block, mut gen, mut level)) = left else {
+            return Ok(None);
+        };
+        // Rightmost item of that subtree.
+        for _ in 0..=MAX_DEPTH {
+            let id = self.load(s, block, level, gen)?;
+            let n = NodeRef::new(s.node(id)?, block);
+            let last = n.len().checked_sub(1).ok_or(Error::Corrupt { block })?;
+            if n.is_leaf() {
+                return Ok(Some(f(n.key(last)?, n.value(last)?)));
+            }
+            (block, gen) = n.child(last)?;
+            level = level.checked_sub(1).ok_or(Error::Corrupt { block })?;
+        }
+        Err(Error::Corrupt { block })
+    }
+
+    /// Copy-on-write the node `(block, gen, level)`: returns a writable `(block, slot)`.
+    fn cow(&self, s: &mut impl NodeStore, block: u64, gen: u64, level: u8) -> Result<(u64, SlotId)> {
+        let id = self.load(s, block, level, gen)?;
+        let cur = s.generation();
+        if gen == cur {
+            return Ok((block, id));
+        }
+        s.pin(id);
+        let made = s.new_node(self.owner, level);
+        let res = made.and_then(|(nb, nid)| {
+            let (src, dst) = s.pair(id, nid)?;
+            dst.copy_from_slice(src);
+            let h = BlockHeader::parse_mut(dst).ok_or(Error::Corrupt { block })?;
+            h.blocknr = nb.into();
+            h.generation = cur.into();
+            Ok((nb, nid))
+        });
+        s.unpin(id);
+        let (nb, nid) = res?;
+        s.free_node(block)?;
+        Ok((nb, nid))
+    }
+
+    /// Make the root writable, updating `self.root`.
+    fn cow_root(&mut self, s: &mut impl NodeStore) -> Result<(u64, SlotId)> {
+        let (b, id) = self.cow(s, self.root.block, self.root.generation, self.root.level)?;
+        self.root.block = b;
+        self.root.generation = s.generation();
+        Ok((b, id))
+    }
+
+    /// Make child `idx` of the writable node in slot `pid` writable; returns its `(block, slot)`.
+    fn cow_child(&self, s: &mut impl NodeStore, pid: SlotId, pblock: u64, idx: usize, level: u8) -> Result<(u64, SlotId)> {
+        let (cb, cg) = NodeRef::new(s.node(pid)?, pblock).child(idx)?;
+        s.pin(pid);
+        let r = self.cow(s, cb, cg, level);
+        s.unpin(pid);
+        let (nb, nid) = r?;
+        if nb != cb {
+            let cur = s.generation();
+            NodeMut::new(s.node_mut(pid)?, pblock).set_child(idx, nb, cur)?;
+        }
+        Ok((nb, nid))
+    }
+
+    /// Would inserting `key` with a `len`-byte value overflow the node in `id`?
+    fn needs_split(s: &impl NodeStore, id: SlotId, block: u64, key: &Key, len: usize) -> Result<bool> {
+        let n = NodeRef::new(s.node(id)?, block);
+        let free = n.capacity().saturating_sub(n.used());
+        if !n.is_leaf() {
+            return Ok(free < INTERNAL_PTR_LEN);
+        }
+        let need = match n.search(key) {
+            Ok(i) => len.saturating_sub(n.item_size(i) - LEAF_ITEM_LEN),
+            Err(_) => LEAF_ITEM_LEN + len,
+        };
+        Ok(free < need)
+    }
+
+    /// Split the writable child `idx` (in slot `cid`, block `cblock`) of the writable node in
+    /// slot `pid`: its upper half moves to a new right sibling.
+    fn split_child(&self, s: &mut impl NodeStore, pid: SlotId, pblock: u64, idx: usize, cid: SlotId, cblock: u64) -> Result<()> {
+        let level = NodeRef::new(s.node(cid)?, cblock).level();
+        s.pin(pid);
+        s.pin(cid);
+        let r = (|| {
+            let (sb, sid) = s.new_node(self.owner, level)?;
+            let (src, dst) = s.pair(cid, sid)?;
+            let from = NodeRef::new(src, cblock);
+            let n = from.len();
+            let m = if from.is_leaf() {
+                let half = from.used() / 2;
+                let mut acc = 0;
+                let mut m = 0;
+                while m < n && acc < half {
+                    acc += from.item_size(m);
+                    m += 1;
+                }
+                m.clamp(1, n.saturating_sub(1).max(1))
+            } else {
+                n / 2
+            };
+            let mut to = NodeMut::new(dst, sb);
+            for (j, i) in (m..n).enumerate() {
+                if from.is_leaf() {
+                    to.leaf_insert(j, from.key(i)?, from.value(i)?)?;
+                } else {
+                    let (b, g) = from.child(i)?;
+                    to.ptr_insert(j, from.key(i)?, b, g)?;
+                }
+            }
+            let sep = to.as_ref().key(0)?;
+            NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
+            let cur = s.generation();
+            NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)
+        })();
+        s.unpin(cid);
+        s.unpin(pid);
+        r
+    }
+
+    /// Insert or replace `key` → `value` according to `mode`.
+    pub fn insert<S: NodeStore>(&mut self, s: &mut S, key: Key, value: &[u8], mode: InsertMode) -> Result<()> {
+        let root = self.load(s, self.root.block, self.root.level, self.root.generation)?;
+        let bs = s.node(root)?.len();
+        if value.len() > max_value_len(bs) {
+            return Err(Error::TooLarge);
+        }
+        if mode != InsertMode::Upsert {
+            let exists = self.get(s, &key, |_| ())?.is_some();
+            match (mode, exists) {
+                (InsertMode::Create, true) => return Err(Error::AlreadyExists),
+                (InsertMode::Replace, false) => return Err(Error::NotFound),
+                _ => {}
+            }
+        }
+        let (mut block, mut id) = self.cow_root(s)?;
+        if Self::needs_split(s, id, block, &key, value.len())? {
+            let level = self.root.level + 1;
+            if usize::from(level) >= MAX_DEPTH {
+                return Err(Error::NoSpace);
+            }
+            s.pin(id);
+            let made = s.new_node(self.owner, level);
+            s.unpin(id);
+            let (nb, nid) = made?;
+            let cur = s.generation();
+            NodeMut::new(s.node_mut(nid)?, nb).ptr_insert(0, Key::MIN, block, cur)?;
+            self.split_child(s, nid, nb, 0, id, block)?;
+            self.root = Root { block: nb, generation: cur, level };
+            (block, id) = (nb, nid);
+        }
+        for _ in 0..MAX_DEPTH {
+            let n = NodeRef::new(s.node(id)?, block);
+            if n.is_leaf() {
+                let mut m = NodeMut::new(s.node_mut(id)?, block);
+                return match m.as_ref().search(&key) {
+                    Ok(i) => m.leaf_update(i, value),
+                    Err(i) => m.leaf_insert(i, key, value),
+                };
+            }
+            let level = n.level() - 1;
+            let mut idx = n.child_index(&key);
+            if idx == 0 && key < n.key(0)? {
+                NodeMut::new(s.node_mut(id)?, block).set_key(0, key)?;
+            }
+            let (mut cb, mut cid) = self.cow_child(s, id, block, idx, level)?;
+            if Self::needs_split(s, cid, cb, &key, value.len())? {
+                self.split_child(s, id, block, idx, cid, cb)?;
+                let n = NodeRef::new(s.node(id)?, block);
+                let j = n.child_index(&key);
+                if j != idx {
+                    idx = j;
+                    (cb, cid) = self.cow_child(s, id, block, idx, level)?;
+                }
+            }
+            (block, id) = (cb, cid);
+        }
+        Err(Error::Corrupt { block })
+    }
+
+    /// Remove `key`. Returns whether it was present.
+    pub fn remove<S: NodeStore>(&mut self, s: &mut S, key: &Key) -> Result<bool> {
+        if self.get(s, key, |_| ())?.is_none() {
+            return Ok(false);
+        }
+        let mut path: heapless::Vec<Step, MAX_DEPTH> = heapless::Vec::new();
+        let (mut block, mut id) = self.cow_root(s)?;
+        loop {
+            let n = NodeRef::new(s.node(id)?, block);
+            if n.is_leaf() {
+                let i = n.search(key).map_err(|_| Error::Corrupt { block })?;
+                NodeMut::new(s.node_mut(id)?, block).leaf_remove(i)?;
+                break;
+            }
+            let level = n.level() - 1;
+            let idx = n.child_index(key);
+            path.push(Step { block, idx }).map_err(|_| Error::Corrupt { block })?;
+            (block, id) = self.cow_child(s, id, block, idx, level)?;
+        }
+        // Rebalance bottom-up: `block` is the (writable) node just edited.
+        let mut child_level = 0u8;
+        while let Some(step) = path.pop() {
+            let cur = s.generation();
+            let pid = s.load(step.block, self.owner, child_level + 1, cur)?;
+            let cid = s.load(block, self.owner, child_level, cur)?;
+            if !under_full(&NodeRef::new(s.node(cid)?, block)) {
+                break;
+            }
+            let plen = NodeRef::new(s.node(pid)?, step.block).len();
+            if plen < 2 {
+                break;
+            }
+            // Pair the node with its left sibling, or its right one if it is the first.
+            let li = if step.idx > 0 { step.idx - 1 } else { 0 };
+            s.pin(pid);
+            let r = self.rebalance(s, pid, step.block, li, child_level);
+            s.unpin(pid);
+            r?;
+            block = step.block;
+            child_level += 1;
+        }
+        // Collapse a root left with a single child.
+        for _ in 0..MAX_DEPTH {
+            if self.root.level == 0 {
+                break;
+            }
+            let id = self.load(s, self.root.block, self.root.level, self.root.generation)?;
+            let n = NodeRef::new(s.node(id)?, self.root.block);
+            if n.len() != 1 {
+                break;
+            }
+            let (cb, cg) = n.child(0)?;
+            let old = self.root.block;
+            self.root = Root { block: cb, generation: cg, level: self.root.level - 1 };
+            s.free_node(old)?;
+        }
+        Ok(true)
+    }
+
+    /// Merge or rebalance children `li` and `li + 1` of the writable node `pid`.
+    fn rebalance(&self, s: &mut impl NodeStore, pid: SlotId, pblock: u64, li: usize, level: u8) -> Result<()> {
+        let (lb, lid) = self.cow_child(s, pid, pblock, li, level)?;
+        s.pin(lid);
+        let r = self.cow_child(s, pid, pblock, li + 1, level).and_then(|(rb, rid)| {
+            s.pin(rid);
+            let r = self.rebalance_pair(s, pid, pblock, li, (lb, lid), (rb, rid));
+            s.unpin(rid);
+            r
+        });
+        s.unpin(lid);
+        r
+    }
+
+    fn rebalance_pair(
+        &self,
+        s: &mut impl NodeStore,
+        pid: SlotId,
+        pblock: u64,
+        li: usize,
+        (lb, lid): (u64, SlotId),
+        (rb, rid): (u64, SlotId),
+    ) -> Result<()> {
+        let (lused, rused, cap) = {
+            let l = NodeRef::new(s.node(lid)?, lb);
+            let r = NodeRef::new(s.node(rid)?, rb);
+            (l.used(), r.used(), l.capacity())
+        };
+        if lused + rused <= cap {
+            // Merge right into left.
+            let (src, dst) = s.pair(rid, lid)?;
+            let from = NodeRef::new(src, rb);
+            let mut to = NodeMut::new(dst, lb);
+            let base = to.as_ref().len();
+            for i in 0..from.len() {
+                move_item(&from, i, &mut to, base + i)?;
+            }
+            NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
+            return s.free_node(rb);
+        }
+        // Move items one at a time from the fuller node to the emptier one while each move
+        // narrows the gap between them.
+        for _ in 0..4096 {
+            let (l, r) = (NodeRef::new(s.node(lid)?, lb), NodeRef::new(s.node(rid)?, rb));
+            let (lu, ru) = (l.used(), r.used());
+            let left_to_right = lu > ru;
+            let (from_id, from_b, to_id, to_b) =
+                if left_to_right { (lid, lb, rid, rb) } else { (rid, rb, lid, lb) };
+            let from = if left_to_right { l } else { r };
+            let i = if left_to_right { from.len().saturating_sub(1) } else { 0 };
+            if from.len() <= 1 || from.item_size(i) >= lu.abs_diff(ru) {
+                break;
+            }
+            let (src, dst) = s.pair(from_id, to_id)?;
+            let src = NodeRef::new(src, from_b);
+            let mut to = NodeMut::new(dst, to_b);
+            let at = if left_to_right { 0 } else { to.as_ref().len() };
+            move_item(&src, i, &mut to, at)?;
+            remove_item(&mut NodeMut::new(s.node_mut(from_id)?, from_b), i)?;
+        }
+        let sep = NodeRef::new(s.node(rid)?, rb).key(0)?;
+        NodeMut::new(s.node_mut(pid)?, pblock).set_key(li + 1, sep)
+    }
+}
+
+/// Copy item `i` of `from` to index `at` of `to` (same level).
+fn move_item(from: &NodeRef<'_>, i: usize, to: &mut NodeMut<'_>, at: usize) -> Result<()> {
+    if from.is_leaf() {
+        to.leaf_insert(at, from.key(i)?, from.value(i)?)
+    } else {
+        let (b, g) = from.child(i)?;
+        to.ptr_insert(at, from.key(i)?, b, g)
+    }
+}
+
+fn remove_item(n: &mut NodeMut<'_>, i: usize) -> Result<()> {
+    if n.as_ref().is_leaf() {
+        n.leaf_remove(i)
+    } else {
+        n.ptr_remove(i)
+    }
+}

@@ -1,0 +1,514 @@
+//! The block cache: a fixed number of block-sized slots over memory the caller provides.
+//!
+//! Every byte of filesystem I/O goes through a slot, and every slot buffer is handed to the
+//! device *by value* (as `&'b mut [u8]`) for the length of a request and returned with its
+//! completion. A slot with I/O in flight therefore has no buffer: it cannot be read, written
+//! or evicted, and the borrow checker enforces it (see [`crate::device`]).
+//!
+//! Policy: write-back, least-recently-used eviction among unpinned slots, preferring clean
+//! ones. A dirty slot can always be written back early, because the copy-on-write rule means a
+//! dirty block is never part of the last committed tree (its address is a new allocation), so
+//! writing it does not disturb anything a crash could fall back to. Metadata slots are sealed
+//! (checksummed) right before they are written.
+//!
+//! RAM: `N` slot descriptors plus `N × block_size` bytes of the caller's buffer.
+
+use crate::device::{BlockDevice, Command, Completion, Request, Tag};
+use crate::error::{Error, IoError, Result};
+use crate::wire::BlockHeader;
+
+/// Index of a cache slot. Valid until the slot is evicted; pin it to keep it.
+pub type SlotId = usize;
+
+/// Tags at or above this value belong to callers other than the cache (flush, superblock).
+pub const FOREIGN_TAG_BASE: Tag = 0x8000_0000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Holds nothing.
+    Empty,
+    /// Holds `block`, same as on the device.
+    Clean,
+    /// Holds `block`, newer than the device.
+    Dirty,
+    /// A read of `block` is in flight.
+    Reading,
+    /// A write of `block` is in flight; the slot becomes Clean (or Dirty, if redirtied) after.
+    Writing,
+}
+
+struct Slot<'b> {
+    buf: Option<&'b mut [u8]>,
+    block: u64,
+    state: State,
+    pins: u16,
+    lru: u32,
+    /// Metadata block: seal the checksum before writing.
+    meta: bool,
+    /// Contents were verified after the last read from the device (or created here).
+    checked: bool,
+    /// The last I/O on this slot failed with this error.
+    error: Option<IoError>,
+}
+
+/// Counters for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CacheStats {
+    /// Lookups served from a slot.
+    pub hits: u64,
+    /// Lookups that read the device.
+    pub misses: u64,
+    /// Dirty slots written back to make room.
+    pub evict_writes: u64,
+}
+
+/// A write-back block cache of `N` slots.
+pub struct BlockCache<'b, const N: usize> {
+    slots: heapless::Vec<Slot<'b>, N>,
+    block_size: usize,
+    sectors_per_block: u64,
+    tick: u32,
+    stats: CacheStats,
+}
+
+impl<'b, const N: usize> BlockCache<'b, N> {
+    /// Build a cache over `mem`, cutting it into `N` slots of `block_size` bytes.
+    ///
+    /// `mem` must hold at least `N * block_size` bytes; `block_size` must be a multiple of
+    /// `sector_size`. Fails with `InvalidArgument` otherwise.
+    pub fn new(mem: &'b mut [u8], block_size: usize, sector_size: usize) -> Result<Self> {
+        if N == 0
+            || block_size == 0
+            || sector_size == 0
+            || block_size % sector_size != 0
+            || mem.len() < N * block_size
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let mut slots = heapless::Vec::new();
+        for buf in mem.chunks_exact_mut(block_size).take(N) {
+            let slot = Slot {
+                buf: Some(buf),
+                block: u64::MAX,
+                state: State::Empty,
+                pins: 0,
+                lru: 0,
+                meta: false,
+                checked: false,
+                error: None,
+            };
+            if slots.push(slot).is_err() {
+                return Err(Error::InvalidArgument);
+            }
+        }
+        Ok(BlockCache {
+            slots,
+            block_size,
+            sectors_per_block: (block_size / sector_size) as u64,
+            tick: 0,
+            stats: CacheStats::default(),
+        })
+    }
+
+    /// The block size the cache was built for.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Hit / miss counters.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    fn slot(&self, id: SlotId) -> Result<&Slot<'b>> {
+        self.slots.get(id).ok_or(Error::InvalidArgument)
+    }
+
+    fn slot_mut(&mut self, id: SlotId) -> Result<&mut Slot<'b>> {
+        self.slots.get_mut(id).ok_or(Error::InvalidArgument)
+    }
+
+    fn touch(&mut self, id: SlotId) {
+        self.tick = self.tick.wrapping_add(1);
+        let t = self.tick;
+        if let Some(s) = self.slots.get_mut(id) {
+            s.lru = t;
+        }
+    }
+
+    /// The slot holding `block`, if any (in any state).
+    pub fn find(&self, block: u64) -> Option<SlotId> {
+        self.slots.iter().position(|s| s.state != State::Empty && s.block == block)
+    }
+
+    /// Keep slot `id` from being evicted until [`unpin`](Self::unpin).
+    pub fn pin(&mut self, id: SlotId) {
+        if let Some(s) = self.slots.get_mut(id) {
+            s.pins = s.pins.saturating_add(1);
+        }
+    }
+
+    /// Undo one [`pin`](Self::pin).
+    pub fn unpin(&mut self, id: SlotId) {
+        if let Some(s) = self.slots.get_mut(id) {
+            s.pins = s.pins.saturating_sub(1);
+        }
+    }
+
+    /// Has the slot's content been verified since it was read?
+    pub fn is_checked(&self, id: SlotId) -> bool {
+        self.slot(id).is_ok_and(|s| s.checked)
+    }
+
+    /// Record that the slot's content was verified.
+    pub fn set_checked(&mut self, id: SlotId) {
+        if let Ok(s) = self.slot_mut(id) {
+            s.checked = true;
+        }
+    }
+
+    /// Is the slot dirty (newer than the device)?
+    pub fn is_dirty(&self, id: SlotId) -> bool {
+        self.slot(id).is_ok_and(|s| s.state == State::Dirty)
+    }
+
+    /// Number of dirty slots.
+    pub fn dirty_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.state == State::Dirty).count()
+    }
+
+    /// Read access to a resident slot.
+    pub fn data(&self, id: SlotId) -> Result<&[u8]> {
+        match self.slot(id)?.buf.as_deref() {
+            Some(b) => Ok(b),
+            None => Err(Error::WouldBlock),
+        }
+    }
+
+    /// Write access to a resident slot; marks it dirty.
+    pub fn data_mut(&mut self, id: SlotId) -> Result<&mut [u8]> {
+        let s = self.slot_mut(id)?;
+        if s.buf.is_none() || !matches!(s.state, State::Clean | State::Dirty) {
+            return Err(Error::WouldBlock);
+        }
+        s.state = State::Dirty;
+        s.buf.as_deref_mut().ok_or(Error::WouldBlock)
+    }
+
+    /// Two different resident slots at once: `a` read-only, `b` writable (and marked dirty).
+    /// Used to copy or move items from one node into another.
+    pub fn pair_mut(&mut self, a: SlotId, b: SlotId) -> Result<(&[u8], &mut [u8])> {
+        if a == b {
+            return Err(Error::InvalidArgument);
+        }
+        for id in [a, b] {
+            let s = self.slot(id)?;
+            if s.buf.is_none() || !matches!(s.state, State::Clean | State::Dirty) {
+                return Err(Error::WouldBlock);
+            }
+        }
+        self.slot_mut(b)?.state = State::Dirty;
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        let (left, right) = self.slots.split_at_mut(hi);
+        let (sl, sh) = match (left.get_mut(lo), right.first_mut()) {
+            (Some(l), Some(h)) => (l, h),
+            _ => return Err(Error::InvalidArgument),
+        };
+        let (bl, bh) = match (sl.buf.as_deref_mut(), sh.buf.as_deref_mut()) {
+            (Some(l), Some(h)) => (l, h),
+            _ => return Err(Error::WouldBlock),
+        };
+        Ok(if a < b { (&*bl, bh) } else { (&*bh, bl) })
+    }
+
+    /// Drop `block` from the cache without writing it (it was freed). A slot in flight is left
+    /// alone: its completion still has to come back.
+    pub fn forget(&mut self, block: u64) {
+        if let Some(id) = self.find(block) {
+            if let Some(s) = self.slots.get_mut(id) {
+                if matches!(s.state, State::Clean | State::Dirty) && s.pins == 0 {
+                    s.state = State::Empty;
+                    s.block = u64::MAX;
+                    s.checked = false;
+                }
+            }
+        }
+    }
+
+    /// Drop every clean and dirty slot (used after a failed transaction is abandoned).
+    pub fn invalidate_all(&mut self) {
+        for s in self.slots.iter_mut() {
+            if matches!(s.state, State::Clean | State::Dirty) {
+                s.state = State::Empty;
+                s.block = u64::MAX;
+                s.checked = false;
+                s.pins = 0;
+            }
+        }
+    }
+
+    /// Hand a completion for one of the cache's own tags back to the cache. Returns `false`
+    /// if the tag is not the cache's.
+    pub fn complete(&mut self, c: Completion<'b>) -> bool {
+        let Some(s) = self.slots.get_mut(c.tag as usize) else {
+            return false;
+        };
+        if !matches!(s.state, State::Reading | State::Writing) || c.buf.is_none() {
+            return false;
+        }
+        s.buf = c.buf;
+        match (s.state, c.result) {
+            (State::Reading, Ok(())) => {
+                s.state = State::Clean;
+                s.checked = false;
+                s.error = None;
+            }
+            (_, Ok(())) => {
+                s.state = State::Clean;
+                s.error = None;
+            }
+            (State::Reading, Err(e)) => {
+                s.state = State::Empty;
+                s.block = u64::MAX;
+                s.error = Some(e);
+            }
+            (_, Err(e)) => {
+                // The block is still newer than the device.
+                s.state = State::Dirty;
+                s.error = Some(e);
+            }
+        }
+        true
+    }
+
+    /// Poll the device until slot `id` has no I/O in flight; completions for other slots are
+    /// applied on the way, and foreign completions are handed to `foreign`.
+    fn wait_slot<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        id: SlotId,
+        foreign: &mut dyn FnMut(Completion<'b>),
+    ) -> Result<()> {
+        while matches!(self.slot(id)?.state, State::Reading | State::Writing) {
+            if let Some(c) = dev.poll() {
+                if c.tag >= FOREIGN_TAG_BASE {
+                    foreign(c);
+                } else {
+                    self.complete(c);
+                }
+            }
+        }
+        match self.slot_mut(id)?.error.take() {
+            Some(e) => Err(Error::Io(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn submit<D: BlockDevice<'b>>(&mut self, dev: &mut D, id: SlotId, write: bool, fua: bool) -> Result<()> {
+        let spb = self.sectors_per_block;
+        let s = self.slot_mut(id)?;
+        let lba = s.block.checked_mul(spb).ok_or(Error::Io(IoError::OutOfRange))?;
+        let buf = s.buf.take().ok_or(Error::WouldBlock)?;
+        if write && s.meta {
+            BlockHeader::seal(buf);
+        }
+        s.state = if write { State::Writing } else { State::Reading };
+        let command = if write {
+            Command::Write { lba, buf, fua }
+        } else {
+            Command::Read { lba, buf }
+        };
+        let mut req = Request { tag: id as Tag, command };
+        loop {
+            match dev.submit(req) {
+                Ok(()) => return Ok(()),
+                Err(crate::device::Busy(r)) => {
+                    req = r;
+                    // Make room by reaping a completion (ours or a stray one we hold on to).
+                    if let Some(c) = dev.poll() {
+                        if c.tag < FOREIGN_TAG_BASE {
+                            self.complete(c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Choose a slot to (re)use: an empty one, else the least recently used unpinned clean
+    /// one, else write back the least recently used unpinned dirty one.
+    fn victim<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> Result<SlotId> {
+        if let Some(i) = self.slots.iter().position(|s| s.state == State::Empty) {
+            return Ok(i);
+        }
+        let pick = |want: State, slots: &heapless::Vec<Slot<'b>, N>| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.state == want && s.pins == 0)
+                .min_by_key(|(_, s)| s.lru)
+                .map(|(i, _)| i)
+        };
+        if let Some(i) = pick(State::Clean, &self.slots) {
+            return Ok(i);
+        }
+        let Some(i) = pick(State::Dirty, &self.slots) else {
+            return Err(Error::CacheFull);
+        };
+        self.stats.evict_writes += 1;
+        self.submit(dev, i, true, false)?;
+        self.wait_slot(dev, i, &mut |_| {})?;
+        Ok(i)
+    }
+
+    /// Get `block` into a slot, reading it if needed (blocking). Returns the slot; check
+    /// [`is_checked`](Self::is_checked) and verify the contents if it is not.
+    pub fn read<D: BlockDevice<'b>>(&mut self, dev: &mut D, block: u64, meta: bool) -> Result<SlotId> {
+        if let Some(id) = self.find(block) {
+            self.wait_slot(dev, id, &mut |_| {})?;
+            if self.slot(id)?.state != State::Empty {
+                self.stats.hits += 1;
+                self.touch(id);
+                return Ok(id);
+            }
+        }
+        self.stats.misses += 1;
+        let id = self.victim(dev)?;
+        {
+            let s = self.slot_mut(id)?;
+            s.block = block;
+            s.meta = meta;
+            s.checked = false;
+        }
+        self.submit(dev, id, false, false)?;
+        self.wait_slot(dev, id, &mut |_| {})?;
+        self.touch(id);
+        Ok(id)
+    }
+
+    /// A slot for `block` whose old contents do not matter (a newly allocated block): no read.
+    /// The slot is zeroed, dirty and marked checked.
+    pub fn create<D: BlockDevice<'b>>(&mut self, dev: &mut D, block: u64, meta: bool) -> Result<SlotId> {
+        let id = match self.find(block) {
+            Some(id) => {
+                self.wait_slot(dev, id, &mut |_| {})?;
+                id
+            }
+            None => self.victim(dev)?,
+        };
+        let s = self.slot_mut(id)?;
+        s.block = block;
+        s.meta = meta;
+        s.checked = true;
+        s.state = State::Dirty;
+        s.error = None;
+        if let Some(b) = s.buf.as_deref_mut() {
+            b.fill(0);
+        }
+        self.touch(id);
+        Ok(id)
+    }
+
+    /// Write every dirty slot and wait for all of them, keeping up to the device's queue depth
+    /// in flight. Foreign completions that arrive meanwhile go to `foreign`.
+    pub fn write_back_all<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        foreign: &mut dyn FnMut(Completion<'b>),
+    ) -> Result<()> {
+        let depth = usize::from(dev.geometry().queue_depth.max(1));
+        let mut first_err = None;
+        let mut next = 0;
+        loop {
+            // Submit while there is room.
+            while next < self.slots.len() && dev.in_flight() < depth {
+                if self.slots.get(next).is_some_and(|s| s.state == State::Dirty) {
+                    self.submit(dev, next, true, false)?;
+                }
+                next += 1;
+            }
+            let busy = self.slots.iter().any(|s| s.state == State::Writing);
+            if next >= self.slots.len() && !busy {
+                break;
+            }
+            if let Some(c) = dev.poll() {
+                if c.tag >= FOREIGN_TAG_BASE {
+                    foreign(c);
+                } else {
+                    let id = c.tag as usize;
+                    self.complete(c);
+                    if let Some(e) = self.slots.get_mut(id).and_then(|s| s.error.take()) {
+                        first_err.get_or_insert(Error::Io(e));
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{QueuedConfig, QueuedRamDisk, RamDisk};
+
+    #[test]
+    fn read_write_back_and_evict() {
+        let mut store = [0u8; 512 * 64];
+        for (i, c) in store.chunks_mut(512).enumerate() {
+            c[0] = i as u8;
+        }
+        let mut dev = RamDisk::new(&mut store, 512).unwrap();
+        let mut mem = [0u8; 512 * 2];
+        let mut cache: BlockCache<'_, 2> = BlockCache::new(&mut mem, 512, 512).unwrap();
+        for b in 0..10u64 {
+            let id = cache.read(&mut dev, b, false).unwrap();
+            assert_eq!(cache.data(id).unwrap()[0], b as u8);
+        }
+        let id = cache.create(&mut dev, 20, false).unwrap();
+        cache.data_mut(id).unwrap()[5] = 99;
+        let id2 = cache.read(&mut dev, 3, false).unwrap();
+        cache.pin(id2);
+        // The only unpinned slot holds dirty block 20: reading another block writes it back.
+        cache.read(&mut dev, 30, false).unwrap();
+        assert!(cache.find(20).is_none());
+        assert!(cache.find(3).is_some(), "pinned slot kept");
+        let id = cache.read(&mut dev, 20, false).unwrap();
+        assert_eq!(cache.data(id).unwrap()[5], 99);
+        assert_eq!(cache.stats().evict_writes, 1);
+    }
+
+    #[test]
+    fn write_back_all_over_a_queued_device() {
+        let cfg = QueuedConfig { sector_count: 256, ..QueuedConfig::default() };
+        let mut dev = QueuedRamDisk::new(cfg);
+        let mut mem = std::vec![0u8; 1024 * 8];
+        let mut cache: BlockCache<'_, 8> = BlockCache::new(&mut mem, 1024, 512).unwrap();
+        for b in 0..8u64 {
+            let id = cache.create(&mut dev, b, false).unwrap();
+            cache.data_mut(id).unwrap().fill(b as u8 + 1);
+        }
+        cache.write_back_all(&mut dev, &mut |_| panic!("no foreign I/O")).unwrap();
+        assert_eq!(cache.dirty_count(), 0);
+        for b in 0..8usize {
+            assert!(dev.volatile_image()[b * 1024..(b + 1) * 1024].iter().all(|&x| x == b as u8 + 1));
+        }
+    }
+
+    #[test]
+    fn all_pinned_is_cache_full() {
+        let mut store = [0u8; 512 * 8];
+        let mut dev = RamDisk::new(&mut store, 512).unwrap();
+        let mut mem = [0u8; 512 * 2];
+        let mut cache: BlockCache<'_, 2> = BlockCache::new(&mut mem, 512, 512).unwrap();
+        let a = cache.read(&mut dev, 0, false).unwrap();
+        let b = cache.read(&mut dev, 1, false).unwrap();
+        cache.pin(a);
+        cache.pin(b);
+        assert_eq!(cache.read(&mut dev, 2, false), Err(Error::CacheFull));
+    }
+}

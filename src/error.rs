@@ -1,0 +1,111 @@
+//! The one error type of the filesystem, and the device error it wraps.
+//!
+//! Every variant is something a caller can act on: retry later (`WouldBlock`), free space
+//! (`NoSpace`), fix the path (`NotFound`, `InvalidPath`, …), or give up on the volume
+//! (`Corrupt`, `Io`). Nothing here carries heap data, so errors are `Copy` and cheap to return
+//! from firmware.
+
+/// What a device reported for a failed request.
+///
+/// Drivers map their own status codes onto these; the filesystem never retries on its own,
+/// it fails the operation and keeps the volume consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum IoError {
+    /// The request addressed sectors beyond the end of the device.
+    OutOfRange,
+    /// The buffer length is not a whole number of sectors, or is empty.
+    BadBuffer,
+    /// The device refuses writes.
+    ReadOnly,
+    /// The request kind is not supported by this device (e.g. FUA or discard).
+    Unsupported,
+    /// The medium reported an unrecoverable error.
+    Media,
+    /// A transfer checksum (e.g. SD card CRC) failed.
+    Crc,
+    /// The device did not answer in time.
+    Timeout,
+    /// Any other device status, with the driver's raw code.
+    Device(u16),
+}
+
+/// Errors returned by the filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// A device request failed.
+    Io(IoError),
+    /// A block read from the device failed a check (magic, checksum, bounds, tree shape).
+    /// `block` is the filesystem block where the bad bytes were found.
+    Corrupt {
+        /// The filesystem block number that failed verification.
+        block: u64,
+    },
+    /// The volume has no free block left for this operation.
+    NoSpace,
+    /// The operation cannot start without waiting for I/O and `NOWAIT` was given.
+    WouldBlock,
+    /// Every cache slot is pinned or in flight; give the cache more slots.
+    CacheFull,
+    /// The key or path does not exist.
+    NotFound,
+    /// The key or path exists already.
+    AlreadyExists,
+    /// A value or name is too large for the on-disk format.
+    TooLarge,
+    /// An argument is outside what the API or the format allows.
+    InvalidArgument,
+    /// The volume was mounted read-only, or turned read-only after an I/O error.
+    ReadOnly,
+    /// The device does not hold a bonsaifs volume (no valid superblock).
+    NotFormatted,
+    /// The volume needs a feature this build does not know (incompat bits).
+    Unsupported,
+}
+
+impl From<IoError> for Error {
+    fn from(e: IoError) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl core::fmt::Display for IoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            IoError::OutOfRange => f.write_str("request beyond the end of the device"),
+            IoError::BadBuffer => f.write_str("buffer is not a whole number of sectors"),
+            IoError::ReadOnly => f.write_str("device is read-only"),
+            IoError::Unsupported => f.write_str("request not supported by the device"),
+            IoError::Media => f.write_str("media error"),
+            IoError::Crc => f.write_str("transfer checksum error"),
+            IoError::Timeout => f.write_str("device timeout"),
+            IoError::Device(c) => write!(f, "device status {c:#x}"),
+        }
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Corrupt { block } => write!(f, "corrupt metadata in block {block}"),
+            Error::NoSpace => f.write_str("no space left on the volume"),
+            Error::WouldBlock => f.write_str("operation would block"),
+            Error::CacheFull => f.write_str("every cache slot is busy"),
+            Error::NotFound => f.write_str("not found"),
+            Error::AlreadyExists => f.write_str("already exists"),
+            Error::TooLarge => f.write_str("too large for the on-disk format"),
+            Error::InvalidArgument => f.write_str("invalid argument"),
+            Error::ReadOnly => f.write_str("read-only volume"),
+            Error::NotFormatted => f.write_str("no bonsaifs volume on this device"),
+            Error::Unsupported => f.write_str("volume uses features this build does not support"),
+        }
+    }
+}
+
+impl core::error::Error for IoError {}
+impl core::error::Error for Error {}
+
+/// Shorthand used across the crate.
+pub type Result<T> = core::result::Result<T, Error>;

@@ -1,0 +1,273 @@
+//! Free-space management: the free-space tree, the allocation reserve, and deferred frees.
+//!
+//! The free-space tree maps `Key { id: start, kind: FREE_EXTENT, offset: 0 }` to a
+//! [`FreeExtent`] value `{ len, freed }`, where `freed` is the generation whose checkpoint
+//! frees the run. A run is *reusable* only once that checkpoint is durable
+//! (`freed <= committed`): until then the last durable tree may still point into it.
+//!
+//! Allocating from a copy-on-write tree that itself needs allocations to change is the
+//! classic recursion problem. It is broken in two places:
+//!
+//! * Allocation never touches the tree: blocks come from a small **reserve** of up to two
+//!   runs cut out of the tree beforehand ([`refill`]); the reserve is recorded in the
+//!   superblock, so its blocks are never lost.
+//! * Frees never touch the tree while a tree operation is running: they are queued
+//!   ([`Space::defer_free`]) and **drained** into the tree between operations ([`drain`]);
+//!   frees caused by draining are queued again and drained in the same loop, which ends once
+//!   every node it touches has been copied in this transaction.
+//!
+//! Before each tree operation the volume makes sure the reserve holds enough blocks for the
+//! worst case of that operation ([`ensure`]), so an operation either starts with the space
+//! it needs or fails with `NoSpace` before changing anything.
+
+use zerocopy::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::btree::{InsertMode, NodeStore, Tree};
+use crate::error::{Error, Result};
+use crate::wire::{Key, MAX_DEPTH};
+
+/// Item type of a free extent in the free-space tree.
+pub const FREE_EXTENT: u8 = 1;
+
+/// Blocks one tree operation (plus the draining it causes) may need, at most.
+pub const BLOCKS_PER_OP: u64 = 4 * (MAX_DEPTH as u64 + 1);
+
+/// Most blocks taken from the free-space tree at once.
+pub const REFILL_BLOCKS: u64 = 1024;
+
+/// The value of a free-space tree item.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct FreeExtent {
+    /// Number of blocks in the run.
+    pub len: U64,
+    /// Generation whose checkpoint freed the run.
+    pub freed: U64,
+}
+
+/// A run of blocks in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Run {
+    /// First block.
+    pub start: u64,
+    /// Number of blocks.
+    pub len: u64,
+}
+
+impl Run {
+    fn end(&self) -> u64 {
+        self.start.saturating_add(self.len)
+    }
+}
+
+/// Allocator state kept in memory (and, for the reserve and counter, in the superblock).
+#[derive(Debug, Clone)]
+pub struct Space {
+    /// Runs taken out of the free-space tree, used first to last.
+    pub reserve: [Run; 2],
+    /// Free blocks on the volume: in the tree, in the reserve, or queued to be freed.
+    pub free_blocks: u64,
+    /// The last durable checkpoint's generation.
+    pub committed: u64,
+    /// Frees waiting to be put into the tree.
+    deferred: heapless::Vec<Run, 64>,
+    /// Where the next refill starts looking (next fit).
+    cursor: u64,
+}
+
+impl Space {
+    /// Allocator state as loaded from a superblock.
+    pub fn new(reserve: [Run; 2], free_blocks: u64, committed: u64) -> Self {
+        Space { reserve, free_blocks, committed, deferred: heapless::Vec::new(), cursor: 0 }
+    }
+
+    /// Blocks left in the reserve.
+    pub fn reserved(&self) -> u64 {
+        self.reserve[0].len + self.reserve[1].len
+    }
+
+    /// Frees still queued.
+    pub fn deferred(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Take one block from the reserve.
+    pub fn alloc(&mut self) -> Result<u64> {
+        if self.reserve[0].len == 0 {
+            self.reserve = [self.reserve[1], Run::default()];
+        }
+        let r = &mut self.reserve[0];
+        if r.len == 0 {
+            return Err(Error::NoSpace);
+        }
+        let b = r.start;
+        r.start += 1;
+        r.len -= 1;
+        self.free_blocks = self.free_blocks.saturating_sub(1);
+        Ok(b)
+    }
+
+    /// Queue `run` to be returned to the tree (reusable after the next durable checkpoint).
+    pub fn defer_free(&mut self, run: Run) -> Result<()> {
+        if run.len == 0 {
+            return Ok(());
+        }
+        self.free_blocks = self.free_blocks.saturating_add(run.len);
+        if let Some(last) = self.deferred.last_mut() {
+            if last.end() == run.start {
+                last.len += run.len;
+                return Ok(());
+            }
+            if run.end() == last.start {
+                last.start = run.start;
+                last.len += run.len;
+                return Ok(());
+            }
+        }
+        // The queue is sized for many operations' worth of frees; the volume drains it after
+        // every operation, so overflowing means a bug, not a user error.
+        self.deferred.push(run).map_err(|_| Error::CacheFull)
+    }
+}
+
+/// Gives tree code access to the allocator state inside the store.
+pub trait SpaceStore: NodeStore {
+    /// The allocator state.
+    fn space(&mut self) -> &mut Space;
+}
+
+fn key_of(start: u64) -> Key {
+    Key::new(start, FREE_EXTENT, 0)
+}
+
+fn decode(block_hint: u64, v: &[u8]) -> Result<(u64, u64)> {
+    let e = FreeExtent::read_from_bytes(v).map_err(|_| Error::Corrupt { block: block_hint })?;
+    Ok((e.len.get(), e.freed.get()))
+}
+
+fn encode(len: u64, freed: u64) -> FreeExtent {
+    FreeExtent { len: len.into(), freed: freed.into() }
+}
+
+/// A free-space tree item: `(start, len, freed)`.
+type Item = (u64, u64, u64);
+
+fn item(k: Key, v: &[u8]) -> Result<Item> {
+    if k.kind != FREE_EXTENT || k.offset != 0 {
+        return Err(Error::Corrupt { block: k.id });
+    }
+    let (len, freed) = decode(k.id, v)?;
+    Ok((k.id, len, freed))
+}
+
+/// Put `run`, freed in generation `freed`, into the tree, merging it with neighbours in the
+/// same state (both reusable, or both freed in this transaction). Overlap is a double free.
+fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) -> Result<()> {
+    let committed = s.space().committed;
+    let same_state = |a: u64, b: u64| (a <= committed) == (b <= committed);
+    let (mut start, mut len) = (run.start, run.len);
+    let prev = free.prev(s, &key_of(start), item)?.transpose()?;
+    let next = free.next(s, &key_of(start), true, item)?.transpose()?;
+    if let Some((ps, pl, _)) = prev {
+        if ps.saturating_add(pl) > start {
+            return Err(Error::Corrupt { block: start });
+        }
+    }
+    if let Some((ns, _, _)) = next {
+        if run.end() > ns {
+            return Err(Error::Corrupt { block: ns });
+        }
+    }
+    if let Some((ns, nl, nf)) = next {
+        if run.end() == ns && same_state(nf, freed) {
+            free.remove(s, &key_of(ns))?;
+            len += nl;
+        }
+    }
+    match prev {
+        Some((ps, pl, pf)) if ps + pl == start && same_state(pf, freed) => {
+            start = ps;
+            len += pl;
+            free.insert(s, key_of(start), encode(len, freed.max(pf)).as_bytes(), InsertMode::Replace)
+        }
+        _ => free.insert(s, key_of(start), encode(len, freed).as_bytes(), InsertMode::Create),
+    }
+}
+
+/// Move every queued free into the tree.
+pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
+    // Each round copies more of the free tree into this transaction; once a path is copied,
+    // editing it frees nothing more, so this ends. Bound it anyway.
+    for _ in 0..100_000u32 {
+        let Some(run) = s.space().deferred.pop() else {
+            return Ok(());
+        };
+        ensure_reserve(free, s, BLOCKS_PER_OP)?;
+        let gen = s.generation();
+        insert_free(free, s, run, gen)?;
+    }
+    Err(Error::Corrupt { block: free.root.block })
+}
+
+/// Make sure the reserve holds at least `need` blocks, cutting runs from the tree.
+pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()> {
+    for _ in 0..64 {
+        if s.space().reserved() >= need {
+            return Ok(());
+        }
+        let sp = s.space();
+        if sp.reserve[0].len == 0 {
+            sp.reserve = [sp.reserve[1], Run::default()];
+        }
+        if sp.reserve[1].len != 0 {
+            // Both slots hold short runs: give the first back (it was never used by any
+            // tree, so it is reusable at once) and refill that slot.
+            let back = sp.reserve[0];
+            sp.reserve = [sp.reserve[1], Run::default()];
+            let committed = sp.committed;
+            insert_free(free, s, back, committed)?;
+        }
+        refill(free, s)?;
+    }
+    Err(Error::NoSpace)
+}
+
+/// Cut up to [`REFILL_BLOCKS`] from the end of the next reusable run in the tree into the
+/// empty second reserve slot.
+fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
+    let committed = s.space().committed;
+    let mut from = key_of(s.space().cursor);
+    let mut wrapped = false;
+    // Walk the runs from the cursor, wrapping once; skip runs freed in this transaction.
+    for _ in 0..1_000_000u32 {
+        match free.next(s, &from, true, item)?.transpose()? {
+            Some((start, len, freed)) => {
+                if freed <= committed && len > 0 {
+                    let take = len.min(REFILL_BLOCKS);
+                    if take == len {
+                        free.remove(s, &key_of(start))?;
+                    } else {
+                        let v = encode(len - take, freed);
+                        free.insert(s, key_of(start), v.as_bytes(), InsertMode::Replace)?;
+                    }
+                    let sp = s.space();
+                    sp.reserve[1] = Run { start: start + len - take, len: take };
+                    sp.cursor = start;
+                    return Ok(());
+                }
+                from = key_of(start.saturating_add(1));
+                if start == u64::MAX {
+                    return Err(Error::NoSpace);
+                }
+            }
+            None if !wrapped => {
+                wrapped = true;
+                from = key_of(0);
+            }
+            None => return Err(Error::NoSpace),
+        }
+    }
+    Err(Error::NoSpace)
+}

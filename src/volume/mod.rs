@@ -1,0 +1,392 @@
+//! A volume: format, mount, the running transaction, and the checkpoint that makes it durable.
+//!
+//! # Where a change becomes durable
+//!
+//! Every change goes into the *running transaction* (generation `committed + 1`): tree nodes
+//! are copied on first write into newly allocated blocks, in the cache. Nothing on the device
+//! that the last checkpoint points at is ever overwritten. [`Volume::checkpoint`] then:
+//!
+//! 1. drains queued frees into the free-space tree;
+//! 2. writes every dirty node (at most the device's queue depth in flight);
+//! 3. flushes the device's volatile cache, so all of them are on stable media;
+//! 4. writes the superblock copy `generation % 2` with FUA (or write + flush).
+//!
+//! A power cut before step 4 completes leaves the previous superblock — and the tree it
+//! points at, untouched — as the newest valid one. Blocks freed by this transaction become
+//! reusable only after step 4 ([`crate::space`]).
+
+mod store;
+
+pub use store::Store;
+
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use crate::btree::{InsertMode, Root, Tree};
+use crate::cache::BlockCache;
+use crate::device::{BlockDevice, Command};
+use crate::error::{Error, IoError, Result};
+use crate::space::{self, FreeExtent, Run, Space, BLOCKS_PER_OP, FREE_EXTENT, REFILL_BLOCKS};
+use crate::wire::{
+    tree_id, Extent, Key, Superblock, TreeRoot, FORMAT_VERSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
+    SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
+};
+
+/// Choices made at format time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FormatOptions {
+    /// Filesystem block (node) size: a power of two, 512..=32768, a multiple of the sector size.
+    pub block_size: u32,
+    /// Journal size in blocks; `None` picks 1/64 of the volume, between 16 and 1024 blocks.
+    pub log_blocks: Option<u64>,
+    /// Volume identifier.
+    pub uuid: [u8; 16],
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions { block_size: 4096, log_blocks: None, uuid: [0; 16] }
+    }
+}
+
+/// Space figures, kept in counters (O(1), no scan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SpaceInfo {
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Blocks on the volume.
+    pub total_blocks: u64,
+    /// Blocks the allocator manages (after superblocks and journal).
+    pub data_blocks: u64,
+    /// Free blocks (including blocks freed by the running transaction).
+    pub free_blocks: u64,
+}
+
+/// A mounted volume over device `D`, with an `N`-slot block cache.
+///
+/// RAM: the struct itself, plus the caller's buffer of one sector and `N` blocks.
+pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
+    store: Store<'b, D, N>,
+    fs: Tree,
+    free: Tree,
+    sb: Superblock,
+    sb_buf: Option<&'b mut [u8]>,
+    read_only: bool,
+}
+
+/// Bytes of caller memory a volume needs: one sector for the superblock plus `slots` blocks.
+pub const fn memory_needed(sector_size: usize, block_size: usize, slots: usize) -> usize {
+    sector_size + slots * block_size
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
+    /// Write a new, empty volume over the whole device and mount it.
+    ///
+    /// `mem` must hold [`memory_needed`]`(sector_size, block_size, N)` bytes.
+    pub fn format(dev: D, mem: &'b mut [u8], opts: FormatOptions) -> Result<Self> {
+        let geo = dev.geometry();
+        let bs = opts.block_size;
+        if geo.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if !bs.is_power_of_two()
+            || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs)
+            || bs % geo.sector_size != 0
+            || N < 2 * crate::wire::MAX_DEPTH + 4
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let count = geo.capacity() / u64::from(bs);
+        let sb_blocks = SUPERBLOCK_REGION.div_ceil(u64::from(bs));
+        let log_blocks = opts.log_blocks.unwrap_or((count / 64).clamp(16, 1024));
+        let data_start = sb_blocks + log_blocks;
+        // Two tree roots plus room to work.
+        if count < data_start + 2 + 2 * BLOCKS_PER_OP {
+            return Err(Error::NoSpace);
+        }
+        let (sb_buf, cache_mem) = split_mem(mem, geo.sector_size as usize)?;
+        let cache = BlockCache::new(cache_mem, bs as usize, geo.sector_size as usize)?;
+        // Generation 1 is the format itself; its roots are the first two data blocks.
+        // The reserve starts with the two roots' blocks and up to REFILL_BLOCKS more; the
+        // free-space tree holds the rest.
+        let reserve_len = (count - data_start).min(REFILL_BLOCKS + 2);
+        let tree_start = data_start + reserve_len;
+        let space =
+            Space::new([Run { start: data_start, len: reserve_len }, Run::default()], count - data_start, 0);
+        let mut sb = Superblock::new_zeroed();
+        let mut vol = Volume {
+            store: Store { dev, cache, space, generation: 1, data: (data_start, count) },
+            fs: Tree { owner: tree_id::FS, root: Root::default() },
+            free: Tree { owner: tree_id::FREE, root: Root::default() },
+            sb,
+            sb_buf: Some(sb_buf),
+            read_only: false,
+        };
+        // Invalidate any previous volume's superblocks before writing the new trees.
+        for i in 0..2 {
+            vol.write_superblock_copy(i, false)?;
+        }
+        let st = &mut vol.store;
+        vol.free = Tree::create(st, tree_id::FREE)?;
+        vol.fs = Tree::create(st, tree_id::FS)?;
+        if tree_start < count {
+            let v = FreeExtent { len: (count - tree_start).into(), freed: 0.into() };
+            vol.free.insert(st, Key::new(tree_start, FREE_EXTENT, 0), v.as_bytes(), InsertMode::Create)?;
+        }
+        sb.version = FORMAT_VERSION.into();
+        sb.block_size = bs.into();
+        sb.block_count = count.into();
+        sb.log_start = sb_blocks.into();
+        sb.log_blocks = log_blocks.into();
+        sb.data_start = data_start.into();
+        sb.uuid = opts.uuid;
+        sb.next_id = 16.into();
+        vol.sb = sb;
+        vol.checkpoint_inner(true)?;
+        Ok(vol)
+    }
+
+    /// Mount the volume on `dev`: read both superblock copies and take the newest valid one.
+    /// Reads nothing else; cost does not grow with the volume.
+    pub fn mount(mut dev: D, mem: &'b mut [u8]) -> Result<Self> {
+        let geo = dev.geometry();
+        let ss = geo.sector_size as usize;
+        let (mut sb_buf, cache_mem) = split_mem(mem, ss)?;
+        let mut best: Option<Superblock> = None;
+        let mut first_err = Error::NotFormatted;
+        for (i, off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
+            let c = crate::device::read_blocks(&mut dev, off / ss as u64, sb_buf);
+            sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
+            c.result?;
+            match Superblock::parse(sb_buf, i as u64) {
+                Ok(sb) if best.is_none_or(|b| sb.generation() > b.generation()) => best = Some(sb),
+                Ok(_) => {}
+                Err(e) if e != Error::NotFormatted => first_err = e,
+                Err(_) => {}
+            }
+        }
+        let sb = best.ok_or(first_err)?;
+        let bs = sb.block_size.get();
+        let count = sb.block_count.get();
+        if bs % geo.sector_size != 0 || count.saturating_mul(u64::from(bs)) > geo.capacity() {
+            return Err(Error::Corrupt { block: 0 });
+        }
+        let cache = BlockCache::new(cache_mem, bs as usize, ss)?;
+        let run = |e: Extent| Run { start: e.start.get(), len: e.len.get() };
+        let committed = sb.generation();
+        let space = Space::new([run(sb.reserve[0]), run(sb.reserve[1])], sb.free_blocks.get(), committed);
+        let root = |r: TreeRoot| Root { block: r.block.get(), generation: r.generation.get(), level: r.level };
+        Ok(Volume {
+            store: Store { dev, cache, space, generation: committed + 1, data: (sb.data_start.get(), count) },
+            fs: Tree { owner: tree_id::FS, root: root(sb.fs_root) },
+            free: Tree { owner: tree_id::FREE, root: root(sb.free_root) },
+            read_only: geo.read_only,
+            sb,
+            sb_buf: Some(sb_buf),
+        })
+    }
+
+    /// Checkpoint and give the device back.
+    pub fn unmount(mut self) -> Result<D> {
+        if !self.read_only {
+            self.checkpoint()?;
+        }
+        Ok(self.store.dev)
+    }
+
+    /// Give the device back without writing anything (what a power cut does).
+    pub fn into_device(self) -> D {
+        self.store.dev
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.store.dev
+    }
+
+    /// The device, mutably (for tests that inject faults).
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.store.dev
+    }
+
+    /// The last durable generation.
+    pub fn committed_generation(&self) -> u64 {
+        self.store.space.committed
+    }
+
+    /// The superblock as last written or read.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// Is the volume refusing writes (mounted read-only, or after a failed write)?
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Space counters.
+    pub fn space_info(&self) -> SpaceInfo {
+        SpaceInfo {
+            block_size: self.sb.block_size.get(),
+            total_blocks: self.sb.block_count.get(),
+            data_blocks: self.store.data.1 - self.store.data.0,
+            free_blocks: self.store.space.free_blocks,
+        }
+    }
+
+    /// The filesystem tree's root.
+    pub fn fs_root(&self) -> Root {
+        self.fs.root
+    }
+
+    /// The free-space tree's root.
+    pub fn free_root(&self) -> Root {
+        self.free.root
+    }
+
+    /// Cache statistics.
+    pub fn cache_stats(&self) -> crate::cache::CacheStats {
+        self.store.cache.stats()
+    }
+
+    /// Largest value the filesystem tree accepts.
+    pub fn max_value_len(&self) -> usize {
+        crate::btree::max_value_len(self.sb.block_size.get() as usize)
+    }
+
+    /// Look up `key` in the filesystem tree; `f` sees the value.
+    pub fn get<R>(&mut self, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.fs.get(&mut self.store, key, f)
+    }
+
+    /// The first item at or after `from` (after, when `!inclusive`).
+    pub fn next<R>(&mut self, from: &Key, inclusive: bool, f: impl FnOnce(Key, &[u8]) -> R) -> Result<Option<R>> {
+        self.fs.next(&mut self.store, from, inclusive, f)
+    }
+
+    /// Insert or replace an item of the filesystem tree.
+    pub fn insert(&mut self, key: Key, value: &[u8], mode: InsertMode) -> Result<()> {
+        self.write_op(|fs, st| fs.insert(st, key, value, mode))
+    }
+
+    /// Remove an item of the filesystem tree; returns whether it existed.
+    pub fn remove(&mut self, key: &Key) -> Result<bool> {
+        self.write_op(|fs, st| fs.remove(st, key))
+    }
+
+    /// Run one change to the filesystem tree with the space it may need reserved first and
+    /// the frees it causes drained after. Errors that may have left the in-memory transaction
+    /// half-done turn the volume read-only; the last checkpoint is untouched.
+    fn write_op<R>(&mut self, op: impl FnOnce(&mut Tree, &mut Store<'b, D, N>) -> Result<R>) -> Result<R> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        // Nothing changed yet: a failure here is clean.
+        space::ensure_reserve(&mut self.free, &mut self.store, BLOCKS_PER_OP)?;
+        let r = op(&mut self.fs, &mut self.store);
+        let r = r.and_then(|v| space::drain(&mut self.free, &mut self.store).map(|()| v));
+        match r {
+            Err(e @ (Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull | Error::NoSpace)) => {
+                warn!("volume turns read-only after {}", e);
+                self.read_only = true;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Make the running transaction durable (see the module docs for the order of writes).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let r = self.checkpoint_inner(false);
+        if r.is_err() {
+            self.read_only = true;
+        }
+        r
+    }
+
+    fn checkpoint_inner(&mut self, both_copies: bool) -> Result<()> {
+        space::drain(&mut self.free, &mut self.store)?;
+        let st = &mut self.store;
+        st.cache.write_back_all(&mut st.dev, &mut |_| {})?;
+        let geo = st.dev.geometry();
+        if geo.volatile_cache {
+            crate::device::flush(&mut st.dev)?;
+        }
+        let gen = st.generation;
+        let sb = &mut self.sb;
+        sb.header.generation = gen.into();
+        let root = |r: Root| TreeRoot { block: r.block.into(), generation: r.generation.into(), level: r.level, pad: [0; 7] };
+        sb.fs_root = root(self.fs.root);
+        sb.free_root = root(self.free.root);
+        let ext = |r: Run| Extent { start: r.start.into(), len: r.len.into() };
+        sb.reserve = [ext(st.space.reserve[0]), ext(st.space.reserve[1])];
+        sb.free_blocks = st.space.free_blocks.into();
+        if both_copies {
+            self.write_superblock_copy(0, true)?;
+            self.write_superblock_copy(1, true)?;
+        } else {
+            self.write_superblock_copy((gen % 2) as usize, true)?;
+        }
+        debug!("checkpoint {} durable", gen);
+        self.store.space.committed = gen;
+        self.store.generation = gen + 1;
+        Ok(())
+    }
+
+    /// Write superblock copy `index` from `self.sb` (zeros when `valid` is false), durably:
+    /// FUA where the device has it, else write + flush.
+    fn write_superblock_copy(&mut self, index: usize, valid: bool) -> Result<()> {
+        let st = &mut self.store;
+        let geo = st.dev.geometry();
+        let ss = u64::from(geo.sector_size);
+        let buf = self.sb_buf.take().ok_or(Error::WouldBlock)?;
+        buf.fill(0);
+        if valid {
+            self.sb.header.blocknr = (index as u64).into();
+            let bytes = self.sb.seal();
+            if let Some(dst) = buf.get_mut(..SUPERBLOCK_LEN) {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        let lba = SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0) / ss;
+        let fua = geo.fua && geo.volatile_cache;
+        let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
+        self.sb_buf = c.buf;
+        c.result?;
+        if geo.volatile_cache && !fua {
+            crate::device::flush(&mut st.dev)?;
+        }
+        Ok(())
+    }
+
+    /// Check the whole volume: see [`crate::fsck`]. `bitmap` needs one bit per block.
+    pub fn fsck(&mut self, bitmap: &mut [u8]) -> Result<crate::fsck::Report> {
+        crate::fsck::check(&mut self.store, &self.fs, &self.free, bitmap)
+    }
+
+    /// Walk the free-space tree (for tests and the CLI): `f(start, len, freed_generation)`.
+    pub fn for_each_free_run(&mut self, mut f: impl FnMut(u64, u64, u64)) -> Result<()> {
+        let mut from = Key::MIN;
+        let mut incl = true;
+        while let Some(r) = self.free.next(&mut self.store, &from, incl, |k, v| (k, FreeExtent::ref_from_bytes(v).map(|e| (e.len.get(), e.freed.get())).ok()))? {
+            let (k, v) = r;
+            let (len, freed) = v.ok_or(Error::Corrupt { block: k.id })?;
+            f(k.id, len, freed);
+            from = k;
+            incl = false;
+        }
+        Ok(())
+    }
+}
+
+
+fn split_mem(mem: &mut [u8], sector_size: usize) -> Result<(&mut [u8], &mut [u8])> {
+    if mem.len() < sector_size || sector_size < SUPERBLOCK_LEN {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(mem.split_at_mut(sector_size))
+}

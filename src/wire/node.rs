@@ -1,0 +1,536 @@
+//! B+tree node layout, and the in-place edits a copy-on-write tree makes to a node it owns.
+//!
+//! ```text
+//! leaf:     | header | item 0 | item 1 | … | item n-1 | free | value n-1 | … | value 1 | value 0 |
+//! interior: | header | ptr 0 | ptr 1 | … | ptr n-1 | free                                       |
+//! ```
+//!
+//! A leaf's values are packed against the end of the block in reverse item order, so
+//! `value_end(i) = value_off(i-1)` (the block end for item 0). Verification checks exactly
+//! that chain, which bounds every value inside the block and makes overlap impossible.
+//! Keys are strictly increasing. An interior pointer's key is the smallest key of its subtree
+//! (the first pointer's key is a lower bound only).
+
+use zerocopy::little_endian::{U16, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::header::{BlockHeader, BlockKind, HEADER_LEN};
+use super::key::{Key, KeyBytes};
+use crate::error::{Error, Result};
+
+/// One leaf item descriptor.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct LeafItem {
+    /// The item's key.
+    pub key: KeyBytes,
+    /// Byte offset of the value from the start of the block.
+    pub val_off: U16,
+    /// Value length in bytes.
+    pub val_len: U16,
+}
+
+/// One interior-node child pointer.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct InternalPtr {
+    /// Lower bound of the child's keys.
+    pub key: KeyBytes,
+    /// Child block number.
+    pub block: U64,
+    /// Generation the child was written in; must match the child's header.
+    pub generation: U64,
+}
+
+/// Encoded size of a [`LeafItem`].
+pub const LEAF_ITEM_LEN: usize = core::mem::size_of::<LeafItem>();
+/// Encoded size of an [`InternalPtr`].
+pub const INTERNAL_PTR_LEN: usize = core::mem::size_of::<InternalPtr>();
+
+fn nitems_of(buf: &[u8]) -> usize {
+    BlockHeader::parse(buf).map_or(0, |h| usize::from(h.nitems.get()))
+}
+
+fn set_nitems(buf: &mut [u8], n: usize) {
+    if let Some(h) = BlockHeader::parse_mut(buf) {
+        h.nitems = U16::new(n as u16);
+    }
+}
+
+fn leaf_items(buf: &[u8]) -> &[LeafItem] {
+    let n = nitems_of(buf);
+    buf.get(HEADER_LEN..)
+        .and_then(|b| <[LeafItem]>::ref_from_prefix_with_elems(b, n).ok())
+        .map_or(&[], |(s, _)| s)
+}
+
+fn leaf_items_mut(buf: &mut [u8], n: usize) -> Option<&mut [LeafItem]> {
+    let b = buf.get_mut(HEADER_LEN..)?;
+    <[LeafItem]>::mut_from_prefix_with_elems(b, n).ok().map(|(s, _)| s)
+}
+
+fn ptrs(buf: &[u8]) -> &[InternalPtr] {
+    let n = nitems_of(buf);
+    buf.get(HEADER_LEN..)
+        .and_then(|b| <[InternalPtr]>::ref_from_prefix_with_elems(b, n).ok())
+        .map_or(&[], |(s, _)| s)
+}
+
+fn ptrs_mut(buf: &mut [u8], n: usize) -> Option<&mut [InternalPtr]> {
+    let b = buf.get_mut(HEADER_LEN..)?;
+    <[InternalPtr]>::mut_from_prefix_with_elems(b, n).ok().map(|(s, _)| s)
+}
+
+/// A read-only view of a node whose header and layout were verified.
+///
+/// Accessors never panic: an index out of range yields `Corrupt` (for views of verified nodes
+/// it cannot happen, but a bug must not become a panic in firmware).
+#[derive(Clone, Copy)]
+pub struct NodeRef<'a> {
+    buf: &'a [u8],
+    block: u64,
+}
+
+impl<'a> NodeRef<'a> {
+    /// View `buf`, read from `block`. Call [`verify`](Self::verify) before trusting it.
+    pub fn new(buf: &'a [u8], block: u64) -> Self {
+        NodeRef { buf, block }
+    }
+
+    fn corrupt(&self) -> Error {
+        Error::Corrupt { block: self.block }
+    }
+
+    /// Full structural check of a node read from disk: header (magic, crc, address), kind,
+    /// owner, level, generation, and the item / pointer layout. `expect_level` and
+    /// `expect_generation` come from the parent pointer (or the superblock for a root).
+    pub fn verify(
+        buf: &'a [u8],
+        block: u64,
+        owner: u64,
+        expect_level: u8,
+        expect_generation: u64,
+    ) -> Result<Self> {
+        let bad = Error::Corrupt { block };
+        let h = BlockHeader::verify(buf, block)?;
+        if h.owner.get() != owner
+            || h.level != expect_level
+            || h.generation.get() != expect_generation
+            || usize::from(h.level) >= super::MAX_DEPTH
+        {
+            return Err(bad);
+        }
+        let node = NodeRef { buf, block };
+        node.check_layout()?;
+        Ok(node)
+    }
+
+    /// Check the item / pointer layout (used on read and, in debug tests, after edits).
+    pub fn check_layout(&self) -> Result<()> {
+        let bad = self.corrupt();
+        let h = BlockHeader::parse(self.buf).ok_or(bad)?;
+        let n = usize::from(h.nitems.get());
+        let size = self.buf.len();
+        let is_leaf = match (h.block_kind(), h.level) {
+            (Some(BlockKind::Leaf), 0) => true,
+            (Some(BlockKind::Internal), l) if l > 0 => false,
+            _ => return Err(bad),
+        };
+        if is_leaf {
+            let end_items = HEADER_LEN + n * LEAF_ITEM_LEN;
+            if end_items > size {
+                return Err(bad);
+            }
+            let mut prev_off = size;
+            let mut prev_key: Option<Key> = None;
+            for it in leaf_items(self.buf) {
+                let len = usize::from(it.val_len.get());
+                let off = usize::from(it.val_off.get());
+                if off + len != prev_off || off < end_items {
+                    return Err(bad);
+                }
+                prev_off = off;
+                let k = Key::from(&it.key);
+                if prev_key.is_some_and(|p| p >= k) {
+                    return Err(bad);
+                }
+                prev_key = Some(k);
+            }
+        } else {
+            if n == 0 || HEADER_LEN + n * INTERNAL_PTR_LEN > size {
+                return Err(bad);
+            }
+            let mut prev_key: Option<Key> = None;
+            for p in ptrs(self.buf) {
+                let k = Key::from(&p.key);
+                if prev_key.is_some_and(|pk| pk >= k) {
+                    return Err(bad);
+                }
+                prev_key = Some(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// The block this view was read from.
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+    /// Number of items or pointers.
+    pub fn len(&self) -> usize {
+        nitems_of(self.buf)
+    }
+    /// No items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Tree level (0 = leaf).
+    pub fn level(&self) -> u8 {
+        BlockHeader::parse(self.buf).map_or(0, |h| h.level)
+    }
+    /// Is this a leaf?
+    pub fn is_leaf(&self) -> bool {
+        self.level() == 0
+    }
+    /// Generation recorded in the header.
+    pub fn generation(&self) -> u64 {
+        BlockHeader::parse(self.buf).map_or(0, |h| h.generation.get())
+    }
+
+    /// Key of item / pointer `i`.
+    pub fn key(&self, i: usize) -> Result<Key> {
+        if self.is_leaf() {
+            leaf_items(self.buf).get(i).map(|it| Key::from(&it.key))
+        } else {
+            ptrs(self.buf).get(i).map(|p| Key::from(&p.key))
+        }
+        .ok_or(self.corrupt())
+    }
+
+    /// Value of leaf item `i`.
+    pub fn value(&self, i: usize) -> Result<&'a [u8]> {
+        let it = leaf_items(self.buf).get(i).ok_or(self.corrupt())?;
+        let off = usize::from(it.val_off.get());
+        let len = usize::from(it.val_len.get());
+        self.buf.get(off..off + len).ok_or(self.corrupt())
+    }
+
+    /// Child pointer `i` of an interior node: `(block, generation)`.
+    pub fn child(&self, i: usize) -> Result<(u64, u64)> {
+        ptrs(self.buf)
+            .get(i)
+            .map(|p| (p.block.get(), p.generation.get()))
+            .ok_or(self.corrupt())
+    }
+
+    /// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would go.
+    pub fn search(&self, key: &Key) -> core::result::Result<usize, usize> {
+        if self.is_leaf() {
+            leaf_items(self.buf).binary_search_by(|it| Key::from(&it.key).cmp(key))
+        } else {
+            ptrs(self.buf).binary_search_by(|p| Key::from(&p.key).cmp(key))
+        }
+    }
+
+    /// Index of the child whose subtree may hold `key` (interior nodes).
+    pub fn child_index(&self, key: &Key) -> usize {
+        match self.search(key) {
+            Ok(i) => i,
+            Err(0) => 0,
+            Err(i) => i - 1,
+        }
+    }
+
+    /// Bytes in use by items / pointers and values, header excluded.
+    pub fn used(&self) -> usize {
+        let n = self.len();
+        if self.is_leaf() {
+            let vals: usize = leaf_items(self.buf).iter().map(|it| usize::from(it.val_len.get())).sum();
+            n * LEAF_ITEM_LEN + vals
+        } else {
+            n * INTERNAL_PTR_LEN
+        }
+    }
+
+    /// Bytes a node of this size can hold after its header.
+    pub fn capacity(&self) -> usize {
+        self.buf.len().saturating_sub(HEADER_LEN)
+    }
+
+    /// Bytes item `i` takes (descriptor plus value, or one pointer).
+    pub fn item_size(&self, i: usize) -> usize {
+        if self.is_leaf() {
+            leaf_items(self.buf).get(i).map_or(0, |it| LEAF_ITEM_LEN + usize::from(it.val_len.get()))
+        } else {
+            INTERNAL_PTR_LEN
+        }
+    }
+}
+
+/// Mutable edits on a node the tree owns (already copied for this transaction).
+///
+/// Every edit keeps the layout that [`NodeRef::check_layout`] verifies. Edits that do not fit
+/// return [`Error::TooLarge`] and change nothing; the tree splits first so that never happens
+/// in practice.
+pub struct NodeMut<'a> {
+    buf: &'a mut [u8],
+    block: u64,
+}
+
+impl<'a> NodeMut<'a> {
+    /// Edit `buf`, which lives at `block`.
+    pub fn new(buf: &'a mut [u8], block: u64) -> Self {
+        NodeMut { buf, block }
+    }
+
+    /// Read-only view.
+    pub fn as_ref(&self) -> NodeRef<'_> {
+        NodeRef { buf: self.buf, block: self.block }
+    }
+
+    fn corrupt(&self) -> Error {
+        Error::Corrupt { block: self.block }
+    }
+
+    fn data_start(&self) -> usize {
+        leaf_items(self.buf).last().map_or(self.buf.len(), |it| usize::from(it.val_off.get()))
+    }
+
+    /// Free bytes between the descriptors and the values (leaf) or after the pointers.
+    pub fn free(&self) -> usize {
+        let r = self.as_ref();
+        r.capacity().saturating_sub(r.used())
+    }
+
+    /// Insert `key` → `value` at index `i` of a leaf.
+    pub fn leaf_insert(&mut self, i: usize, key: Key, value: &[u8]) -> Result<()> {
+        let n = nitems_of(self.buf);
+        let len = value.len();
+        if i > n || len > usize::from(u16::MAX) {
+            return Err(Error::InvalidArgument);
+        }
+        if self.free() < LEAF_ITEM_LEN + len {
+            return Err(Error::TooLarge);
+        }
+        let data_start = self.data_start();
+        // End of the new value: where item i-1's value starts (or the block end).
+        let end = if i == 0 {
+            self.buf.len()
+        } else {
+            let items = leaf_items(self.buf);
+            usize::from(items.get(i - 1).ok_or(self.corrupt())?.val_off.get())
+        };
+        // Slide the values of items i.. down by `len` to open a gap below `end`.
+        self.buf.copy_within(data_start..end, data_start - len);
+        let bad = self.corrupt();
+        let items = leaf_items_mut(self.buf, n + 1).ok_or(bad)?;
+        for it in items.iter_mut().take(n).skip(i) {
+            it.val_off = U16::new(it.val_off.get() - len as u16);
+        }
+        items.copy_within(i..n, i + 1);
+        items[i] = LeafItem {
+            key: key.into(),
+            val_off: U16::new((end - len) as u16),
+            val_len: U16::new(len as u16),
+        };
+        self.buf[end - len..end].copy_from_slice(value);
+        set_nitems(self.buf, n + 1);
+        Ok(())
+    }
+
+    /// Remove leaf item `i`.
+    pub fn leaf_remove(&mut self, i: usize) -> Result<()> {
+        let n = nitems_of(self.buf);
+        if i >= n {
+            return Err(self.corrupt());
+        }
+        let data_start = self.data_start();
+        let (off, len) = {
+            let it = leaf_items(self.buf).get(i).ok_or(self.corrupt())?;
+            (usize::from(it.val_off.get()), usize::from(it.val_len.get()))
+        };
+        // Slide the values of items i+1.. up over the removed value.
+        self.buf.copy_within(data_start..off, data_start + len);
+        let bad = self.corrupt();
+        let items = leaf_items_mut(self.buf, n).ok_or(bad)?;
+        for it in items.iter_mut().skip(i + 1) {
+            it.val_off = U16::new(it.val_off.get() + len as u16);
+        }
+        items.copy_within(i + 1..n, i);
+        set_nitems(self.buf, n - 1);
+        Ok(())
+    }
+
+    /// Replace the value of leaf item `i` (any new length that fits).
+    pub fn leaf_update(&mut self, i: usize, value: &[u8]) -> Result<()> {
+        let key = self.as_ref().key(i)?;
+        let old = self.as_ref().item_size(i) - LEAF_ITEM_LEN;
+        if value.len() > old && self.free() < value.len() - old {
+            return Err(Error::TooLarge);
+        }
+        self.leaf_remove(i)?;
+        self.leaf_insert(i, key, value)
+    }
+
+    /// Mutable access to the value of leaf item `i`, for same-size edits.
+    pub fn value_mut(&mut self, i: usize) -> Result<&mut [u8]> {
+        let (off, len) = {
+            let it = leaf_items(self.buf).get(i).ok_or(self.corrupt())?;
+            (usize::from(it.val_off.get()), usize::from(it.val_len.get()))
+        };
+        let bad = self.corrupt();
+        self.buf.get_mut(off..off + len).ok_or(bad)
+    }
+
+    /// Insert a child pointer at index `i` of an interior node.
+    pub fn ptr_insert(&mut self, i: usize, key: Key, block: u64, generation: u64) -> Result<()> {
+        let n = nitems_of(self.buf);
+        if i > n {
+            return Err(Error::InvalidArgument);
+        }
+        if self.free() < INTERNAL_PTR_LEN {
+            return Err(Error::TooLarge);
+        }
+        let bad = self.corrupt();
+        let p = ptrs_mut(self.buf, n + 1).ok_or(bad)?;
+        p.copy_within(i..n, i + 1);
+        p[i] = InternalPtr { key: key.into(), block: block.into(), generation: generation.into() };
+        set_nitems(self.buf, n + 1);
+        Ok(())
+    }
+
+    /// Remove child pointer `i`.
+    pub fn ptr_remove(&mut self, i: usize) -> Result<()> {
+        let n = nitems_of(self.buf);
+        if i >= n {
+            return Err(self.corrupt());
+        }
+        let bad = self.corrupt();
+        let p = ptrs_mut(self.buf, n).ok_or(bad)?;
+        p.copy_within(i + 1..n, i);
+        set_nitems(self.buf, n - 1);
+        Ok(())
+    }
+
+    /// Point child `i` at a new block / generation.
+    pub fn set_child(&mut self, i: usize, block: u64, generation: u64) -> Result<()> {
+        let bad = self.corrupt();
+        let n = nitems_of(self.buf);
+        let p = ptrs_mut(self.buf, n).and_then(|p| p.get_mut(i)).ok_or(bad)?;
+        p.block = block.into();
+        p.generation = generation.into();
+        Ok(())
+    }
+
+    /// Change the key of item / pointer `i` (the caller keeps the order).
+    pub fn set_key(&mut self, i: usize, key: Key) -> Result<()> {
+        let bad = self.corrupt();
+        let n = nitems_of(self.buf);
+        if self.as_ref().is_leaf() {
+            let it = leaf_items_mut(self.buf, n).and_then(|p| p.get_mut(i)).ok_or(bad)?;
+            it.key = key.into();
+        } else {
+            let p = ptrs_mut(self.buf, n).and_then(|p| p.get_mut(i)).ok_or(bad)?;
+            p.key = key.into();
+        }
+        Ok(())
+    }
+
+    /// Drop items / pointers `n..`. For a leaf the dropped values are the lowest in the block,
+    /// so the layout stays packed.
+    pub fn truncate(&mut self, n: usize) {
+        if n < nitems_of(self.buf) {
+            set_nitems(self.buf, n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(buf: &mut [u8]) {
+        BlockHeader::init(buf, BlockKind::Leaf, 1, 5, 1, 0).unwrap();
+    }
+
+    #[test]
+    fn leaf_insert_remove_update_keep_layout() {
+        let mut b = [0u8; 512];
+        leaf(&mut b);
+        let mut m = NodeMut::new(&mut b, 5);
+        m.leaf_insert(0, Key::new(2, 0, 0), b"bb").unwrap();
+        m.leaf_insert(0, Key::new(1, 0, 0), b"a").unwrap();
+        m.leaf_insert(2, Key::new(3, 0, 0), b"cccc").unwrap();
+        m.leaf_insert(1, Key::new(1, 5, 0), b"").unwrap();
+        m.as_ref().check_layout().unwrap();
+        let r = m.as_ref();
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.value(0).unwrap(), b"a");
+        assert_eq!(r.value(1).unwrap(), b"");
+        assert_eq!(r.value(2).unwrap(), b"bb");
+        assert_eq!(r.value(3).unwrap(), b"cccc");
+        m.leaf_update(2, b"BBBBBB").unwrap();
+        m.leaf_remove(0).unwrap();
+        m.as_ref().check_layout().unwrap();
+        let r = m.as_ref();
+        assert_eq!(r.value(1).unwrap(), b"BBBBBB");
+        assert_eq!(r.value(2).unwrap(), b"cccc");
+        assert_eq!(r.search(&Key::new(3, 0, 0)), Ok(2));
+        assert_eq!(r.search(&Key::new(0, 0, 0)), Err(0));
+    }
+
+    #[test]
+    fn full_leaf_refuses_without_change() {
+        let mut b = [0u8; 512];
+        leaf(&mut b);
+        let mut m = NodeMut::new(&mut b, 5);
+        let mut i = 0;
+        while m.leaf_insert(i, Key::new(i as u64, 0, 0), &[7; 30]).is_ok() {
+            i += 1;
+        }
+        assert_eq!(i, (512 - HEADER_LEN) / (LEAF_ITEM_LEN + 30));
+        m.as_ref().check_layout().unwrap();
+    }
+
+    #[test]
+    fn interior_ptrs() {
+        let mut b = [0u8; 512];
+        BlockHeader::init(&mut b, BlockKind::Internal, 1, 5, 1, 1).unwrap();
+        let mut m = NodeMut::new(&mut b, 5);
+        m.ptr_insert(0, Key::new(10, 0, 0), 100, 1).unwrap();
+        m.ptr_insert(0, Key::new(0, 0, 0), 99, 1).unwrap();
+        m.ptr_insert(2, Key::new(20, 0, 0), 101, 1).unwrap();
+        let r = m.as_ref();
+        r.check_layout().unwrap();
+        assert_eq!(r.child_index(&Key::new(15, 0, 0)), 1);
+        assert_eq!(r.child_index(&Key::new(20, 0, 0)), 2);
+        assert_eq!(r.child(2).unwrap(), (101, 1));
+        m.ptr_remove(1).unwrap();
+        assert_eq!(m.as_ref().child(1).unwrap(), (101, 1));
+    }
+
+    #[test]
+    fn verify_rejects_bad_layout() {
+        let mut b = [0u8; 512];
+        leaf(&mut b);
+        let mut m = NodeMut::new(&mut b, 5);
+        m.leaf_insert(0, Key::new(1, 0, 0), b"xy").unwrap();
+        m.leaf_insert(1, Key::new(2, 0, 0), b"z").unwrap();
+        BlockHeader::seal(&mut b);
+        assert!(NodeRef::verify(&b, 5, 1, 0, 1).is_ok());
+        assert!(NodeRef::verify(&b, 5, 2, 0, 1).is_err(), "owner");
+        assert!(NodeRef::verify(&b, 5, 1, 1, 1).is_err(), "level");
+        assert!(NodeRef::verify(&b, 5, 1, 0, 2).is_err(), "generation");
+        // A value offset pointing out of the block, with a valid checksum, is still caught.
+        let mut c = b;
+        c[HEADER_LEN + 17] = 0xff;
+        c[HEADER_LEN + 18] = 0xff;
+        BlockHeader::seal(&mut c);
+        assert!(NodeRef::verify(&c, 5, 1, 0, 1).is_err());
+        // Keys out of order.
+        let mut d = b;
+        d[HEADER_LEN] = 9;
+        BlockHeader::seal(&mut d);
+        assert!(NodeRef::verify(&d, 5, 1, 0, 1).is_err());
+    }
+}
