@@ -139,7 +139,9 @@ impl<'b, const N: usize> BlockCache<'b, N> {
 
     /// The slot holding `block`, if any (in any state).
     pub fn find(&self, block: u64) -> Option<SlotId> {
-        self.slots.iter().position(|s| s.state != State::Empty && s.block == block)
+        self.slots
+            .iter()
+            .position(|s| s.state != State::Empty && s.block == block)
     }
 
     /// Keep slot `id` from being evicted until [`unpin`](Self::unpin).
@@ -175,7 +177,10 @@ impl<'b, const N: usize> BlockCache<'b, N> {
 
     /// Number of dirty slots.
     pub fn dirty_count(&self) -> usize {
-        self.slots.iter().filter(|s| s.state == State::Dirty).count()
+        self.slots
+            .iter()
+            .filter(|s| s.state == State::Dirty)
+            .count()
     }
 
     /// Read access to a resident slot.
@@ -305,21 +310,37 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         }
     }
 
-    fn submit<D: BlockDevice<'b>>(&mut self, dev: &mut D, id: SlotId, write: bool, fua: bool) -> Result<()> {
+    fn submit<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        id: SlotId,
+        write: bool,
+        fua: bool,
+    ) -> Result<()> {
         let spb = self.sectors_per_block;
         let s = self.slot_mut(id)?;
-        let lba = s.block.checked_mul(spb).ok_or(Error::Io(IoError::OutOfRange))?;
+        let lba = s
+            .block
+            .checked_mul(spb)
+            .ok_or(Error::Io(IoError::OutOfRange))?;
         let buf = s.buf.take().ok_or(Error::WouldBlock)?;
         if write && s.meta {
             BlockHeader::seal(buf);
         }
-        s.state = if write { State::Writing } else { State::Reading };
+        s.state = if write {
+            State::Writing
+        } else {
+            State::Reading
+        };
         let command = if write {
             Command::Write { lba, buf, fua }
         } else {
             Command::Read { lba, buf }
         };
-        let mut req = Request { tag: id as Tag, command };
+        let mut req = Request {
+            tag: id as Tag,
+            command,
+        };
         loop {
             match dev.submit(req) {
                 Ok(()) => return Ok(()),
@@ -364,7 +385,12 @@ impl<'b, const N: usize> BlockCache<'b, N> {
 
     /// Get `block` into a slot, reading it if needed (blocking). Returns the slot; check
     /// [`is_checked`](Self::is_checked) and verify the contents if it is not.
-    pub fn read<D: BlockDevice<'b>>(&mut self, dev: &mut D, block: u64, meta: bool) -> Result<SlotId> {
+    pub fn read<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        block: u64,
+        meta: bool,
+    ) -> Result<SlotId> {
         if let Some(id) = self.find(block) {
             self.wait_slot(dev, id, &mut |_| {})?;
             if self.slot(id)?.state != State::Empty {
@@ -389,7 +415,12 @@ impl<'b, const N: usize> BlockCache<'b, N> {
 
     /// A slot for `block` whose old contents do not matter (a newly allocated block): no read.
     /// The slot is zeroed, dirty and marked checked.
-    pub fn create<D: BlockDevice<'b>>(&mut self, dev: &mut D, block: u64, meta: bool) -> Result<SlotId> {
+    pub fn create<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        block: u64,
+        meta: bool,
+    ) -> Result<SlotId> {
         let id = match self.find(block) {
             Some(id) => {
                 self.wait_slot(dev, id, &mut |_| {})?;
@@ -423,7 +454,11 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         loop {
             // Submit while there is room.
             while next < self.slots.len() && dev.in_flight() < depth {
-                if self.slots.get(next).is_some_and(|s| s.state == State::Dirty) {
+                if self
+                    .slots
+                    .get(next)
+                    .is_some_and(|s| s.state == State::Dirty)
+                {
                     self.submit(dev, next, true, false)?;
                 }
                 next += 1;
@@ -484,7 +519,10 @@ mod tests {
 
     #[test]
     fn write_back_all_over_a_queued_device() {
-        let cfg = QueuedConfig { sector_count: 256, ..QueuedConfig::default() };
+        let cfg = QueuedConfig {
+            sector_count: 256,
+            ..QueuedConfig::default()
+        };
         let mut dev = QueuedRamDisk::new(cfg);
         let mut mem = std::vec![0u8; 1024 * 8];
         let mut cache: BlockCache<'_, 8> = BlockCache::new(&mut mem, 1024, 512).unwrap();
@@ -492,10 +530,14 @@ mod tests {
             let id = cache.create(&mut dev, b, false).unwrap();
             cache.data_mut(id).unwrap().fill(b as u8 + 1);
         }
-        cache.write_back_all(&mut dev, &mut |_| panic!("no foreign I/O")).unwrap();
+        cache
+            .write_back_all(&mut dev, &mut |_| panic!("no foreign I/O"))
+            .unwrap();
         assert_eq!(cache.dirty_count(), 0);
         for b in 0..8usize {
-            assert!(dev.volatile_image()[b * 1024..(b + 1) * 1024].iter().all(|&x| x == b as u8 + 1));
+            assert!(dev.volatile_image()[b * 1024..(b + 1) * 1024]
+                .iter()
+                .all(|&x| x == b as u8 + 1));
         }
     }
 

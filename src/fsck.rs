@@ -104,10 +104,35 @@ fn walk<S: NodeStore>(
     nodes: &mut u64,
     item: &mut dyn FnMut(Key, &[u8], &mut Marks<'_>, &mut Report),
 ) -> Result<()> {
+    walk_with(s, tree, marks, rep, nodes, item, &mut |_| {})
+}
+
+/// [`walk`], also calling `node` with each node's block number.
+fn walk_with<S: NodeStore>(
+    s: &mut S,
+    tree: &Tree,
+    marks: &mut Marks<'_>,
+    rep: &mut Report,
+    nodes: &mut u64,
+    item: &mut dyn FnMut(Key, &[u8], &mut Marks<'_>, &mut Report),
+    node: &mut dyn FnMut(u64),
+) -> Result<()> {
     let mut stack: heapless::Vec<Frame, { MAX_DEPTH + 1 }> = heapless::Vec::new();
     let root = tree.root;
-    let push = |stack: &mut heapless::Vec<Frame, { MAX_DEPTH + 1 }>, f: Frame| stack.push(f).map_err(|_| Error::Corrupt { block: f.block });
-    push(&mut stack, Frame { block: root.block, generation: root.generation, level: root.level, next: 0, lo: Key::MIN, hi: None })?;
+    let push = |stack: &mut heapless::Vec<Frame, { MAX_DEPTH + 1 }>, f: Frame| {
+        stack.push(f).map_err(|_| Error::Corrupt { block: f.block })
+    };
+    push(
+        &mut stack,
+        Frame {
+            block: root.block,
+            generation: root.generation,
+            level: root.level,
+            next: 0,
+            lo: Key::MIN,
+            hi: None,
+        },
+    )?;
     let mut first_visit = true;
     while let Some(top) = stack.last().copied() {
         let id = match s.load(top.block, tree.owner, top.level, top.generation) {
@@ -124,12 +149,20 @@ fn walk<S: NodeStore>(
         let n = NodeRef::new(s.node(id)?, top.block);
         if first_visit {
             *nodes += 1;
-            if marks.claim(Run { start: top.block, len: 1 }) != 0 {
+            node(top.block);
+            if marks.end > marks.start
+                && marks.claim(Run {
+                    start: top.block,
+                    len: 1,
+                }) != 0
+            {
                 rep.double_refs += 1;
                 rep.bad(top.block);
             }
             // Keys must lie in [lo, hi).
-            if let (Ok(first), Some(last)) = (n.key(0), n.len().checked_sub(1).and_then(|l| n.key(l).ok())) {
+            if let (Ok(first), Some(last)) =
+                (n.key(0), n.len().checked_sub(1).and_then(|l| n.key(l).ok()))
+            {
                 let below = n.is_leaf() && first < top.lo;
                 if below || top.hi.is_some_and(|h| last >= h) {
                     rep.bad_nodes += 1;
@@ -155,11 +188,25 @@ fn walk<S: NodeStore>(
         let i = top.next;
         let (cb, cg) = n.child(i)?;
         let lo = if i == 0 { top.lo } else { n.key(i)? };
-        let hi = if i + 1 < n.len() { Some(n.key(i + 1)?) } else { top.hi };
+        let hi = if i + 1 < n.len() {
+            Some(n.key(i + 1)?)
+        } else {
+            top.hi
+        };
         if let Some(t) = stack.last_mut() {
             t.next += 1;
         }
-        push(&mut stack, Frame { block: cb, generation: cg, level: top.level.saturating_sub(1), next: 0, lo, hi })?;
+        push(
+            &mut stack,
+            Frame {
+                block: cb,
+                generation: cg,
+                level: top.level.saturating_sub(1),
+                next: 0,
+                lo,
+                hi,
+            },
+        )?;
         first_visit = true;
     }
     Ok(())
@@ -168,7 +215,12 @@ fn walk<S: NodeStore>(
 /// Check the volume whose trees are `fs` and `free`, over store `s`.
 ///
 /// `bitmap` must hold one bit per managed block (`(data_end - data_start + 7) / 8` bytes).
-pub fn check<S: SpaceStore + DataArea>(s: &mut S, fs: &Tree, free: &Tree, bitmap: &mut [u8]) -> Result<Report> {
+pub fn check<S: SpaceStore + DataArea>(
+    s: &mut S,
+    fs: &Tree,
+    free: &Tree,
+    bitmap: &mut [u8],
+) -> Result<Report> {
     let (start, end) = s.data_area();
     let need = usize::try_from((end - start).div_ceil(8)).map_err(|_| Error::InvalidArgument)?;
     let bits = bitmap.get_mut(..need).ok_or(Error::InvalidArgument)?;
@@ -178,14 +230,29 @@ pub fn check<S: SpaceStore + DataArea>(s: &mut S, fs: &Tree, free: &Tree, bitmap
     debug_assert_eq!(free.owner, tree_id::FREE);
 
     let mut nodes = 0;
-    walk(s, fs, &mut marks, &mut rep, &mut nodes, &mut |_, _, _, rep| rep.fs_items += 1)?;
+    walk(
+        s,
+        fs,
+        &mut marks,
+        &mut rep,
+        &mut nodes,
+        &mut |_, _, _, rep| rep.fs_items += 1,
+    )?;
     rep.fs_nodes = nodes;
 
     let mut nodes = 0;
-    walk(s, free, &mut marks, &mut rep, &mut nodes, &mut |k, v, marks, rep| {
-        match FreeExtent::ref_from_bytes(v) {
+    walk(
+        s,
+        free,
+        &mut marks,
+        &mut rep,
+        &mut nodes,
+        &mut |k, v, marks, rep| match FreeExtent::ref_from_bytes(v) {
             Ok(e) if k.kind == FREE_EXTENT && k.offset == 0 && e.len.get() > 0 => {
-                let run = Run { start: k.id, len: e.len.get() };
+                let run = Run {
+                    start: k.id,
+                    len: e.len.get(),
+                };
                 rep.free_run_blocks += run.len;
                 let d = marks.claim(run);
                 if d != 0 {
@@ -197,8 +264,8 @@ pub fn check<S: SpaceStore + DataArea>(s: &mut S, fs: &Tree, free: &Tree, bitmap
                 rep.bad_items += 1;
                 rep.bad(k.id);
             }
-        }
-    })?;
+        },
+    )?;
     rep.free_nodes = nodes;
 
     let reserve = s.space().reserve;
@@ -222,8 +289,36 @@ pub trait DataArea {
     fn data_area(&self) -> (u64, u64);
 }
 
-impl<'b, D: crate::device::BlockDevice<'b>, const N: usize> DataArea for crate::volume::Store<'b, D, N> {
+impl<'b, D: crate::device::BlockDevice<'b>, const N: usize> DataArea
+    for crate::volume::Store<'b, D, N>
+{
     fn data_area(&self) -> (u64, u64) {
         self.data
+    }
+}
+
+/// Call `f` with the block number of every node of `tree` (verifying each on the way).
+pub fn visit_nodes<S: NodeStore>(s: &mut S, tree: &Tree, f: &mut dyn FnMut(u64)) -> Result<()> {
+    let mut rep = Report::default();
+    let mut bits = [0u8; 0];
+    // Claims are not tracked here (an empty bitmap counts every block as out of range).
+    let mut marks = Marks {
+        bits: &mut bits,
+        start: 0,
+        end: 0,
+    };
+    let mut nodes = 0;
+    walk_with(
+        s,
+        tree,
+        &mut marks,
+        &mut rep,
+        &mut nodes,
+        &mut |_, _, _, _| {},
+        f,
+    )?;
+    match rep.first_bad {
+        Some(block) if rep.bad_nodes > 0 => Err(Error::Corrupt { block }),
+        _ => Ok(()),
     }
 }

@@ -80,7 +80,13 @@ pub struct Space {
 impl Space {
     /// Allocator state as loaded from a superblock.
     pub fn new(reserve: [Run; 2], free_blocks: u64, committed: u64) -> Self {
-        Space { reserve, free_blocks, committed, deferred: heapless::Vec::new(), cursor: 0 }
+        Space {
+            reserve,
+            free_blocks,
+            committed,
+            deferred: heapless::Vec::new(),
+            cursor: 0,
+        }
     }
 
     /// Blocks left in the reserve.
@@ -148,7 +154,10 @@ fn decode(block_hint: u64, v: &[u8]) -> Result<(u64, u64)> {
 }
 
 fn encode(len: u64, freed: u64) -> FreeExtent {
-    FreeExtent { len: len.into(), freed: freed.into() }
+    FreeExtent {
+        len: len.into(),
+        freed: freed.into(),
+    }
 }
 
 /// A free-space tree item: `(start, len, freed)`.
@@ -190,9 +199,19 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
         Some((ps, pl, pf)) if ps + pl == start && same_state(pf, freed) => {
             start = ps;
             len += pl;
-            free.insert(s, key_of(start), encode(len, freed.max(pf)).as_bytes(), InsertMode::Replace)
+            free.insert(
+                s,
+                key_of(start),
+                encode(len, freed.max(pf)).as_bytes(),
+                InsertMode::Replace,
+            )
         }
-        _ => free.insert(s, key_of(start), encode(len, freed).as_bytes(), InsertMode::Create),
+        _ => free.insert(
+            s,
+            key_of(start),
+            encode(len, freed).as_bytes(),
+            InsertMode::Create,
+        ),
     }
 }
 
@@ -208,7 +227,9 @@ pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
         let gen = s.generation();
         insert_free(free, s, run, gen)?;
     }
-    Err(Error::Corrupt { block: free.root.block })
+    Err(Error::Corrupt {
+        block: free.root.block,
+    })
 }
 
 /// Make sure the reserve holds at least `need` blocks, cutting runs from the tree.
@@ -253,7 +274,10 @@ fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
                         free.insert(s, key_of(start), v.as_bytes(), InsertMode::Replace)?;
                     }
                     let sp = s.space();
-                    sp.reserve[1] = Run { start: start + len - take, len: take };
+                    sp.reserve[1] = Run {
+                        start: start + len - take,
+                        len: take,
+                    };
                     sp.cursor = start;
                     return Ok(());
                 }

@@ -17,7 +17,9 @@ pub use store::NodeStore;
 
 use crate::cache::SlotId;
 use crate::error::{Error, Result};
-use crate::wire::{BlockHeader, Key, NodeMut, NodeRef, HEADER_LEN, INTERNAL_PTR_LEN, LEAF_ITEM_LEN, MAX_DEPTH};
+use crate::wire::{
+    BlockHeader, Key, NodeMut, NodeRef, HEADER_LEN, INTERNAL_PTR_LEN, LEAF_ITEM_LEN, MAX_DEPTH,
+};
 
 /// Largest value a tree of `block_size`-byte nodes accepts.
 ///
@@ -76,16 +78,35 @@ impl Tree {
     /// Create an empty tree (one empty leaf) in the current transaction.
     pub fn create<S: NodeStore>(s: &mut S, owner: u64) -> Result<Tree> {
         let (block, _) = s.new_node(owner, 0)?;
-        Ok(Tree { owner, root: Root { block, generation: s.generation(), level: 0 } })
+        Ok(Tree {
+            owner,
+            root: Root {
+                block,
+                generation: s.generation(),
+                level: 0,
+            },
+        })
     }
 
-    fn load(&self, s: &mut impl NodeStore, block: u64, level: u8, generation: u64) -> Result<SlotId> {
+    fn load(
+        &self,
+        s: &mut impl NodeStore,
+        block: u64,
+        level: u8,
+        generation: u64,
+    ) -> Result<SlotId> {
         s.load(block, self.owner, level, generation)
     }
 
     /// Call `f` with the value of `key`, if present.
-    pub fn get<S: NodeStore, R>(&self, s: &mut S, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
-        let (mut block, mut gen, mut level) = (self.root.block, self.root.generation, self.root.level);
+    pub fn get<S: NodeStore, R>(
+        &self,
+        s: &mut S,
+        key: &Key,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let (mut block, mut gen, mut level) =
+            (self.root.block, self.root.generation, self.root.level);
         for _ in 0..=MAX_DEPTH {
             let id = self.load(s, block, level, gen)?;
             let n = NodeRef::new(s.node(id)?, block);
@@ -117,7 +138,8 @@ impl Tree {
         let mut inclusive = inclusive;
         // Each restart moves `from` strictly up to a separator key; bound the restarts anyway.
         for _ in 0..1_000_000u32 {
-            let (mut block, mut gen, mut level) = (self.root.block, self.root.generation, self.root.level);
+            let (mut block, mut gen, mut level) =
+                (self.root.block, self.root.generation, self.root.level);
             let mut resume: Option<Key> = None;
             let mut depth = 0;
             loop {
@@ -150,16 +172,28 @@ impl Tree {
                     from = k;
                     inclusive = true;
                 }
-                Some(_) => return Err(Error::Corrupt { block: self.root.block }),
+                Some(_) => {
+                    return Err(Error::Corrupt {
+                        block: self.root.block,
+                    })
+                }
                 None => return Ok(None),
             }
         }
-        Err(Error::Corrupt { block: self.root.block })
+        Err(Error::Corrupt {
+            block: self.root.block,
+        })
     }
 
     /// Call `f` with the last item whose key is `< before`.
-    pub fn prev<S: NodeStore, R>(&self, s: &mut S, before: &Key, f: impl FnOnce(Key, &[u8]) -> R) -> Result<Option<R>> {
-        let (mut block, mut gen, mut level) = (self.root.block, self.root.generation, self.root.level);
+    pub fn prev<S: NodeStore, R>(
+        &self,
+        s: &mut S,
+        before: &Key,
+        f: impl FnOnce(Key, &[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let (mut block, mut gen, mut level) =
+            (self.root.block, self.root.generation, self.root.level);
         // The deepest subtree left of the descent path: where the answer is if the leaf has none.
         let mut left: Option<(u64, u64, u8)> = None;
         for _ in 0..=MAX_DEPTH {
@@ -201,7 +235,13 @@ impl Tree {
     }
 
     /// Copy-on-write the node `(block, gen, level)`: returns a writable `(block, slot)`.
-    fn cow(&self, s: &mut impl NodeStore, block: u64, gen: u64, level: u8) -> Result<(u64, SlotId)> {
+    fn cow(
+        &self,
+        s: &mut impl NodeStore,
+        block: u64,
+        gen: u64,
+        level: u8,
+    ) -> Result<(u64, SlotId)> {
         let id = self.load(s, block, level, gen)?;
         let cur = s.generation();
         if gen == cur {
@@ -232,7 +272,14 @@ impl Tree {
     }
 
     /// Make child `idx` of the writable node in slot `pid` writable; returns its `(block, slot)`.
-    fn cow_child(&self, s: &mut impl NodeStore, pid: SlotId, pblock: u64, idx: usize, level: u8) -> Result<(u64, SlotId)> {
+    fn cow_child(
+        &self,
+        s: &mut impl NodeStore,
+        pid: SlotId,
+        pblock: u64,
+        idx: usize,
+        level: u8,
+    ) -> Result<(u64, SlotId)> {
         let (cb, cg) = NodeRef::new(s.node(pid)?, pblock).child(idx)?;
         s.pin(pid);
         let r = self.cow(s, cb, cg, level);
@@ -246,7 +293,13 @@ impl Tree {
     }
 
     /// Would inserting `key` with a `len`-byte value overflow the node in `id`?
-    fn needs_split(s: &impl NodeStore, id: SlotId, block: u64, key: &Key, len: usize) -> Result<bool> {
+    fn needs_split(
+        s: &impl NodeStore,
+        id: SlotId,
+        block: u64,
+        key: &Key,
+        len: usize,
+    ) -> Result<bool> {
         let n = NodeRef::new(s.node(id)?, block);
         let free = n.capacity().saturating_sub(n.used());
         if !n.is_leaf() {
@@ -261,7 +314,15 @@ impl Tree {
 
     /// Split the writable child `idx` (in slot `cid`, block `cblock`) of the writable node in
     /// slot `pid`: its upper half moves to a new right sibling.
-    fn split_child(&self, s: &mut impl NodeStore, pid: SlotId, pblock: u64, idx: usize, cid: SlotId, cblock: u64) -> Result<()> {
+    fn split_child(
+        &self,
+        s: &mut impl NodeStore,
+        pid: SlotId,
+        pblock: u64,
+        idx: usize,
+        cid: SlotId,
+        cblock: u64,
+    ) -> Result<()> {
         let level = NodeRef::new(s.node(cid)?, cblock).level();
         s.pin(pid);
         s.pin(cid);
@@ -302,7 +363,13 @@ impl Tree {
     }
 
     /// Insert or replace `key` → `value` according to `mode`.
-    pub fn insert<S: NodeStore>(&mut self, s: &mut S, key: Key, value: &[u8], mode: InsertMode) -> Result<()> {
+    pub fn insert<S: NodeStore>(
+        &mut self,
+        s: &mut S,
+        key: Key,
+        value: &[u8],
+        mode: InsertMode,
+    ) -> Result<()> {
         let root = self.load(s, self.root.block, self.root.level, self.root.generation)?;
         let bs = s.node(root)?.len();
         if value.len() > max_value_len(bs) {
@@ -329,7 +396,11 @@ impl Tree {
             let cur = s.generation();
             NodeMut::new(s.node_mut(nid)?, nb).ptr_insert(0, Key::MIN, block, cur)?;
             self.split_child(s, nid, nb, 0, id, block)?;
-            self.root = Root { block: nb, generation: cur, level };
+            self.root = Root {
+                block: nb,
+                generation: cur,
+                level,
+            };
             (block, id) = (nb, nid);
         }
         for _ in 0..MAX_DEPTH {
@@ -377,7 +448,8 @@ impl Tree {
             }
             let level = n.level() - 1;
             let idx = n.child_index(key);
-            path.push(Step { block, idx }).map_err(|_| Error::Corrupt { block })?;
+            path.push(Step { block, idx })
+                .map_err(|_| Error::Corrupt { block })?;
             (block, id) = self.cow_child(s, id, block, idx, level)?;
         }
         // Rebalance bottom-up: `block` is the (writable) node just edited.
@@ -414,22 +486,35 @@ impl Tree {
             }
             let (cb, cg) = n.child(0)?;
             let old = self.root.block;
-            self.root = Root { block: cb, generation: cg, level: self.root.level - 1 };
+            self.root = Root {
+                block: cb,
+                generation: cg,
+                level: self.root.level - 1,
+            };
             s.free_node(old)?;
         }
         Ok(true)
     }
 
     /// Merge or rebalance children `li` and `li + 1` of the writable node `pid`.
-    fn rebalance(&self, s: &mut impl NodeStore, pid: SlotId, pblock: u64, li: usize, level: u8) -> Result<()> {
+    fn rebalance(
+        &self,
+        s: &mut impl NodeStore,
+        pid: SlotId,
+        pblock: u64,
+        li: usize,
+        level: u8,
+    ) -> Result<()> {
         let (lb, lid) = self.cow_child(s, pid, pblock, li, level)?;
         s.pin(lid);
-        let r = self.cow_child(s, pid, pblock, li + 1, level).and_then(|(rb, rid)| {
-            s.pin(rid);
-            let r = self.rebalance_pair(s, pid, pblock, li, (lb, lid), (rb, rid));
-            s.unpin(rid);
-            r
-        });
+        let r = self
+            .cow_child(s, pid, pblock, li + 1, level)
+            .and_then(|(rb, rid)| {
+                s.pin(rid);
+                let r = self.rebalance_pair(s, pid, pblock, li, (lb, lid), (rb, rid));
+                s.unpin(rid);
+                r
+            });
         s.unpin(lid);
         r
     }
@@ -463,13 +548,23 @@ impl Tree {
         // Move items one at a time from the fuller node to the emptier one while each move
         // narrows the gap between them.
         for _ in 0..4096 {
-            let (l, r) = (NodeRef::new(s.node(lid)?, lb), NodeRef::new(s.node(rid)?, rb));
+            let (l, r) = (
+                NodeRef::new(s.node(lid)?, lb),
+                NodeRef::new(s.node(rid)?, rb),
+            );
             let (lu, ru) = (l.used(), r.used());
             let left_to_right = lu > ru;
-            let (from_id, from_b, to_id, to_b) =
-                if left_to_right { (lid, lb, rid, rb) } else { (rid, rb, lid, lb) };
+            let (from_id, from_b, to_id, to_b) = if left_to_right {
+                (lid, lb, rid, rb)
+            } else {
+                (rid, rb, lid, lb)
+            };
             let from = if left_to_right { l } else { r };
-            let i = if left_to_right { from.len().saturating_sub(1) } else { 0 };
+            let i = if left_to_right {
+                from.len().saturating_sub(1)
+            } else {
+                0
+            };
             if from.len() <= 1 || from.item_size(i) >= lu.abs_diff(ru) {
                 break;
             }

@@ -31,10 +31,12 @@
 //! `'b = 'static` (buffers from a `static` pool), so leaked in-flight memory is never freed.
 //! Devices that copy synchronously (RAM disk, SPI) implement it for every `'b`.
 
+mod fault;
 mod queued;
 mod ram;
 mod trace;
 
+pub use fault::{FaultInjector, FaultPlan};
 #[cfg(any(test, feature = "std"))]
 pub use queued::{QueuedConfig, QueuedRamDisk};
 pub use ram::RamDisk;
@@ -68,7 +70,8 @@ pub struct Geometry {
 impl Geometry {
     /// Total capacity in bytes.
     pub fn capacity(&self) -> u64 {
-        self.sector_count.saturating_mul(u64::from(self.sector_size))
+        self.sector_count
+            .saturating_mul(u64::from(self.sector_size))
     }
 }
 
@@ -219,7 +222,11 @@ pub fn run<'b, D: BlockDevice<'b> + ?Sized>(dev: &mut D, command: Command<'b>) -
             Command::Read { buf, .. } | Command::Write { buf, .. } => Some(buf),
             _ => None,
         };
-        return Completion { tag: TAG, result: Err(IoError::Unsupported), buf };
+        return Completion {
+            tag: TAG,
+            result: Err(IoError::Unsupported),
+            buf,
+        };
     }
     let mut req = Request { tag: TAG, command };
     // With nothing in flight the queue cannot be full; a device answering Busy anyway is

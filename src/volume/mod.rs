@@ -45,7 +45,11 @@ pub struct FormatOptions {
 
 impl Default for FormatOptions {
     fn default() -> Self {
-        FormatOptions { block_size: 4096, log_blocks: None, uuid: [0; 16] }
+        FormatOptions {
+            block_size: 4096,
+            log_blocks: None,
+            uuid: [0; 16],
+        }
     }
 }
 
@@ -112,13 +116,34 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         // free-space tree holds the rest.
         let reserve_len = (count - data_start).min(REFILL_BLOCKS + 2);
         let tree_start = data_start + reserve_len;
-        let space =
-            Space::new([Run { start: data_start, len: reserve_len }, Run::default()], count - data_start, 0);
+        let space = Space::new(
+            [
+                Run {
+                    start: data_start,
+                    len: reserve_len,
+                },
+                Run::default(),
+            ],
+            count - data_start,
+            0,
+        );
         let mut sb = Superblock::new_zeroed();
         let mut vol = Volume {
-            store: Store { dev, cache, space, generation: 1, data: (data_start, count) },
-            fs: Tree { owner: tree_id::FS, root: Root::default() },
-            free: Tree { owner: tree_id::FREE, root: Root::default() },
+            store: Store {
+                dev,
+                cache,
+                space,
+                generation: 1,
+                data: (data_start, count),
+            },
+            fs: Tree {
+                owner: tree_id::FS,
+                root: Root::default(),
+            },
+            free: Tree {
+                owner: tree_id::FREE,
+                root: Root::default(),
+            },
             sb,
             sb_buf: Some(sb_buf),
             read_only: false,
@@ -131,8 +156,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         vol.free = Tree::create(st, tree_id::FREE)?;
         vol.fs = Tree::create(st, tree_id::FS)?;
         if tree_start < count {
-            let v = FreeExtent { len: (count - tree_start).into(), freed: 0.into() };
-            vol.free.insert(st, Key::new(tree_start, FREE_EXTENT, 0), v.as_bytes(), InsertMode::Create)?;
+            let v = FreeExtent {
+                len: (count - tree_start).into(),
+                freed: 0.into(),
+            };
+            vol.free.insert(
+                st,
+                Key::new(tree_start, FREE_EXTENT, 0),
+                v.as_bytes(),
+                InsertMode::Create,
+            )?;
         }
         sb.version = FORMAT_VERSION.into();
         sb.block_size = bs.into();
@@ -173,14 +206,37 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Err(Error::Corrupt { block: 0 });
         }
         let cache = BlockCache::new(cache_mem, bs as usize, ss)?;
-        let run = |e: Extent| Run { start: e.start.get(), len: e.len.get() };
+        let run = |e: Extent| Run {
+            start: e.start.get(),
+            len: e.len.get(),
+        };
         let committed = sb.generation();
-        let space = Space::new([run(sb.reserve[0]), run(sb.reserve[1])], sb.free_blocks.get(), committed);
-        let root = |r: TreeRoot| Root { block: r.block.get(), generation: r.generation.get(), level: r.level };
+        let space = Space::new(
+            [run(sb.reserve[0]), run(sb.reserve[1])],
+            sb.free_blocks.get(),
+            committed,
+        );
+        let root = |r: TreeRoot| Root {
+            block: r.block.get(),
+            generation: r.generation.get(),
+            level: r.level,
+        };
         Ok(Volume {
-            store: Store { dev, cache, space, generation: committed + 1, data: (sb.data_start.get(), count) },
-            fs: Tree { owner: tree_id::FS, root: root(sb.fs_root) },
-            free: Tree { owner: tree_id::FREE, root: root(sb.free_root) },
+            store: Store {
+                dev,
+                cache,
+                space,
+                generation: committed + 1,
+                data: (sb.data_start.get(), count),
+            },
+            fs: Tree {
+                owner: tree_id::FS,
+                root: root(sb.fs_root),
+            },
+            free: Tree {
+                owner: tree_id::FREE,
+                root: root(sb.free_root),
+            },
             read_only: geo.read_only,
             sb,
             sb_buf: Some(sb_buf),
@@ -261,7 +317,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     /// The first item at or after `from` (after, when `!inclusive`).
-    pub fn next<R>(&mut self, from: &Key, inclusive: bool, f: impl FnOnce(Key, &[u8]) -> R) -> Result<Option<R>> {
+    pub fn next<R>(
+        &mut self,
+        from: &Key,
+        inclusive: bool,
+        f: impl FnOnce(Key, &[u8]) -> R,
+    ) -> Result<Option<R>> {
         self.fs.next(&mut self.store, from, inclusive, f)
     }
 
@@ -278,7 +339,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Run one change to the filesystem tree with the space it may need reserved first and
     /// the frees it causes drained after. Errors that may have left the in-memory transaction
     /// half-done turn the volume read-only; the last checkpoint is untouched.
-    fn write_op<R>(&mut self, op: impl FnOnce(&mut Tree, &mut Store<'b, D, N>) -> Result<R>) -> Result<R> {
+    fn write_op<R>(
+        &mut self,
+        op: impl FnOnce(&mut Tree, &mut Store<'b, D, N>) -> Result<R>,
+    ) -> Result<R> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -319,10 +383,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let gen = st.generation;
         let sb = &mut self.sb;
         sb.header.generation = gen.into();
-        let root = |r: Root| TreeRoot { block: r.block.into(), generation: r.generation.into(), level: r.level, pad: [0; 7] };
+        let root = |r: Root| TreeRoot {
+            block: r.block.into(),
+            generation: r.generation.into(),
+            level: r.level,
+            pad: [0; 7],
+        };
         sb.fs_root = root(self.fs.root);
         sb.free_root = root(self.free.root);
-        let ext = |r: Run| Extent { start: r.start.into(), len: r.len.into() };
+        let ext = |r: Run| Extent {
+            start: r.start.into(),
+            len: r.len.into(),
+        };
         sb.reserve = [ext(st.space.reserve[0]), ext(st.space.reserve[1])];
         sb.free_blocks = st.space.free_blocks.into();
         if both_copies {
@@ -368,11 +440,25 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         crate::fsck::check(&mut self.store, &self.fs, &self.free, bitmap)
     }
 
+    /// Call `f` with every node block of both trees (`f(tree_id, block)`), verifying each.
+    pub fn visit_nodes(&mut self, mut f: impl FnMut(u64, u64)) -> Result<()> {
+        let (fs, free) = (self.fs, self.free);
+        crate::fsck::visit_nodes(&mut self.store, &fs, &mut |b| f(fs.owner, b))?;
+        crate::fsck::visit_nodes(&mut self.store, &free, &mut |b| f(free.owner, b))
+    }
+
     /// Walk the free-space tree (for tests and the CLI): `f(start, len, freed_generation)`.
     pub fn for_each_free_run(&mut self, mut f: impl FnMut(u64, u64, u64)) -> Result<()> {
         let mut from = Key::MIN;
         let mut incl = true;
-        while let Some(r) = self.free.next(&mut self.store, &from, incl, |k, v| (k, FreeExtent::ref_from_bytes(v).map(|e| (e.len.get(), e.freed.get())).ok()))? {
+        while let Some(r) = self.free.next(&mut self.store, &from, incl, |k, v| {
+            (
+                k,
+                FreeExtent::ref_from_bytes(v)
+                    .map(|e| (e.len.get(), e.freed.get()))
+                    .ok(),
+            )
+        })? {
             let (k, v) = r;
             let (len, freed) = v.ok_or(Error::Corrupt { block: k.id })?;
             f(k.id, len, freed);
@@ -382,7 +468,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         Ok(())
     }
 }
-
 
 fn split_mem(mem: &mut [u8], sector_size: usize) -> Result<(&mut [u8], &mut [u8])> {
     if mem.len() < sector_size || sector_size < SUPERBLOCK_LEN {

@@ -73,14 +73,28 @@ impl<'b, D: BlockDevice<'b>, const N: usize> NodeStore for Store<'b, D, N> {
                 return Err(e);
             }
         };
-        let kind = if level == 0 { BlockKind::Leaf } else { BlockKind::Internal };
-        BlockHeader::init(self.cache.data_mut(id)?, kind, owner, block, self.generation, level)?;
+        let kind = if level == 0 {
+            BlockKind::Leaf
+        } else {
+            BlockKind::Internal
+        };
+        BlockHeader::init(
+            self.cache.data_mut(id)?,
+            kind,
+            owner,
+            block,
+            self.generation,
+            level,
+        )?;
         Ok((block, id))
     }
 
     fn free_node(&mut self, block: u64) -> Result<()> {
         self.cache.forget(block);
-        self.space.defer_free(Run { start: block, len: 1 })
+        self.space.defer_free(Run {
+            start: block,
+            len: 1,
+        })
     }
 
     fn pin(&mut self, id: SlotId) {

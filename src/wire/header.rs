@@ -161,11 +161,17 @@ mod tests {
         b[100] = 42;
         BlockHeader::seal(&mut b);
         assert!(BlockHeader::verify(&b, 7).is_ok());
-        assert_eq!(BlockHeader::verify(&b, 8).unwrap_err(), Error::Corrupt { block: 8 });
+        assert_eq!(
+            BlockHeader::verify(&b, 8).unwrap_err(),
+            Error::Corrupt { block: 8 }
+        );
         for i in 0..b.len() {
             let mut c = b;
             c[i] ^= 0x10;
-            assert!(BlockHeader::verify(&c, 7).is_err(), "flip at {i} not caught");
+            assert!(
+                BlockHeader::verify(&c, 7).is_err(),
+                "flip at {i} not caught"
+            );
         }
     }
 

@@ -21,9 +21,17 @@ pub struct Key {
 
 impl Key {
     /// The smallest key.
-    pub const MIN: Key = Key { id: 0, kind: 0, offset: 0 };
+    pub const MIN: Key = Key {
+        id: 0,
+        kind: 0,
+        offset: 0,
+    };
     /// The largest key.
-    pub const MAX: Key = Key { id: u64::MAX, kind: u8::MAX, offset: u64::MAX };
+    pub const MAX: Key = Key {
+        id: u64::MAX,
+        kind: u8::MAX,
+        offset: u64::MAX,
+    };
 
     /// Build a key.
     pub const fn new(id: u64, kind: u8, offset: u64) -> Self {
@@ -45,13 +53,21 @@ pub struct KeyBytes {
 
 impl From<Key> for KeyBytes {
     fn from(k: Key) -> Self {
-        KeyBytes { id: k.id.into(), kind: k.kind, offset: k.offset.into() }
+        KeyBytes {
+            id: k.id.into(),
+            kind: k.kind,
+            offset: k.offset.into(),
+        }
     }
 }
 
 impl From<&KeyBytes> for Key {
     fn from(k: &KeyBytes) -> Self {
-        Key { id: k.id.get(), kind: k.kind, offset: k.offset.get() }
+        Key {
+            id: k.id.get(),
+            kind: k.kind,
+            offset: k.offset.get(),
+        }
     }
 }
 

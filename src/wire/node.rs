@@ -66,7 +66,9 @@ fn leaf_items(buf: &[u8]) -> &[LeafItem] {
 
 fn leaf_items_mut(buf: &mut [u8], n: usize) -> Option<&mut [LeafItem]> {
     let b = buf.get_mut(HEADER_LEN..)?;
-    <[LeafItem]>::mut_from_prefix_with_elems(b, n).ok().map(|(s, _)| s)
+    <[LeafItem]>::mut_from_prefix_with_elems(b, n)
+        .ok()
+        .map(|(s, _)| s)
 }
 
 fn ptrs(buf: &[u8]) -> &[InternalPtr] {
@@ -78,7 +80,9 @@ fn ptrs(buf: &[u8]) -> &[InternalPtr] {
 
 fn ptrs_mut(buf: &mut [u8], n: usize) -> Option<&mut [InternalPtr]> {
     let b = buf.get_mut(HEADER_LEN..)?;
-    <[InternalPtr]>::mut_from_prefix_with_elems(b, n).ok().map(|(s, _)| s)
+    <[InternalPtr]>::mut_from_prefix_with_elems(b, n)
+        .ok()
+        .map(|(s, _)| s)
 }
 
 /// A read-only view of a node whose header and layout were verified.
@@ -245,7 +249,10 @@ impl<'a> NodeRef<'a> {
     pub fn used(&self) -> usize {
         let n = self.len();
         if self.is_leaf() {
-            let vals: usize = leaf_items(self.buf).iter().map(|it| usize::from(it.val_len.get())).sum();
+            let vals: usize = leaf_items(self.buf)
+                .iter()
+                .map(|it| usize::from(it.val_len.get()))
+                .sum();
             n * LEAF_ITEM_LEN + vals
         } else {
             n * INTERNAL_PTR_LEN
@@ -260,7 +267,9 @@ impl<'a> NodeRef<'a> {
     /// Bytes item `i` takes (descriptor plus value, or one pointer).
     pub fn item_size(&self, i: usize) -> usize {
         if self.is_leaf() {
-            leaf_items(self.buf).get(i).map_or(0, |it| LEAF_ITEM_LEN + usize::from(it.val_len.get()))
+            leaf_items(self.buf)
+                .get(i)
+                .map_or(0, |it| LEAF_ITEM_LEN + usize::from(it.val_len.get()))
         } else {
             INTERNAL_PTR_LEN
         }
@@ -285,7 +294,10 @@ impl<'a> NodeMut<'a> {
 
     /// Read-only view.
     pub fn as_ref(&self) -> NodeRef<'_> {
-        NodeRef { buf: self.buf, block: self.block }
+        NodeRef {
+            buf: self.buf,
+            block: self.block,
+        }
     }
 
     fn corrupt(&self) -> Error {
@@ -293,7 +305,9 @@ impl<'a> NodeMut<'a> {
     }
 
     fn data_start(&self) -> usize {
-        leaf_items(self.buf).last().map_or(self.buf.len(), |it| usize::from(it.val_off.get()))
+        leaf_items(self.buf)
+            .last()
+            .map_or(self.buf.len(), |it| usize::from(it.val_off.get()))
     }
 
     /// Free bytes between the descriptors and the values (leaf) or after the pointers.
@@ -394,7 +408,11 @@ impl<'a> NodeMut<'a> {
         let bad = self.corrupt();
         let p = ptrs_mut(self.buf, n + 1).ok_or(bad)?;
         p.copy_within(i..n, i + 1);
-        p[i] = InternalPtr { key: key.into(), block: block.into(), generation: generation.into() };
+        p[i] = InternalPtr {
+            key: key.into(),
+            block: block.into(),
+            generation: generation.into(),
+        };
         set_nitems(self.buf, n + 1);
         Ok(())
     }
@@ -416,7 +434,9 @@ impl<'a> NodeMut<'a> {
     pub fn set_child(&mut self, i: usize, block: u64, generation: u64) -> Result<()> {
         let bad = self.corrupt();
         let n = nitems_of(self.buf);
-        let p = ptrs_mut(self.buf, n).and_then(|p| p.get_mut(i)).ok_or(bad)?;
+        let p = ptrs_mut(self.buf, n)
+            .and_then(|p| p.get_mut(i))
+            .ok_or(bad)?;
         p.block = block.into();
         p.generation = generation.into();
         Ok(())
@@ -427,10 +447,14 @@ impl<'a> NodeMut<'a> {
         let bad = self.corrupt();
         let n = nitems_of(self.buf);
         if self.as_ref().is_leaf() {
-            let it = leaf_items_mut(self.buf, n).and_then(|p| p.get_mut(i)).ok_or(bad)?;
+            let it = leaf_items_mut(self.buf, n)
+                .and_then(|p| p.get_mut(i))
+                .ok_or(bad)?;
             it.key = key.into();
         } else {
-            let p = ptrs_mut(self.buf, n).and_then(|p| p.get_mut(i)).ok_or(bad)?;
+            let p = ptrs_mut(self.buf, n)
+                .and_then(|p| p.get_mut(i))
+                .ok_or(bad)?;
             p.key = key.into();
         }
         Ok(())

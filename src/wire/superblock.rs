@@ -34,7 +34,19 @@ bitflags! {
 }
 
 /// A contiguous run of filesystem blocks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
 #[repr(C)]
 pub struct Extent {
     /// First block.
@@ -44,7 +56,19 @@ pub struct Extent {
 }
 
 /// Where a tree's root is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
 #[repr(C)]
 pub struct TreeRoot {
     /// Root block number.
@@ -130,7 +154,8 @@ impl Superblock {
         if sb.version.get() != FORMAT_VERSION || Incompat::from_bits(sb.incompat.get()).is_none() {
             return Err(Error::Unsupported);
         }
-        sb.check_geometry().map_err(|_| Error::Corrupt { block: 0 })?;
+        sb.check_geometry()
+            .map_err(|_| Error::Corrupt { block: 0 })?;
         Ok(sb)
     }
 
@@ -141,7 +166,11 @@ impl Superblock {
         }
         let count = self.block_count.get();
         let sb_blocks = super::SUPERBLOCK_REGION.div_ceil(u64::from(bs));
-        let log_end = self.log_start.get().checked_add(self.log_blocks.get()).ok_or(())?;
+        let log_end = self
+            .log_start
+            .get()
+            .checked_add(self.log_blocks.get())
+            .ok_or(())?;
         if self.log_start.get() < sb_blocks
             || log_end > self.data_start.get()
             || self.data_start.get() >= count
@@ -206,6 +235,9 @@ mod tests {
         let mut bad = sample();
         bad.fs_root.block = 1000.into();
         let b = bad.seal().to_vec();
-        assert_eq!(Superblock::parse(&b, 1).unwrap_err(), Error::Corrupt { block: 0 });
+        assert_eq!(
+            Superblock::parse(&b, 1).unwrap_err(),
+            Error::Corrupt { block: 0 }
+        );
     }
 }
