@@ -95,6 +95,9 @@ struct Frame {
     hi: Option<Key>,
 }
 
+/// Called for each leaf item during a walk.
+type ItemFn<'f> = dyn FnMut(Key, &[u8], &mut Marks<'_>, &mut Report) + 'f;
+
 /// Walk `tree`, claiming its nodes, calling `item` for each leaf item.
 fn walk<S: NodeStore>(
     s: &mut S,
@@ -102,7 +105,7 @@ fn walk<S: NodeStore>(
     marks: &mut Marks<'_>,
     rep: &mut Report,
     nodes: &mut u64,
-    item: &mut dyn FnMut(Key, &[u8], &mut Marks<'_>, &mut Report),
+    item: &mut ItemFn<'_>,
 ) -> Result<()> {
     walk_with(s, tree, marks, rep, nodes, item, &mut |_| {})
 }
@@ -114,7 +117,7 @@ fn walk_with<S: NodeStore>(
     marks: &mut Marks<'_>,
     rep: &mut Report,
     nodes: &mut u64,
-    item: &mut dyn FnMut(Key, &[u8], &mut Marks<'_>, &mut Report),
+    item: &mut ItemFn<'_>,
     node: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let mut stack: heapless::Vec<Frame, { MAX_DEPTH + 1 }> = heapless::Vec::new();
