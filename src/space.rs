@@ -8,9 +8,11 @@
 //! Allocating from a copy-on-write tree that itself needs allocations to change is the
 //! classic recursion problem. It is broken in two places:
 //!
-//! * Allocation never touches the tree: blocks come from a small **reserve** of up to two
-//!   runs cut out of the tree beforehand ([`refill`]); the reserve is recorded in the
-//!   superblock, so its blocks are never lost.
+//! * Allocation never touches the tree: blocks come from a **reserve** of up to two whole
+//!   runs taken out of the tree beforehand (`refill`); the reserve is recorded in the
+//!   superblock, so its blocks are never lost. Tree nodes are taken from the *end* of the
+//!   current run and file data from its *start*, so data written in sequence lands in
+//!   sequence on disk (one extent) even while the tree grows beside it.
 //! * Frees never touch the tree while a tree operation is running: they are queued
 //!   ([`Space::defer_free`]) and **drained** into the tree between operations ([`drain`]);
 //!   frees caused by draining are queued again and drained in the same loop, which ends once
@@ -32,9 +34,6 @@ pub const FREE_EXTENT: u8 = 1;
 
 /// Blocks one tree operation (plus the draining it causes) may need, at most.
 pub const BLOCKS_PER_OP: u64 = 4 * (MAX_DEPTH as u64 + 1);
-
-/// Most blocks taken from the free-space tree at once.
-pub const REFILL_BLOCKS: u64 = 1024;
 
 /// The value of a free-space tree item.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -99,20 +98,51 @@ impl Space {
         self.deferred.len()
     }
 
-    /// Take one block from the reserve.
-    pub fn alloc(&mut self) -> Result<u64> {
+    fn current(&mut self) -> Result<&mut Run> {
         if self.reserve[0].len == 0 {
             self.reserve = [self.reserve[1], Run::default()];
         }
-        let r = &mut self.reserve[0];
-        if r.len == 0 {
-            return Err(Error::NoSpace);
+        match self.reserve[0].len {
+            0 => Err(Error::NoSpace),
+            _ => Ok(&mut self.reserve[0]),
         }
-        let b = r.start;
-        r.start += 1;
+    }
+
+    /// Take one block for a tree node, from the end of the current reserve run.
+    pub fn alloc(&mut self) -> Result<u64> {
+        let r = self.current()?;
         r.len -= 1;
+        let b = r.start + r.len;
         self.free_blocks = self.free_blocks.saturating_sub(1);
         Ok(b)
+    }
+
+    /// Give back the block [`alloc`](Self::alloc) just returned (nothing refers to it).
+    pub fn unalloc(&mut self, block: u64) {
+        let r = &mut self.reserve[0];
+        if r.start + r.len == block {
+            r.len += 1;
+            self.free_blocks += 1;
+        }
+    }
+
+    /// Take up to `want` contiguous blocks for file data, from the start of the current run,
+    /// leaving at least `keep` blocks in the reserve for the tree updates that follow.
+    pub fn alloc_data(&mut self, want: u64, keep: u64) -> Result<Run> {
+        let spare = self.reserved().saturating_sub(keep);
+        let r = self.current()?;
+        let n = want.min(spare).min(r.len);
+        if n == 0 {
+            return Err(Error::NoSpace);
+        }
+        let run = Run {
+            start: r.start,
+            len: n,
+        };
+        r.start += n;
+        r.len -= n;
+        self.free_blocks = self.free_blocks.saturating_sub(n);
+        Ok(run)
     }
 
     /// Queue `run` to be returned to the tree (reusable after the next durable checkpoint).
@@ -255,8 +285,7 @@ pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> R
     Err(Error::NoSpace)
 }
 
-/// Cut up to [`REFILL_BLOCKS`] from the end of the next reusable run in the tree into the
-/// empty second reserve slot.
+/// Take the next reusable run out of the tree, whole, into the empty second reserve slot.
 fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
     let committed = s.space().committed;
     let mut from = key_of(s.space().cursor);
@@ -266,19 +295,10 @@ fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
         match free.next(s, &from, true, item)?.transpose()? {
             Some((start, len, freed)) => {
                 if freed <= committed && len > 0 {
-                    let take = len.min(REFILL_BLOCKS);
-                    if take == len {
-                        free.remove(s, &key_of(start))?;
-                    } else {
-                        let v = encode(len - take, freed);
-                        free.insert(s, key_of(start), v.as_bytes(), InsertMode::Replace)?;
-                    }
+                    free.remove(s, &key_of(start))?;
                     let sp = s.space();
-                    sp.reserve[1] = Run {
-                        start: start + len - take,
-                        len: take,
-                    };
-                    sp.cursor = start;
+                    sp.reserve[1] = Run { start, len };
+                    sp.cursor = start.saturating_add(len);
                     return Ok(());
                 }
                 from = key_of(start.saturating_add(1));

@@ -19,13 +19,13 @@ mod store;
 
 pub use store::Store;
 
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromBytes, FromZeros};
 
 use crate::btree::{InsertMode, Root, Tree};
 use crate::cache::BlockCache;
 use crate::device::{BlockDevice, Command};
 use crate::error::{Error, IoError, Result};
-use crate::space::{self, FreeExtent, Run, Space, BLOCKS_PER_OP, FREE_EXTENT, REFILL_BLOCKS};
+use crate::space::{self, FreeExtent, Run, Space, BLOCKS_PER_OP};
 use crate::wire::{
     tree_id, Extent, Key, Superblock, TreeRoot, FORMAT_VERSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
     SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
@@ -112,15 +112,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let (sb_buf, cache_mem) = split_mem(mem, geo.sector_size as usize)?;
         let cache = BlockCache::new(cache_mem, bs as usize, geo.sector_size as usize)?;
         // Generation 1 is the format itself; its roots are the first two data blocks.
-        // The reserve starts with the two roots' blocks and up to REFILL_BLOCKS more; the
-        // free-space tree holds the rest.
-        let reserve_len = (count - data_start).min(REFILL_BLOCKS + 2);
-        let tree_start = data_start + reserve_len;
+        // The whole managed area starts as the allocator's reserve; the free-space tree
+        // starts empty.
         let space = Space::new(
             [
                 Run {
                     start: data_start,
-                    len: reserve_len,
+                    len: count - data_start,
                 },
                 Run::default(),
             ],
@@ -155,18 +153,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let st = &mut vol.store;
         vol.free = Tree::create(st, tree_id::FREE)?;
         vol.fs = Tree::create(st, tree_id::FS)?;
-        if tree_start < count {
-            let v = FreeExtent {
-                len: (count - tree_start).into(),
-                freed: 0.into(),
-            };
-            vol.free.insert(
-                st,
-                Key::new(tree_start, FREE_EXTENT, 0),
-                v.as_bytes(),
-                InsertMode::Create,
-            )?;
-        }
         sb.version = FORMAT_VERSION.into();
         sb.block_size = bs.into();
         sb.block_count = count.into();
@@ -474,4 +460,96 @@ fn split_mem(mem: &mut [u8], sector_size: usize) -> Result<(&mut [u8], &mut [u8]
         return Err(Error::InvalidArgument);
     }
     Ok(mem.split_at_mut(sector_size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::RamDisk;
+    use std::vec;
+    use std::vec::Vec;
+
+    const SLOTS: usize = 24;
+
+    /// Fewer items under Miri, which is ~1000x slower.
+    fn items() -> u64 {
+        if cfg!(miri) {
+            120
+        } else {
+            2000
+        }
+    }
+
+    fn val(i: u64) -> Vec<u8> {
+        vec![i as u8; (i % 90) as usize]
+    }
+
+    #[test]
+    fn format_fill_remount_drain_with_small_blocks() {
+        let n = items();
+        let mut disk = vec![0u8; 2 << 20];
+        let opts = FormatOptions {
+            block_size: 512,
+            log_blocks: Some(16),
+            uuid: [1; 16],
+        };
+        {
+            let mut mem = vec![0u8; memory_needed(512, 512, SLOTS)];
+            let dev = RamDisk::new(&mut disk, 512).unwrap();
+            let mut vol: Volume<'_, _, SLOTS> = Volume::format(dev, &mut mem, opts).unwrap();
+            let free0 = vol.space_info().free_blocks;
+            for i in 0..n {
+                vol.insert(Key::new(i, 1, 0), &val(i), InsertMode::Create)
+                    .unwrap();
+            }
+            assert!(vol.fs_root().level >= 2, "small blocks give a deep tree");
+            vol.checkpoint().unwrap();
+            let mut bits = vec![0u8; 1024];
+            let rep = vol.fsck(&mut bits).unwrap();
+            assert!(rep.is_clean(), "{rep:?}");
+            assert_eq!(rep.fs_items, n);
+            assert!(vol.space_info().free_blocks < free0);
+            vol.unmount().unwrap();
+        }
+        let mut mem = vec![0u8; memory_needed(512, 512, SLOTS)];
+        let dev = RamDisk::new(&mut disk, 512).unwrap();
+        let mut vol: Volume<'_, _, SLOTS> = Volume::mount(dev, &mut mem).unwrap();
+        assert_eq!(vol.committed_generation(), 3);
+        for i in (0..n).rev() {
+            assert_eq!(
+                vol.get(&Key::new(i, 1, 0), |v| v.to_vec()).unwrap(),
+                Some(val(i))
+            );
+            assert!(vol.remove(&Key::new(i, 1, 0)).unwrap());
+        }
+        assert!(!vol.remove(&Key::new(0, 1, 0)).unwrap());
+        vol.checkpoint().unwrap();
+        assert_eq!(vol.fs_root().level, 0);
+        let mut bits = vec![0u8; 1024];
+        let rep = vol.fsck(&mut bits).unwrap();
+        assert!(rep.is_clean(), "{rep:?}");
+        assert_eq!(rep.fs_items, 0);
+    }
+
+    #[test]
+    fn mount_rejects_blank_and_bad_options() {
+        let mut disk = vec![0u8; 1 << 20];
+        let mut mem = vec![0u8; memory_needed(512, 4096, SLOTS)];
+        let dev = RamDisk::new(&mut disk, 512).unwrap();
+        let r = Volume::<'_, _, SLOTS>::mount(dev, &mut mem);
+        assert_eq!(r.err(), Some(Error::NotFormatted));
+        let mut mem = vec![0u8; memory_needed(512, 4096, SLOTS)];
+        let dev = RamDisk::new(&mut disk, 512).unwrap();
+        let opts = FormatOptions {
+            block_size: 3000,
+            ..FormatOptions::default()
+        };
+        let r = Volume::<'_, _, SLOTS>::format(dev, &mut mem, opts);
+        assert_eq!(r.err(), Some(Error::InvalidArgument));
+        let mut small = vec![0u8; 16 * 4096];
+        let mut mem = vec![0u8; memory_needed(512, 4096, SLOTS)];
+        let dev = RamDisk::new(&mut small, 512).unwrap();
+        let r = Volume::<'_, _, SLOTS>::format(dev, &mut mem, FormatOptions::default());
+        assert_eq!(r.err(), Some(Error::NoSpace));
+    }
 }

@@ -67,9 +67,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> NodeStore for Store<'b, D, N> {
             Ok(id) => id,
             Err(e) => {
                 // Give the block back: nothing points at it.
-                self.space.reserve[0].start -= 1;
-                self.space.reserve[0].len += 1;
-                self.space.free_blocks += 1;
+                self.space.unalloc(block);
                 return Err(e);
             }
         };
