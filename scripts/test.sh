@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The project's test command (see README): installs what the tests need, then runs every check.
+#
+#   bash scripts/test.sh                      # everything
+#   SKIP_MIRI=1 SKIP_FUZZ=1 bash scripts/test.sh   # quick local run
+#   FUZZ_SECONDS=120 bash scripts/test.sh     # longer fuzz smoke (default 30 s per target)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+START=$(date +%s)
+section() { printf '\n==== %s ====\n' "$*"; }
+elapsed() { echo "elapsed: $(( $(date +%s) - START ))s"; }
+trap 'rc=$?; if [ $rc -ne 0 ]; then echo "FAILED (exit $rc)"; elapsed; fi' EXIT
+
+# ---------------------------------------------------------------- install
+section "install: toolchains and packages"
+TARGETS=(thumbv7em-none-eabihf riscv64gc-unknown-none-elf)
+for t in "${TARGETS[@]}"; do
+  echo "installing: rustup target $t (stable)"
+done
+rustup target add --toolchain stable "${TARGETS[@]}"
+
+if [ "${SKIP_MIRI:-0}" != 1 ] || [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  echo "installing: rustup toolchain nightly (minimal profile, if missing)"
+  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+fi
+if [ "${SKIP_MIRI:-0}" != 1 ]; then
+  echo "installing: rustup +nightly components miri rust-src"
+  rustup +nightly component add miri rust-src
+fi
+
+APT_PKGS=(libclang-dev)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "apt packages already present: ${APT_PKGS[*]}"
+elif [ "$(id -u)" != 0 ]; then
+  echo "skipping apt: not root, cannot install ${missing[*]} (needed later by the benches)"
+elif ! command -v apt-get >/dev/null 2>&1; then
+  echo "skipping apt: apt-get not found, cannot install ${missing[*]}"
+else
+  echo "installing: apt packages ${missing[*]}"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${SKIP_FUZZ:-0}" != 1 ] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "installing: cargo-fuzz (cargo install cargo-fuzz --locked)"
+  cargo install cargo-fuzz --locked
+fi
+
+# ---------------------------------------------------------------- checks
+section "cargo fmt --all --check"
+cargo fmt --all --check
+
+section "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "cargo test --workspace"
+cargo test --workspace
+
+section "cargo test -p bonsaifs-hal --features std (host drivers)"
+cargo test -p bonsaifs-hal --features std
+
+for t in "${TARGETS[@]}"; do
+  section "cargo build -p bonsaifs --target $t"
+  cargo build -p bonsaifs --target "$t"
+  section "cargo build -p bonsaifs-hal --no-default-features --target $t"
+  cargo build -p bonsaifs-hal --no-default-features --target "$t"
+done
+
+section "cargo build -p bonsaifs --features defmt --target thumbv7em-none-eabihf"
+cargo build -p bonsaifs --features defmt --target thumbv7em-none-eabihf
+
+if [ "${SKIP_MIRI:-0}" = 1 ]; then
+  section "miri: skipped (SKIP_MIRI=1)"
+else
+  section "miri: cargo +nightly miri test -p bonsaifs --lib"
+  PROPTEST_CASES=8 MIRIFLAGS=-Zmiri-disable-isolation \
+    cargo +nightly miri test -p bonsaifs --lib
+fi
+
+if [ "${SKIP_FUZZ:-0}" = 1 ]; then
+  section "fuzz smoke: skipped (SKIP_FUZZ=1)"
+else
+  shopt -s nullglob
+  for f in fuzz/fuzz_targets/*.rs; do
+    target=$(basename "$f" .rs)
+    section "fuzz smoke: $target (${FUZZ_SECONDS:-30}s)"
+    # New inputs go to a scratch corpus; the committed seeds in fuzz/corpus/ are only read.
+    scratch=$(mktemp -d)
+    seeds=()
+    [ -d "fuzz/corpus/$target" ] && seeds+=("corpus/$target")
+    (cd fuzz && cargo +nightly fuzz run "$target" "$scratch" "${seeds[@]}" \
+      -- -max_total_time="${FUZZ_SECONDS:-30}")
+    rm -rf "$scratch"
+  done
+fi
+
+section "all checks passed"
+elapsed
