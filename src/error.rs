@@ -50,6 +50,21 @@ pub enum Error {
     CacheFull,
     /// The key or path does not exist.
     NotFound,
+    /// A path component that must be a directory is not one.
+    NotADirectory,
+    /// The operation needs a file but the path names a directory.
+    IsADirectory,
+    /// `rmdir` (or a rename over it) of a directory that still has entries.
+    DirectoryNotEmpty,
+    /// A name is longer than 255 bytes.
+    NameTooLong,
+    /// A path is empty, has an empty, `.` or `..` last component where a name is needed,
+    /// contains NUL, or would move a directory into itself.
+    InvalidPath,
+    /// Every handle of the handle table is in use.
+    TooManyOpenFiles,
+    /// The handle is closed, stale, or lacks the access the call needs.
+    BadHandle,
     /// The key or path exists already.
     AlreadyExists,
     /// A value or name is too large for the on-disk format.
@@ -94,6 +109,13 @@ impl core::fmt::Display for Error {
             Error::WouldBlock => f.write_str("operation would block"),
             Error::CacheFull => f.write_str("every cache slot is busy"),
             Error::NotFound => f.write_str("not found"),
+            Error::NotADirectory => f.write_str("not a directory"),
+            Error::IsADirectory => f.write_str("is a directory"),
+            Error::DirectoryNotEmpty => f.write_str("directory not empty"),
+            Error::NameTooLong => f.write_str("name longer than 255 bytes"),
+            Error::InvalidPath => f.write_str("invalid path"),
+            Error::TooManyOpenFiles => f.write_str("too many open files"),
+            Error::BadHandle => f.write_str("bad file handle"),
             Error::AlreadyExists => f.write_str("already exists"),
             Error::TooLarge => f.write_str("too large for the on-disk format"),
             Error::InvalidArgument => f.write_str("invalid argument"),

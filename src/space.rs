@@ -72,6 +72,8 @@ pub struct Space {
     pub committed: u64,
     /// Frees waiting to be put into the tree.
     deferred: heapless::Vec<Run, 64>,
+    /// Blocks freed by the running transaction (reusable after its checkpoint).
+    pub pending: u64,
     /// Where the next refill starts looking (next fit).
     cursor: u64,
 }
@@ -84,6 +86,7 @@ impl Space {
             free_blocks,
             committed,
             deferred: heapless::Vec::new(),
+            pending: 0,
             cursor: 0,
         }
     }
@@ -151,6 +154,7 @@ impl Space {
             return Ok(());
         }
         self.free_blocks = self.free_blocks.saturating_add(run.len);
+        self.pending = self.pending.saturating_add(run.len);
         if let Some(last) = self.deferred.last_mut() {
             if last.end() == run.start {
                 last.len += run.len;
@@ -201,12 +205,13 @@ fn item(k: Key, v: &[u8]) -> Result<Item> {
     Ok((k.id, len, freed))
 }
 
-/// Put `run`, freed in generation `freed`, into the tree, merging it with neighbours in the
-/// same state (both reusable, or both freed in this transaction). Overlap is a double free.
+/// Put `run`, freed in generation `freed`, into the tree, merging it with the runs next to it
+/// so free space never fragments into runs smaller than what was freed. A merged run takes
+/// the newer `freed` generation: a reusable neighbour of a run freed in this transaction waits
+/// for the next checkpoint with it (the volume checkpoints early when that leaves it short).
+/// Overlap with a neighbour is a double free: `Corrupt`.
 fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) -> Result<()> {
-    let committed = s.space().committed;
-    let same_state = |a: u64, b: u64| (a <= committed) == (b <= committed);
-    let (mut start, mut len) = (run.start, run.len);
+    let (mut start, mut len, mut freed) = (run.start, run.len, freed);
     let prev = free.prev(s, &key_of(start), item)?.transpose()?;
     let next = free.next(s, &key_of(start), true, item)?.transpose()?;
     if let Some((ps, pl, _)) = prev {
@@ -214,27 +219,22 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
             return Err(Error::Corrupt { block: start });
         }
     }
-    if let Some((ns, _, _)) = next {
+    if let Some((ns, nl, nf)) = next {
         if run.end() > ns {
             return Err(Error::Corrupt { block: ns });
         }
-    }
-    if let Some((ns, nl, nf)) = next {
-        if run.end() == ns && same_state(nf, freed) {
+        if run.end() == ns {
             free.remove(s, &key_of(ns))?;
             len += nl;
+            freed = freed.max(nf);
         }
     }
     match prev {
-        Some((ps, pl, pf)) if ps + pl == start && same_state(pf, freed) => {
+        Some((ps, pl, pf)) if ps + pl == start => {
             start = ps;
             len += pl;
-            free.insert(
-                s,
-                key_of(start),
-                encode(len, freed.max(pf)).as_bytes(),
-                InsertMode::Replace,
-            )
+            let v = encode(len, freed.max(pf));
+            free.insert(s, key_of(start), v.as_bytes(), InsertMode::Replace)
         }
         _ => free.insert(
             s,

@@ -22,7 +22,7 @@ pub use store::Store;
 use zerocopy::{FromBytes, FromZeros};
 
 use crate::btree::{InsertMode, Root, Tree};
-use crate::cache::BlockCache;
+use crate::cache::{BlockCache, SlotId};
 use crate::device::{BlockDevice, Command};
 use crate::error::{Error, IoError, Result};
 use crate::space::{self, FreeExtent, Run, Space, BLOCKS_PER_OP};
@@ -312,6 +312,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.fs.next(&mut self.store, from, inclusive, f)
     }
 
+    /// The last item before `before`.
+    pub fn prev<R>(&mut self, before: &Key, f: impl FnOnce(Key, &[u8]) -> R) -> Result<Option<R>> {
+        self.fs.prev(&mut self.store, before, f)
+    }
+
     /// Insert or replace an item of the filesystem tree.
     pub fn insert(&mut self, key: Key, value: &[u8], mode: InsertMode) -> Result<()> {
         self.write_op(|fs, st| fs.insert(st, key, value, mode))
@@ -332,8 +337,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        // Nothing changed yet: a failure here is clean.
-        space::ensure_reserve(&mut self.free, &mut self.store, BLOCKS_PER_OP)?;
+        self.reserve(BLOCKS_PER_OP)?;
         let r = op(&mut self.fs, &mut self.store);
         let r = r.and_then(|v| space::drain(&mut self.free, &mut self.store).map(|()| v));
         match r {
@@ -343,6 +347,102 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 Err(e)
             }
             other => other,
+        }
+    }
+
+    /// Hand out a new object id (inode number). Persisted at the next checkpoint.
+    pub fn alloc_id(&mut self) -> u64 {
+        let id = self.sb.next_id.get();
+        self.sb.next_id = id.saturating_add(1).into();
+        id
+    }
+
+    /// The persisted inode counter (maintained by the filesystem layer).
+    pub fn inode_count(&self) -> u64 {
+        self.sb.inodes.get()
+    }
+
+    /// Set the inode counter (persisted at the next checkpoint).
+    pub fn set_inode_count(&mut self, n: u64) {
+        self.sb.inodes = n.into();
+    }
+
+    /// Allocate up to `want` contiguous blocks for file data (at least one). The blocks are
+    /// the caller's to reference from an extent item in this transaction, or to free.
+    pub fn alloc_data(&mut self, want: u64) -> Result<Run> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let keep = BLOCKS_PER_OP;
+        self.reserve(keep + 1)?;
+        self.store.space.alloc_data(want.max(1), keep)
+    }
+
+    /// Free a run of file data blocks (reusable after the next durable checkpoint).
+    pub fn free_data(&mut self, run: Run) -> Result<()> {
+        for b in run.start..run.start.saturating_add(run.len) {
+            self.store.cache.forget(b);
+        }
+        self.write_op(|_, st| st.space.defer_free(run))
+    }
+
+    /// Load data block `block` into the cache (reading it) and pin it; returns its slot.
+    /// [`unpin`](Self::unpin) it when done.
+    pub fn pin_data(&mut self, block: u64) -> Result<SlotId> {
+        self.check_data_block(block)?;
+        let st = &mut self.store;
+        let id = st.cache.read(&mut st.dev, block, false)?;
+        st.cache.pin(id);
+        Ok(id)
+    }
+
+    /// A pinned cache slot for data block `block` whose old contents do not matter (zeroed).
+    pub fn pin_new_data(&mut self, block: u64) -> Result<SlotId> {
+        self.check_data_block(block)?;
+        let st = &mut self.store;
+        let id = st.cache.create(&mut st.dev, block, false)?;
+        st.cache.pin(id);
+        Ok(id)
+    }
+
+    fn check_data_block(&self, block: u64) -> Result<()> {
+        if (self.store.data.0..self.store.data.1).contains(&block) {
+            Ok(())
+        } else {
+            Err(Error::Corrupt { block })
+        }
+    }
+
+    /// Bytes of a pinned slot.
+    pub fn slot(&self, id: SlotId) -> Result<&[u8]> {
+        self.store.cache.data(id)
+    }
+
+    /// Bytes of a pinned slot, to change (marks it dirty: written at the next checkpoint).
+    pub fn slot_mut(&mut self, id: SlotId) -> Result<&mut [u8]> {
+        self.store.cache.data_mut(id)
+    }
+
+    /// Release a slot pinned by [`pin_data`](Self::pin_data) / [`pin_new_data`](Self::pin_new_data).
+    pub fn unpin(&mut self, id: SlotId) {
+        self.store.cache.unpin(id);
+    }
+
+    /// The generation of the running transaction.
+    pub fn generation(&self) -> u64 {
+        self.store.generation
+    }
+
+    /// Make sure the allocator holds `need` blocks. When the only free space left was freed by
+    /// the running transaction, checkpoint first: that makes it reusable.
+    fn reserve(&mut self, need: u64) -> Result<()> {
+        match space::ensure_reserve(&mut self.free, &mut self.store, need) {
+            Err(Error::NoSpace) if self.store.space.pending > 0 => {
+                debug!("out of reusable space: early checkpoint");
+                self.checkpoint()?;
+                space::ensure_reserve(&mut self.free, &mut self.store, need)
+            }
+            r => r,
         }
     }
 
@@ -391,6 +491,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         }
         debug!("checkpoint {} durable", gen);
         self.store.space.committed = gen;
+        self.store.space.pending = 0;
         self.store.generation = gen + 1;
         Ok(())
     }

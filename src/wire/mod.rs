@@ -6,6 +6,7 @@
 //! out-of-bounds access. It does no I/O.
 
 mod header;
+pub mod items;
 mod key;
 mod node;
 mod superblock;

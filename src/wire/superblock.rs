@@ -115,8 +115,10 @@ pub struct Superblock {
     pub next_id: U64,
     /// Random volume identifier chosen at format.
     pub uuid: [u8; 16],
+    /// Number of inodes (filesystem layer), for `statfs` without a scan.
+    pub inodes: U64,
     /// Zero.
-    pub pad: [u8; 312],
+    pub pad: [u8; 304],
 }
 
 const _: () = assert!(core::mem::size_of::<Superblock>() == SUPERBLOCK_LEN);
