@@ -51,7 +51,9 @@ fn main() -> Result<(), bonsaifs::Error> {
     let mut mem2 = vec![0u8; memory_needed(512, BLOCK, SLOTS)];
     let dev = Trace::new(RamDisk::new(&mut disk, 512).map_err(bonsaifs::Error::Io)?);
     let mut vol: Volume<'_, _, SLOTS> = Volume::mount(dev, &mut mem2)?;
-    let first = vol.get(&Key::new(0, 1, 0), |v| String::from_utf8_lossy(v).into_owned())?;
+    let first = vol.get(&Key::new(0, 1, 0), |v| {
+        String::from_utf8_lossy(v).into_owned()
+    })?;
     println!("after power cut and remount, item 0 reads: {first:?}");
 
     let mut bitmap = vec![0u8; (vol.space_info().total_blocks as usize).div_ceil(8)];
