@@ -23,6 +23,8 @@ pub struct Report {
     pub fs_nodes: u64,
     /// Items in the filesystem tree.
     pub fs_items: u64,
+    /// Blocks referenced by file extents.
+    pub data_blocks: u64,
     /// Nodes of the free-space tree.
     pub free_nodes: u64,
     /// Blocks in free runs of the free-space tree.
@@ -239,7 +241,30 @@ pub fn check<S: SpaceStore + DataArea>(
         &mut marks,
         &mut rep,
         &mut nodes,
-        &mut |_, _, _, rep| rep.fs_items += 1,
+        &mut |k, v, marks, rep| {
+            rep.fs_items += 1;
+            if k.kind != crate::wire::items::kind::EXTENT {
+                return;
+            }
+            match crate::wire::items::ExtentItem::ref_from_bytes(v) {
+                Ok(e) if e.len.get() > 0 => {
+                    let run = Run {
+                        start: e.block.get(),
+                        len: e.len.get(),
+                    };
+                    rep.data_blocks += run.len;
+                    let d = marks.claim(run);
+                    if d != 0 {
+                        rep.double_refs += d;
+                        rep.bad(run.start);
+                    }
+                }
+                _ => {
+                    rep.bad_items += 1;
+                    rep.bad(k.id);
+                }
+            }
+        },
     )?;
     rep.fs_nodes = nodes;
 

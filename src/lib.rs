@@ -14,6 +14,7 @@
 //! | [`btree`] | the one copy-on-write B+tree, used for the filesystem and free-space trees |
 //! | [`space`] | the block allocator over the free-space tree |
 //! | [`volume`] | format, mount, transactions and the checkpoint that makes them durable |
+//! | [`fs`] | the filesystem: paths, directories, files, handles, `embedded-io` files |
 //! | [`fsck`] | the checker: every block referenced once, every checksum valid |
 //! | [`error`] | the one `Error` enum |
 #![no_std]
@@ -30,6 +31,7 @@ pub mod btree;
 pub mod cache;
 pub mod device;
 pub mod error;
+pub mod fs;
 pub mod fsck;
 pub mod space;
 pub mod volume;

@@ -423,6 +423,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.store.cache.data_mut(id)
     }
 
+    /// Copy the bytes of slot `src` into slot `dst` (marking `dst` dirty).
+    pub fn copy_slot(&mut self, src: SlotId, dst: SlotId) -> Result<()> {
+        let (a, b) = self.store.cache.pair_mut(src, dst)?;
+        b.copy_from_slice(a);
+        Ok(())
+    }
+
     /// Release a slot pinned by [`pin_data`](Self::pin_data) / [`pin_new_data`](Self::pin_new_data).
     pub fn unpin(&mut self, id: SlotId) {
         self.store.cache.unpin(id);

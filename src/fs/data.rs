@@ -1,0 +1,527 @@
+//! File data: inline bytes for small files, extents of data blocks for the rest.
+//!
+//! * A file of at most [`Fs::inline_max`] bytes keeps its bytes in one `INLINE` item of the
+//!   tree (no data block at all); growing past that moves them into a block.
+//! * Larger files map block-aligned file offsets to runs of disk blocks (`EXTENT` items).
+//!   Offsets with no extent are holes and read as zeros.
+//! * Data is copy-on-write like the tree: a block written by an older (committed) transaction
+//!   is never overwritten; the new bytes go to a new block and the extent is split around it.
+//!   Blocks allocated by the running transaction are rewritten in place.
+//! * Appends allocate from the start of the allocator's current run while tree nodes come from
+//!   its end, and a new run that continues the file's last extent (same transaction) extends
+//!   that extent instead of adding one, so sequential writes make few, long extents.
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::Fs;
+use crate::btree::InsertMode;
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+use crate::space::Run;
+use crate::wire::items::{inode_flags, kind, ExtentItem, InodeItem};
+use crate::wire::Key;
+
+/// Largest inline file we keep a stack copy of while editing it.
+const INLINE_BUF: usize = 1024;
+
+/// Largest file offset accepted (keeps every byte offset computation far from overflow).
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+
+/// An extent in memory: file block index, disk block, length in blocks, generation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ext {
+    pub fblk: u64,
+    pub block: u64,
+    pub len: u64,
+    pub gen: u64,
+}
+
+/// Where bytes to write come from.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Bytes(&'a [u8]),
+    Zeros(u64),
+}
+
+impl Src<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Src::Bytes(b) => b.len() as u64,
+            Src::Zeros(n) => *n,
+        }
+    }
+    fn copy_to(&self, from: u64, dst: &mut [u8]) {
+        match self {
+            Src::Bytes(b) => {
+                let from = from as usize;
+                if let Some(s) = b.get(from..from + dst.len()) {
+                    dst.copy_from_slice(s);
+                }
+            }
+            Src::Zeros(_) => dst.fill(0),
+        }
+    }
+}
+
+fn ext_key(ino: u64, byte_off: u64) -> Key {
+    Key::new(ino, kind::EXTENT, byte_off)
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    fn bs(&self) -> u64 {
+        u64::from(self.vol.space_info().block_size)
+    }
+
+    /// Files up to this many bytes are stored inline in the tree.
+    pub fn inline_max(&self) -> usize {
+        self.vol.max_value_len().min(INLINE_BUF)
+    }
+
+    fn decode_ext(&self, ino: u64, k: Key, v: &[u8]) -> Result<Ext> {
+        let e = ExtentItem::read_from_bytes(v).map_err(|_| Error::Corrupt { block: ino })?;
+        let bs = self.bs();
+        if k.offset % bs != 0 || e.len.get() == 0 {
+            return Err(Error::Corrupt { block: ino });
+        }
+        Ok(Ext {
+            fblk: k.offset / bs,
+            block: e.block.get(),
+            len: e.len.get(),
+            gen: e.generation.get(),
+        })
+    }
+
+    /// The extent of `ino` that covers file block `fblk`, if any.
+    pub(crate) fn extent_at(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
+        let bs = self.bs();
+        let before = ext_key(ino, (fblk + 1) * bs);
+        let r = self.vol.prev(&before, |k, v| (k, v.to_vec_stack()))?;
+        let Some((k, v)) = r else { return Ok(None) };
+        if k.id != ino || k.kind != kind::EXTENT {
+            return Ok(None);
+        }
+        let e = self.decode_ext(ino, k, v.as_slice())?;
+        Ok((fblk < e.fblk.saturating_add(e.len)).then_some(e))
+    }
+
+    /// The first extent of `ino` at or after file block `fblk`.
+    fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
+        let bs = self.bs();
+        let r = self
+            .vol
+            .next(&ext_key(ino, fblk * bs), true, |k, v| (k, v.to_vec_stack()))?;
+        let Some((k, v)) = r else { return Ok(None) };
+        if k.id != ino || k.kind != kind::EXTENT {
+            return Ok(None);
+        }
+        self.decode_ext(ino, k, v.as_slice()).map(Some)
+    }
+
+    fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
+        let item = ExtentItem {
+            block: e.block.into(),
+            len: e.len.into(),
+            generation: e.gen.into(),
+        };
+        let bs = self.bs();
+        self.vol
+            .insert(ext_key(ino, e.fblk * bs), item.as_bytes(), mode)
+    }
+
+    /// Map `run` at file block `fblk` (a hole), extending the previous extent when the run
+    /// continues it on disk and both belong to the running transaction.
+    fn map_run(&mut self, ino: u64, fblk: u64, run: Run) -> Result<()> {
+        let gen = self.vol.generation();
+        if let Some(fb) = fblk.checked_sub(1) {
+            if let Some(p) = self.extent_at(ino, fb)? {
+                if p.fblk + p.len == fblk && p.block + p.len == run.start && p.gen == gen {
+                    return self.put_ext(
+                        ino,
+                        Ext {
+                            len: p.len + run.len,
+                            ..p
+                        },
+                        InsertMode::Replace,
+                    );
+                }
+            }
+        }
+        self.put_ext(
+            ino,
+            Ext {
+                fblk,
+                block: run.start,
+                len: run.len,
+                gen,
+            },
+            InsertMode::Create,
+        )
+    }
+
+    /// Read up to `buf.len()` bytes of `ino` at `off`; returns the count (0 at end of file).
+    pub(crate) fn read_data(
+        &mut self,
+        ino: u64,
+        inode: &InodeItem,
+        off: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let size = inode.size.get();
+        if off >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = (size - off).min(buf.len() as u64) as usize;
+        let buf = buf.get_mut(..n).ok_or(Error::InvalidArgument)?;
+        if inode.flags.get() & inode_flags::INLINE != 0 {
+            let key = Key::new(ino, kind::INLINE, 0);
+            let got = self.vol.get(&key, |v| {
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = v.get(off as usize + i).copied().unwrap_or(0);
+                }
+            })?;
+            got.ok_or(Error::Corrupt { block: ino })?;
+            return Ok(n);
+        }
+        let bs = self.bs();
+        let mut done = 0usize;
+        while done < n {
+            let pos = off + done as u64;
+            let (fblk, in_off) = (pos / bs, (pos % bs) as usize);
+            let len = (bs as usize - in_off).min(n - done);
+            let dst = buf
+                .get_mut(done..done + len)
+                .ok_or(Error::InvalidArgument)?;
+            match self.extent_at(ino, fblk)? {
+                Some(e) => {
+                    let id = self.vol.pin_data(e.block + (fblk - e.fblk))?;
+                    let r = self.vol.slot(id).and_then(|s| {
+                        s.get(in_off..in_off + len)
+                            .map(|s| dst.copy_from_slice(s))
+                            .ok_or(Error::InvalidArgument)
+                    });
+                    self.vol.unpin(id);
+                    r?;
+                }
+                None => dst.fill(0),
+            }
+            done += len;
+        }
+        Ok(n)
+    }
+
+    /// Write `data` at `off` in `ino`; updates size, block count and mtime.
+    pub(crate) fn write_data(&mut self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = off
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(Error::TooLarge)?;
+        let mut inode = self.read_inode(ino)?;
+        let size = inode.size.get();
+        let new_size = size.max(end);
+        let inline = inode.flags.get() & inode_flags::INLINE != 0;
+        if (inline || size == 0) && new_size <= self.inline_max() as u64 {
+            self.write_inline(ino, &mut inode, off, Src::Bytes(data), new_size)?;
+        } else {
+            if inline {
+                self.inline_to_block(ino, &mut inode)?;
+            }
+            self.write_blocks(ino, &mut inode, off, Src::Bytes(data))?;
+            inode.size = new_size.into();
+        }
+        let now = self.now();
+        inode.mtime = now.into();
+        self.write_inode(ino, &inode)?;
+        Ok(data.len())
+    }
+
+    /// Rewrite the inline item so it holds `new_size` bytes with `src` at `off`.
+    fn write_inline(
+        &mut self,
+        ino: u64,
+        inode: &mut InodeItem,
+        off: u64,
+        src: Src<'_>,
+        new_size: u64,
+    ) -> Result<()> {
+        let mut buf = [0u8; INLINE_BUF];
+        let key = Key::new(ino, kind::INLINE, 0);
+        let had = inode.flags.get() & inode_flags::INLINE != 0;
+        if had {
+            self.vol
+                .get(&key, |v| {
+                    let n = v.len().min(buf.len());
+                    buf[..n].copy_from_slice(&v[..n]);
+                })?
+                .ok_or(Error::Corrupt { block: ino })?;
+        }
+        let new_size = new_size as usize;
+        let dst = buf
+            .get_mut(off as usize..off as usize + src.len() as usize)
+            .ok_or(Error::TooLarge)?;
+        src.copy_to(0, dst);
+        let v = buf.get(..new_size).ok_or(Error::TooLarge)?;
+        let mode = if had {
+            InsertMode::Replace
+        } else {
+            InsertMode::Create
+        };
+        self.vol.insert(key, v, mode)?;
+        inode.flags = (inode.flags.get() | inode_flags::INLINE).into();
+        inode.size = (new_size as u64).into();
+        Ok(())
+    }
+
+    /// Move an inline file's bytes into a data block (file block 0).
+    fn inline_to_block(&mut self, ino: u64, inode: &mut InodeItem) -> Result<()> {
+        let mut buf = [0u8; INLINE_BUF];
+        let key = Key::new(ino, kind::INLINE, 0);
+        let n = self
+            .vol
+            .get(&key, |v| {
+                let n = v.len().min(buf.len());
+                buf[..n].copy_from_slice(&v[..n]);
+                n
+            })?
+            .ok_or(Error::Corrupt { block: ino })?;
+        let run = self.vol.alloc_data(1)?;
+        let id = self.vol.pin_new_data(run.start)?;
+        let r = self.vol.slot_mut(id).map(|s| {
+            if let (Some(d), Some(src)) = (s.get_mut(..n), buf.get(..n)) {
+                d.copy_from_slice(src);
+            }
+        });
+        self.vol.unpin(id);
+        r?;
+        self.vol.remove(&key)?;
+        self.map_run(ino, 0, run)?;
+        inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
+        inode.blocks = (inode.blocks.get() + 1).into();
+        Ok(())
+    }
+
+    /// Write `src` at `off` into extents (copy-on-write), allocating blocks for holes.
+    fn write_blocks(
+        &mut self,
+        ino: u64,
+        inode: &mut InodeItem,
+        off: u64,
+        src: Src<'_>,
+    ) -> Result<()> {
+        let bs = self.bs();
+        let len = src.len();
+        let gen = self.vol.generation();
+        let mut done = 0u64;
+        while done < len {
+            let pos = off + done;
+            let fblk = pos / bs;
+            match self.extent_at(ino, fblk)? {
+                Some(e) => {
+                    let in_off = pos % bs;
+                    let n = (bs - in_off).min(len - done);
+                    let phys = e.block + (fblk - e.fblk);
+                    if e.gen == gen {
+                        self.fill_block(phys, false, in_off, src, done, n)?;
+                    } else {
+                        self.cow_block(ino, e, fblk, in_off, src, done, n)?;
+                    }
+                    done += n;
+                }
+                None => {
+                    // A hole: allocate a run for as much of the write as lies in it.
+                    let next = self
+                        .extent_from(ino, fblk + 1)?
+                        .map_or(u64::MAX, |e| e.fblk);
+                    let last = (off + len - 1) / bs;
+                    let want = (last + 1).min(next) - fblk;
+                    let run = self.vol.alloc_data(want)?;
+                    for i in 0..run.len {
+                        let p = off + done;
+                        let in_off = p % bs;
+                        let n = (bs - in_off).min(len - done);
+                        self.fill_block(run.start + i, true, in_off, src, done, n)?;
+                        done += n;
+                    }
+                    self.map_run(ino, fblk, run)?;
+                    inode.blocks = (inode.blocks.get() + run.len).into();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Put `n` bytes of `src` (from `src_off`) at `in_off` of disk block `phys`. A `fresh`
+    /// block is zero-filled around them; otherwise its other bytes are kept (read if needed).
+    fn fill_block(
+        &mut self,
+        phys: u64,
+        fresh: bool,
+        in_off: u64,
+        src: Src<'_>,
+        src_off: u64,
+        n: u64,
+    ) -> Result<()> {
+        let whole = in_off == 0 && n == self.bs();
+        let id = if fresh || whole {
+            self.vol.pin_new_data(phys)?
+        } else {
+            self.vol.pin_data(phys)?
+        };
+        let r = self.vol.slot_mut(id).and_then(|s| {
+            let dst = s
+                .get_mut(in_off as usize..(in_off + n) as usize)
+                .ok_or(Error::InvalidArgument)?;
+            src.copy_to(src_off, dst);
+            Ok(())
+        });
+        self.vol.unpin(id);
+        r
+    }
+
+    /// Copy-on-write file block `fblk` of committed extent `e`: new block with the old bytes
+    /// plus the written ones, the extent split around it, the old block freed.
+    #[allow(clippy::too_many_arguments)]
+    fn cow_block(
+        &mut self,
+        ino: u64,
+        e: Ext,
+        fblk: u64,
+        in_off: u64,
+        src: Src<'_>,
+        src_off: u64,
+        n: u64,
+    ) -> Result<()> {
+        let old = e.block + (fblk - e.fblk);
+        let run = self.vol.alloc_data(1)?;
+        let new_id = self.vol.pin_new_data(run.start)?;
+        let r = (|| -> Result<()> {
+            if n < self.bs() {
+                let old_id = self.vol.pin_data(old)?;
+                let r = self.vol.copy_slot(old_id, new_id);
+                self.vol.unpin(old_id);
+                r?;
+            }
+            let s = self.vol.slot_mut(new_id)?;
+            let dst = s
+                .get_mut(in_off as usize..(in_off + n) as usize)
+                .ok_or(Error::InvalidArgument)?;
+            src.copy_to(src_off, dst);
+            Ok(())
+        })();
+        self.vol.unpin(new_id);
+        r?;
+        // Split e into [e.fblk, fblk) old, fblk new, (fblk, end) old.
+        let bs = self.bs();
+        self.vol.remove(&ext_key(ino, e.fblk * bs))?;
+        let head = fblk - e.fblk;
+        if head > 0 {
+            self.put_ext(ino, Ext { len: head, ..e }, InsertMode::Create)?;
+        }
+        let tail = e.len - head - 1;
+        if tail > 0 {
+            let t = Ext {
+                fblk: fblk + 1,
+                block: old + 1,
+                len: tail,
+                gen: e.gen,
+            };
+            self.put_ext(ino, t, InsertMode::Create)?;
+        }
+        self.map_run(ino, fblk, run)?;
+        self.vol.free_data(Run { start: old, len: 1 })
+    }
+
+    /// Free every data block of `ino` from byte `from` on (and its inline bytes when
+    /// `from == 0`); the block that holds `from` is kept. Returns blocks freed.
+    pub(crate) fn free_data_from(&mut self, ino: u64, from: u64) -> Result<u64> {
+        if from == 0 {
+            self.vol.remove(&Key::new(ino, kind::INLINE, 0))?;
+        }
+        let bs = self.bs();
+        let first = from.div_ceil(bs);
+        let mut freed = 0;
+        // An extent straddling the boundary keeps its head.
+        if let Some(fb) = first.checked_sub(1) {
+            if let Some(e) = self.extent_at(ino, fb)? {
+                let keep = first - e.fblk;
+                if keep < e.len {
+                    self.put_ext(ino, Ext { len: keep, ..e }, InsertMode::Replace)?;
+                    self.vol.free_data(Run {
+                        start: e.block + keep,
+                        len: e.len - keep,
+                    })?;
+                    freed += e.len - keep;
+                }
+            }
+        }
+        while let Some(e) = self.extent_from(ino, first)? {
+            self.vol.remove(&ext_key(ino, e.fblk * bs))?;
+            self.vol.free_data(Run {
+                start: e.block,
+                len: e.len,
+            })?;
+            freed += e.len;
+        }
+        Ok(freed)
+    }
+
+    /// Set the size of `ino`: shrinking frees blocks past the end and zeroes the tail of the
+    /// last block (so growing later shows zeros); growing leaves a hole.
+    pub(crate) fn set_size(&mut self, ino: u64, new_size: u64) -> Result<()> {
+        if new_size > MAX_FILE_SIZE {
+            return Err(Error::TooLarge);
+        }
+        let mut inode = self.read_inode(ino)?;
+        let size = inode.size.get();
+        if new_size == size {
+            return Ok(());
+        }
+        let inline = inode.flags.get() & inode_flags::INLINE != 0;
+        if inline && new_size <= self.inline_max() as u64 {
+            if new_size == 0 {
+                self.vol.remove(&Key::new(ino, kind::INLINE, 0))?;
+                inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
+                inode.size = 0.into();
+            } else {
+                let grow = new_size.saturating_sub(size);
+                self.write_inline(
+                    ino,
+                    &mut inode,
+                    size.min(new_size),
+                    Src::Zeros(grow),
+                    new_size,
+                )?;
+            }
+        } else {
+            if inline {
+                self.inline_to_block(ino, &mut inode)?;
+            }
+            if new_size < size {
+                let freed = self.free_data_from(ino, new_size)?;
+                inode.blocks = inode.blocks.get().saturating_sub(freed).into();
+                let bs = self.bs();
+                let tail = new_size % bs;
+                if tail != 0 && self.extent_at(ino, new_size / bs)?.is_some() {
+                    self.write_blocks(ino, &mut inode, new_size, Src::Zeros(bs - tail))?;
+                }
+            }
+            inode.size = new_size.into();
+        }
+        let now = self.now();
+        inode.mtime = now.into();
+        self.write_inode(ino, &inode)
+    }
+}
+
+/// A value copied out of the tree onto the stack (extent values are 24 bytes).
+trait ToVecStack {
+    fn to_vec_stack(&self) -> heapless::Vec<u8, 32>;
+}
+
+impl ToVecStack for [u8] {
+    fn to_vec_stack(&self) -> heapless::Vec<u8, 32> {
+        heapless::Vec::from_slice(self.get(..self.len().min(32)).unwrap_or(&[])).unwrap_or_default()
+    }
+}

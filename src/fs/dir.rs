@@ -1,0 +1,253 @@
+//! Directories: entries indexed twice in the filesystem tree.
+//!
+//! * By name hash — `(dir, DIR_HASH, fnv1a64(name))` — so a lookup is one tree descent
+//!   (O(log n) in the directory size, and at most the tree height in block reads). Names whose
+//!   hashes collide share the item: its value is the entries back to back.
+//! * By insertion sequence — `(dir, DIR_INDEX, seq)` — so `readdir` walks entries in a stable
+//!   order with a resumable cursor (the next sequence number): entries added during a walk
+//!   come after the cursor and are seen once; removed ones are simply gone.
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::inode::inode_key;
+use super::Fs;
+use crate::btree::InsertMode;
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+use crate::wire::items::{kind, name_hash, DirEntryHead, FileKind, DIR_ENTRY_HEAD_LEN, NAME_MAX};
+use crate::wire::Key;
+
+/// Room for the entries of one hash item that we rewrite (several colliding names).
+const HASH_ITEM_BUF: usize = 4 * (DIR_ENTRY_HEAD_LEN + NAME_MAX);
+
+/// A directory entry found by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub ino: u64,
+    pub seq: u64,
+    pub kind: FileKind,
+}
+
+/// One entry returned by [`Fs::read_dir_next`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DirEntry {
+    /// The entry's inode.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: FileKind,
+    name: heapless::Vec<u8, NAME_MAX>,
+}
+
+impl DirEntry {
+    /// The entry's name.
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(&self.name).unwrap_or("")
+    }
+}
+
+/// A resumable position in a directory listing: the directory and the next sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReadDir {
+    dir: u64,
+    next: u64,
+}
+
+/// Walk the entries packed in a DIR_HASH value: `(head, name)`.
+fn entries(dir: u64, v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[u8])>> {
+    let mut rest = v;
+    core::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let r = DirEntryHead::read_from_prefix(rest)
+            .ok()
+            .and_then(|(h, tail)| {
+                let n = usize::from(h.name_len);
+                let name = tail.get(..n)?;
+                rest = tail.get(n..)?;
+                if n == 0 {
+                    return None;
+                }
+                Some((h, name))
+            })
+            .ok_or(Error::Corrupt { block: dir });
+        if r.is_err() {
+            rest = &[];
+        }
+        Some(r)
+    })
+}
+
+fn head(ino: u64, seq: u64, kind: FileKind, name: &[u8]) -> DirEntryHead {
+    DirEntryHead {
+        ino: ino.into(),
+        seq: seq.into(),
+        kind: kind as u8,
+        name_len: name.len() as u8,
+    }
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    /// Find `name` in directory `dir`.
+    pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<Option<Found>> {
+        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        let found = self.vol.get(&key, |v| -> Result<Option<Found>> {
+            for e in entries(dir, v) {
+                let (h, n) = e?;
+                if n == name {
+                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt { block: dir })?;
+                    return Ok(Some(Found {
+                        ino: h.ino.get(),
+                        seq: h.seq.get(),
+                        kind,
+                    }));
+                }
+            }
+            Ok(None)
+        })?;
+        found.unwrap_or(Ok(None))
+    }
+
+    /// Add `name` → `ino` to directory `dir` (which must not have it).
+    pub(crate) fn add_entry(
+        &mut self,
+        dir: u64,
+        name: &[u8],
+        ino: u64,
+        kind: FileKind,
+    ) -> Result<()> {
+        let mut d = self.read_inode(dir)?;
+        let seq = d.next_seq.get();
+        let h = head(ino, seq, kind, name);
+        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        // The hash item, with this entry appended (collisions are rare; several fit).
+        let mut buf = [0u8; HASH_ITEM_BUF];
+        let old = self.vol.get(&key, |v| {
+            let n = v.len();
+            buf.get_mut(..n).map(|b| {
+                b.copy_from_slice(v);
+                n
+            })
+        })?;
+        let used = match old {
+            Some(Some(n)) => n,
+            Some(None) => return Err(Error::TooLarge),
+            None => 0,
+        };
+        let total = used + DIR_ENTRY_HEAD_LEN + name.len();
+        let slot = buf.get_mut(used..total).ok_or(Error::TooLarge)?;
+        let (hb, nb) = slot.split_at_mut(DIR_ENTRY_HEAD_LEN);
+        hb.copy_from_slice(h.as_bytes());
+        nb.copy_from_slice(name);
+        let all = buf.get(..total).ok_or(Error::TooLarge)?;
+        let mode = if used == 0 {
+            InsertMode::Create
+        } else {
+            InsertMode::Replace
+        };
+        self.vol.insert(key, all, mode)?;
+        // The ordered index: the same entry alone.
+        let idx = buf.get(used..total).ok_or(Error::TooLarge)?;
+        self.vol
+            .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
+        d.next_seq = (seq + 1).into();
+        d.size = (d.size.get() + 1).into();
+        let now = self.now();
+        d.mtime = now.into();
+        self.write_inode(dir, &d)
+    }
+
+    /// Remove `name` from directory `dir`; returns what it named.
+    pub(crate) fn remove_entry(&mut self, dir: u64, name: &[u8]) -> Result<Found> {
+        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        let mut buf = [0u8; HASH_ITEM_BUF];
+        let mut found = None;
+        let kept = self.vol.get(&key, |v| -> Result<usize> {
+            let mut out = 0;
+            for e in entries(dir, v) {
+                let (h, n) = e?;
+                if n == name && found.is_none() {
+                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt { block: dir })?;
+                    found = Some(Found {
+                        ino: h.ino.get(),
+                        seq: h.seq.get(),
+                        kind,
+                    });
+                    continue;
+                }
+                let len = DIR_ENTRY_HEAD_LEN + n.len();
+                let dst = buf.get_mut(out..out + len).ok_or(Error::TooLarge)?;
+                dst[..DIR_ENTRY_HEAD_LEN].copy_from_slice(h.as_bytes());
+                dst[DIR_ENTRY_HEAD_LEN..].copy_from_slice(n);
+                out += len;
+            }
+            Ok(out)
+        })?;
+        let kept = kept.ok_or(Error::NotFound)??;
+        let f = found.ok_or(Error::NotFound)?;
+        if kept == 0 {
+            self.vol.remove(&key)?;
+        } else {
+            let v = buf.get(..kept).ok_or(Error::TooLarge)?;
+            self.vol.insert(key, v, InsertMode::Replace)?;
+        }
+        if !self.vol.remove(&Key::new(dir, kind::DIR_INDEX, f.seq))? {
+            return Err(Error::Corrupt { block: dir });
+        }
+        let mut d = self.read_inode(dir)?;
+        d.size = d.size.get().saturating_sub(1).into();
+        let now = self.now();
+        d.mtime = now.into();
+        self.write_inode(dir, &d)?;
+        Ok(f)
+    }
+
+    /// Start listing directory `path`.
+    pub fn read_dir(&mut self, path: &str) -> Result<ReadDir> {
+        let (dir, kind) = self.resolve(path)?;
+        if kind != FileKind::Dir {
+            return Err(Error::NotADirectory);
+        }
+        Ok(ReadDir { dir, next: 0 })
+    }
+
+    /// The next entry of a listing, in insertion order, or `None` at the end. The cursor can be
+    /// kept across any other calls (entries added later are returned once, at the end).
+    pub fn read_dir_next(&mut self, cursor: &mut ReadDir) -> Result<Option<DirEntry>> {
+        let dir = cursor.dir;
+        if self.vol.get(&inode_key(dir), |_| ())?.is_none() {
+            return Err(Error::NotFound);
+        }
+        let from = Key::new(dir, kind::DIR_INDEX, cursor.next);
+        let r = self
+            .vol
+            .next(&from, true, |k, v| -> Result<Option<(u64, DirEntry)>> {
+                if k.id != dir || k.kind != kind::DIR_INDEX {
+                    return Ok(None);
+                }
+                let mut it = entries(dir, v);
+                let (h, n) = it.next().ok_or(Error::Corrupt { block: dir })??;
+                let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt { block: dir })?;
+                core::str::from_utf8(n).map_err(|_| Error::Corrupt { block: dir })?;
+                let name =
+                    heapless::Vec::from_slice(n).map_err(|_| Error::Corrupt { block: dir })?;
+                Ok(Some((
+                    k.offset,
+                    DirEntry {
+                        ino: h.ino.get(),
+                        kind,
+                        name,
+                    },
+                )))
+            })?;
+        match r.transpose()?.flatten() {
+            Some((seq, e)) => {
+                cursor.next = seq + 1;
+                Ok(Some(e))
+            }
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Inode items: read, write, create, delete.
+
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use super::Fs;
+use crate::btree::InsertMode;
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+use crate::wire::items::{kind, FileKind, InodeItem};
+use crate::wire::Key;
+
+/// The key of inode `ino`.
+pub(crate) fn inode_key(ino: u64) -> Key {
+    Key::new(ino, kind::INODE, 0)
+}
+
+/// Decode an inode value, refusing malformed ones.
+pub(crate) fn decode_inode(ino: u64, v: &[u8]) -> Result<InodeItem> {
+    let i = InodeItem::read_from_bytes(v).map_err(|_| Error::Corrupt { block: ino })?;
+    FileKind::from_u8(i.kind).ok_or(Error::Corrupt { block: ino })?;
+    Ok(i)
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    /// The inode `ino`, or `NotFound`.
+    pub(crate) fn read_inode(&mut self, ino: u64) -> Result<InodeItem> {
+        self.vol
+            .get(&inode_key(ino), |v| decode_inode(ino, v))?
+            .ok_or(Error::NotFound)?
+    }
+
+    /// Replace inode `ino`.
+    pub(crate) fn write_inode(&mut self, ino: u64, inode: &InodeItem) -> Result<()> {
+        self.vol
+            .insert(inode_key(ino), inode.as_bytes(), InsertMode::Replace)
+    }
+
+    /// Create a new inode of `kind`; returns its number and contents.
+    pub(crate) fn create_inode(&mut self, kind: FileKind, parent: u64) -> Result<(u64, InodeItem)> {
+        let ino = self.vol.alloc_id();
+        let mut i = InodeItem::new_zeroed();
+        i.kind = kind as u8;
+        i.nlink = 1.into();
+        let now = self.now();
+        i.mtime = now.into();
+        i.ctime = now.into();
+        if kind == FileKind::Dir {
+            i.parent = parent.into();
+        }
+        self.vol
+            .insert(inode_key(ino), i.as_bytes(), InsertMode::Create)?;
+        let n = self.vol.inode_count();
+        self.vol.set_inode_count(n + 1);
+        Ok((ino, i))
+    }
+
+    /// Delete inode `ino` and everything it owns (data, inline bytes).
+    pub(crate) fn delete_inode(&mut self, ino: u64) -> Result<()> {
+        self.free_data_from(ino, 0)?;
+        self.vol.remove(&inode_key(ino))?;
+        let n = self.vol.inode_count();
+        self.vol.set_inode_count(n.saturating_sub(1));
+        Ok(())
+    }
+
+    /// The caller's clock, or 0.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.map_or(0, |c| c())
+    }
+}

@@ -1,0 +1,504 @@
+//! The filesystem API: paths and handles over the volume's tree.
+//!
+//! [`Fs`] owns a mounted [`Volume`] and a fixed table of `H` open files. Every call does
+//! bounded work: a path lookup is one tree descent per component, nothing scans a directory
+//! or the volume, and `statfs` reads counters.
+//!
+//! Durability (until the journal lands): every change joins the running transaction;
+//! [`Fs::sync_all`], [`Fs::fsync`], [`Fs::fdatasync`] and [`Fs::unmount`] checkpoint it. After
+//! a power cut the volume is exactly as of the last completed one of those calls.
+
+mod data;
+mod dir;
+mod handle;
+mod inode;
+mod path;
+
+pub use crate::wire::items::FileKind;
+pub use data::MAX_FILE_SIZE;
+pub use dir::{DirEntry, ReadDir};
+pub use handle::{Fd, OpenFlags};
+
+use handle::Handles;
+
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+use crate::volume::{FormatOptions, Volume};
+use crate::wire::items::{FileKind as Kind, ROOT_INO};
+use zerocopy::{FromZeros, IntoBytes};
+
+/// What [`Fs::stat`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Metadata {
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: FileKind,
+    /// Size in bytes (directories: number of entries).
+    pub size: u64,
+    /// Names referring to it (always 1: no hard links).
+    pub nlink: u32,
+    /// Data blocks allocated.
+    pub blocks: u64,
+    /// Last modification, in the units of the clock given to [`Fs::set_clock`] (0 without).
+    pub mtime: u64,
+    /// Creation / change time, same units.
+    pub ctime: u64,
+}
+
+/// What [`Fs::statfs`] reports (from counters: O(1)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StatFs {
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Blocks on the volume.
+    pub total_blocks: u64,
+    /// Blocks free (including those freed since the last checkpoint).
+    pub free_blocks: u64,
+    /// Files and directories, the root included.
+    pub inodes: u64,
+    /// Longest name.
+    pub name_max: u32,
+}
+
+/// How [`Fs::seek`] moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SeekFrom {
+    /// From the start.
+    Start(u64),
+    /// From the end.
+    End(i64),
+    /// From the current position.
+    Current(i64),
+}
+
+/// A mounted filesystem over device `D`, with an `N`-slot cache and `H` handles.
+pub struct Fs<'b, D: BlockDevice<'b>, const N: usize, const H: usize = 8> {
+    vol: Volume<'b, D, N>,
+    handles: Handles<H>,
+    clock: Option<fn() -> u64>,
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    /// Format `dev` (with a root directory) and mount it.
+    ///
+    /// The block size must be at least 2048 bytes so that a directory entry with a 255-byte
+    /// name fits in a tree item.
+    pub fn format(dev: D, mem: &'b mut [u8], opts: FormatOptions) -> Result<Self> {
+        if opts.block_size < 2048 {
+            return Err(Error::InvalidArgument);
+        }
+        let vol = Volume::format(dev, mem, opts)?;
+        let mut fs = Fs {
+            vol,
+            handles: Handles::new(),
+            clock: None,
+        };
+        let mut root = crate::wire::items::InodeItem::new_zeroed();
+        root.kind = Kind::Dir as u8;
+        root.nlink = 1.into();
+        root.parent = ROOT_INO.into();
+        fs.vol.insert(
+            inode::inode_key(ROOT_INO),
+            root.as_bytes(),
+            crate::btree::InsertMode::Create,
+        )?;
+        fs.vol.set_inode_count(1);
+        fs.vol.checkpoint()?;
+        Ok(fs)
+    }
+
+    /// Mount the filesystem on `dev`.
+    pub fn mount(dev: D, mem: &'b mut [u8]) -> Result<Self> {
+        let vol = Volume::mount(dev, mem)?;
+        if vol.space_info().block_size < 2048 {
+            return Err(Error::Unsupported);
+        }
+        let mut fs = Fs {
+            vol,
+            handles: Handles::new(),
+            clock: None,
+        };
+        match fs.read_inode(ROOT_INO) {
+            Ok(i) if i.kind == Kind::Dir as u8 => Ok(fs),
+            Ok(_) | Err(Error::NotFound) => Err(Error::Corrupt { block: 0 }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checkpoint and give the device back.
+    pub fn unmount(self) -> Result<D> {
+        self.vol.unmount()
+    }
+
+    /// Give the device back without writing anything (what a power cut does).
+    pub fn into_device(self) -> D {
+        self.vol.into_device()
+    }
+
+    /// The volume underneath (counters, the raw tree, the device).
+    pub fn volume(&self) -> &Volume<'b, D, N> {
+        &self.vol
+    }
+
+    /// The volume underneath, mutably.
+    pub fn volume_mut(&mut self) -> &mut Volume<'b, D, N> {
+        &mut self.vol
+    }
+
+    /// Use `clock` for modification and change times (any monotonic unit).
+    pub fn set_clock(&mut self, clock: fn() -> u64) {
+        self.clock = Some(clock);
+    }
+
+    /// Resolve `path` to `(inode, kind)`.
+    fn resolve(&mut self, path: &str) -> Result<(u64, Kind)> {
+        let mut cur = ROOT_INO;
+        let mut kind = Kind::Dir;
+        for c in path::components(path) {
+            let c = c?;
+            if kind != Kind::Dir {
+                return Err(Error::NotADirectory);
+            }
+            match c {
+                "." => {}
+                ".." => cur = self.read_inode(cur)?.parent.get(),
+                name => {
+                    let f = self.lookup(cur, name.as_bytes())?.ok_or(Error::NotFound)?;
+                    cur = f.ino;
+                    kind = f.kind;
+                }
+            }
+        }
+        Ok((cur, kind))
+    }
+
+    /// Resolve the directory holding `path`'s last component; returns it and the name.
+    fn resolve_parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p str)> {
+        let (dir, name) = path::split_last(path)?;
+        let (ino, kind) = self.resolve(dir)?;
+        if kind != Kind::Dir {
+            return Err(Error::NotADirectory);
+        }
+        Ok((ino, name))
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.vol.is_read_only() {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Open (and with `CREATE`, create) the file at `path`.
+    pub fn open(&mut self, path: &str, flags: OpenFlags) -> Result<Fd> {
+        let writes = flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::TRUNC);
+        if writes || flags.contains(OpenFlags::CREATE) {
+            self.writable()?;
+        }
+        if flags.contains(OpenFlags::TRUNC) && !flags.contains(OpenFlags::WRITE) {
+            return Err(Error::InvalidArgument);
+        }
+        let (dir, name) = self.resolve_parent(path)?;
+        let ino = match self.lookup(dir, name.as_bytes())? {
+            Some(f) if flags.contains(OpenFlags::CREATE | OpenFlags::EXCL) => {
+                let _ = f;
+                return Err(Error::AlreadyExists);
+            }
+            Some(f) if f.kind == Kind::Dir => return Err(Error::IsADirectory),
+            Some(f) => f.ino,
+            None if flags.contains(OpenFlags::CREATE) => {
+                // Take a handle first so a full table fails before anything changes.
+                if self.handles.count() >= H {
+                    return Err(Error::TooManyOpenFiles);
+                }
+                let (ino, _) = self.create_inode(Kind::File, dir)?;
+                self.add_entry(dir, name.as_bytes(), ino, Kind::File)?;
+                ino
+            }
+            None => return Err(Error::NotFound),
+        };
+        let fd = self.handles.open(ino, flags)?;
+        if flags.contains(OpenFlags::TRUNC) {
+            if let Err(e) = self.set_size(ino, 0) {
+                let _ = self.handles.close(fd);
+                return Err(e);
+            }
+        }
+        Ok(fd)
+    }
+
+    /// Close a handle.
+    pub fn close(&mut self, fd: Fd) -> Result<()> {
+        self.handles.close(fd)
+    }
+
+    /// Read from the handle's position; returns bytes read (0 at end of file).
+    pub fn read(&mut self, fd: Fd, buf: &mut [u8]) -> Result<usize> {
+        let o = self.handles.get(fd)?;
+        if !o.flags.contains(OpenFlags::READ) {
+            return Err(Error::BadHandle);
+        }
+        let n = self.read_at(fd, o.pos, buf)?;
+        self.handles.get_mut(fd)?.pos = o.pos + n as u64;
+        Ok(n)
+    }
+
+    /// Read at `offset` without moving the handle's position.
+    pub fn read_at(&mut self, fd: Fd, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let o = self.handles.get(fd)?;
+        if !o.flags.contains(OpenFlags::READ) {
+            return Err(Error::BadHandle);
+        }
+        let inode = self.read_inode(o.ino)?;
+        self.read_data(o.ino, &inode, offset, buf)
+    }
+
+    /// Write at the handle's position (or the end, with `APPEND`); returns bytes written.
+    pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize> {
+        let o = self.handles.get(fd)?;
+        let pos = if o.flags.contains(OpenFlags::APPEND) {
+            self.read_inode(o.ino)?.size.get()
+        } else {
+            o.pos
+        };
+        let n = self.write_at(fd, pos, data)?;
+        self.handles.get_mut(fd)?.pos = pos + n as u64;
+        Ok(n)
+    }
+
+    /// Write at `offset` without moving the handle's position.
+    pub fn write_at(&mut self, fd: Fd, offset: u64, data: &[u8]) -> Result<usize> {
+        let o = self.handles.get(fd)?;
+        if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
+            return Err(Error::BadHandle);
+        }
+        self.writable()?;
+        self.write_data(o.ino, offset, data)
+    }
+
+    /// Move the handle's position; returns the new position.
+    pub fn seek(&mut self, fd: Fd, to: SeekFrom) -> Result<u64> {
+        let o = self.handles.get(fd)?;
+        let base = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => o.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.read_inode(o.ino)?.size.get().checked_add_signed(d),
+        };
+        let pos = base
+            .filter(|&p| p <= MAX_FILE_SIZE)
+            .ok_or(Error::InvalidArgument)?;
+        self.handles.get_mut(fd)?.pos = pos;
+        Ok(pos)
+    }
+
+    /// Set the file's size: shrinking frees blocks, growing leaves a hole (reads as zeros).
+    pub fn truncate(&mut self, fd: Fd, size: u64) -> Result<()> {
+        let o = self.handles.get(fd)?;
+        if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
+            return Err(Error::BadHandle);
+        }
+        self.writable()?;
+        self.set_size(o.ino, size)
+    }
+
+    /// Make the file's data and metadata durable.
+    pub fn fsync(&mut self, fd: Fd) -> Result<()> {
+        self.handles.get(fd)?;
+        self.sync_all()
+    }
+
+    /// Make the file's data (and the metadata needed to read it) durable.
+    pub fn fdatasync(&mut self, fd: Fd) -> Result<()> {
+        self.fsync(fd)
+    }
+
+    /// Make every change so far durable (a checkpoint).
+    pub fn sync_all(&mut self) -> Result<()> {
+        self.vol.checkpoint()
+    }
+
+    /// Metadata of `path`.
+    pub fn stat(&mut self, path: &str) -> Result<Metadata> {
+        let (ino, _) = self.resolve(path)?;
+        self.stat_ino(ino)
+    }
+
+    /// Metadata of an open file.
+    pub fn fstat(&mut self, fd: Fd) -> Result<Metadata> {
+        let o = self.handles.get(fd)?;
+        self.stat_ino(o.ino)
+    }
+
+    fn stat_ino(&mut self, ino: u64) -> Result<Metadata> {
+        let i = self.read_inode(ino)?;
+        Ok(Metadata {
+            ino,
+            kind: Kind::from_u8(i.kind).ok_or(Error::Corrupt { block: ino })?,
+            size: i.size.get(),
+            nlink: i.nlink.get(),
+            blocks: i.blocks.get(),
+            mtime: i.mtime.get(),
+            ctime: i.ctime.get(),
+        })
+    }
+
+    /// Space and inode counters.
+    pub fn statfs(&self) -> StatFs {
+        let s = self.vol.space_info();
+        StatFs {
+            block_size: s.block_size,
+            total_blocks: s.total_blocks,
+            free_blocks: s.free_blocks,
+            inodes: self.vol.inode_count(),
+            name_max: crate::wire::items::NAME_MAX as u32,
+        }
+    }
+
+    /// Create the directory `path`.
+    pub fn mkdir(&mut self, path: &str) -> Result<()> {
+        self.writable()?;
+        let (dir, name) = self.resolve_parent(path)?;
+        if self.lookup(dir, name.as_bytes())?.is_some() {
+            return Err(Error::AlreadyExists);
+        }
+        let (ino, _) = self.create_inode(Kind::Dir, dir)?;
+        self.add_entry(dir, name.as_bytes(), ino, Kind::Dir)
+    }
+
+    /// Remove the empty directory `path`.
+    pub fn rmdir(&mut self, path: &str) -> Result<()> {
+        self.writable()?;
+        let (dir, name) = self.resolve_parent(path)?;
+        let f = self.lookup(dir, name.as_bytes())?.ok_or(Error::NotFound)?;
+        if f.kind != Kind::Dir {
+            return Err(Error::NotADirectory);
+        }
+        if self.read_inode(f.ino)?.size.get() != 0 {
+            return Err(Error::DirectoryNotEmpty);
+        }
+        self.remove_entry(dir, name.as_bytes())?;
+        self.delete_inode(f.ino)
+    }
+
+    /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
+    /// `NotFound`); its blocks are freed at once.
+    pub fn unlink(&mut self, path: &str) -> Result<()> {
+        self.writable()?;
+        let (dir, name) = self.resolve_parent(path)?;
+        let f = self.lookup(dir, name.as_bytes())?.ok_or(Error::NotFound)?;
+        if f.kind == Kind::Dir {
+            return Err(Error::IsADirectory);
+        }
+        self.remove_entry(dir, name.as_bytes())?;
+        self.delete_inode(f.ino)
+    }
+
+    /// Rename `from` to `to`, atomically, replacing `to` as POSIX `rename` does: a file may
+    /// replace a file, a directory may replace an empty directory. A directory cannot move
+    /// into itself or below itself (`InvalidPath`).
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.writable()?;
+        let (fdir, fname) = self.resolve_parent(from)?;
+        let (tdir, tname) = self.resolve_parent(to)?;
+        let src = self
+            .lookup(fdir, fname.as_bytes())?
+            .ok_or(Error::NotFound)?;
+        if src.kind == Kind::Dir {
+            // The target directory must not be the source or below it.
+            let mut d = tdir;
+            for _ in 0..1_000_000u32 {
+                if d == src.ino {
+                    return Err(Error::InvalidPath);
+                }
+                if d == ROOT_INO {
+                    break;
+                }
+                d = self.read_inode(d)?.parent.get();
+            }
+        }
+        if let Some(dst) = self.lookup(tdir, tname.as_bytes())? {
+            if dst.ino == src.ino {
+                return Ok(());
+            }
+            match (src.kind, dst.kind) {
+                (Kind::Dir, Kind::File) => return Err(Error::NotADirectory),
+                (Kind::File, Kind::Dir) => return Err(Error::IsADirectory),
+                (Kind::Dir, Kind::Dir) if self.read_inode(dst.ino)?.size.get() != 0 => {
+                    return Err(Error::DirectoryNotEmpty)
+                }
+                _ => {}
+            }
+            self.remove_entry(tdir, tname.as_bytes())?;
+            self.delete_inode(dst.ino)?;
+        }
+        self.remove_entry(fdir, fname.as_bytes())?;
+        self.add_entry(tdir, tname.as_bytes(), src.ino, src.kind)?;
+        if src.kind == Kind::Dir && fdir != tdir {
+            let mut i = self.read_inode(src.ino)?;
+            i.parent = tdir.into();
+            self.write_inode(src.ino, &i)?;
+        }
+        Ok(())
+    }
+
+    /// Borrow an open file as an `embedded_io` reader / writer / seeker.
+    pub fn file(&mut self, fd: Fd) -> File<'_, 'b, D, N, H> {
+        File { fs: self, fd }
+    }
+}
+
+/// An open file borrowed from its [`Fs`], implementing `embedded_io::{Read, Write, Seek}`.
+pub struct File<'f, 'b, D: BlockDevice<'b>, const N: usize, const H: usize> {
+    fs: &'f mut Fs<'b, D, N, H>,
+    fd: Fd,
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> File<'_, 'b, D, N, H> {
+    /// The handle.
+    pub fn fd(&self) -> Fd {
+        self.fd
+    }
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> embedded_io::ErrorType
+    for File<'_, 'b, D, N, H>
+{
+    type Error = Error;
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> embedded_io::Read
+    for File<'_, 'b, D, N, H>
+{
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.fs.read(self.fd, buf)
+    }
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> embedded_io::Write
+    for File<'_, 'b, D, N, H>
+{
+    fn write(&mut self, buf: &[u8]) -> Result<usize> {
+        self.fs.write(self.fd, buf)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.fs.fsync(self.fd)
+    }
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> embedded_io::Seek
+    for File<'_, 'b, D, N, H>
+{
+    fn seek(&mut self, pos: embedded_io::SeekFrom) -> Result<u64> {
+        let to = match pos {
+            embedded_io::SeekFrom::Start(n) => SeekFrom::Start(n),
+            embedded_io::SeekFrom::End(d) => SeekFrom::End(d),
+            embedded_io::SeekFrom::Current(d) => SeekFrom::Current(d),
+        };
+        self.fs.seek(self.fd, to)
+    }
+}
