@@ -246,14 +246,14 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
 }
 
 /// Move every queued free into the tree.
-pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
+pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()> {
     // Each round copies more of the free tree into this transaction; once a path is copied,
     // editing it frees nothing more, so this ends. Bound it anyway.
     for _ in 0..100_000u32 {
         let Some(run) = s.space().deferred.pop() else {
             return Ok(());
         };
-        ensure_reserve(free, s, BLOCKS_PER_OP)?;
+        ensure_reserve(free, s, need)?;
         let gen = s.generation();
         insert_free(free, s, run, gen)?;
     }

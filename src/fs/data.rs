@@ -224,17 +224,36 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let inline = inode.flags.get() & inode_flags::INLINE != 0;
         if (inline || size == 0) && new_size <= self.inline_max() as u64 {
             self.write_inline(ino, &mut inode, off, Src::Bytes(data), new_size)?;
+            let now = self.now();
+            inode.mtime = now.into();
+            self.write_inode(ino, &inode)?;
+            return Ok(data.len());
+        }
+        let mut done = 0;
+        let r = if inline {
+            self.inline_to_block(ino, &mut inode)
         } else {
-            if inline {
-                self.inline_to_block(ino, &mut inode)?;
-            }
-            self.write_blocks(ino, &mut inode, off, Src::Bytes(data))?;
-            inode.size = new_size.into();
+            Ok(())
+        };
+        let r =
+            r.and_then(|()| self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done));
+        // Record what was written even when the volume filled up part-way (a short write);
+        // a failure before anything was written leaves the inode as it was.
+        match r {
+            Ok(()) => {}
+            Err(Error::NoSpace) if done > 0 || inline => {}
+            Err(e) => return Err(e),
+        }
+        if done > 0 {
+            inode.size = size.max(off + done).into();
         }
         let now = self.now();
         inode.mtime = now.into();
         self.write_inode(ino, &inode)?;
-        Ok(data.len())
+        match r {
+            Err(e) if done == 0 => Err(e),
+            _ => Ok(done as usize),
+        }
     }
 
     /// Rewrite the inline item so it holds `new_size` bytes with `src` at `off`.
@@ -303,31 +322,35 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Write `src` at `off` into extents (copy-on-write), allocating blocks for holes.
+    ///
+    /// `done` counts the bytes written so far, so a caller can report a short write when the
+    /// volume fills up part-way.
     fn write_blocks(
         &mut self,
         ino: u64,
         inode: &mut InodeItem,
         off: u64,
         src: Src<'_>,
+        done: &mut u64,
     ) -> Result<()> {
         let bs = self.bs();
         let len = src.len();
         let gen = self.vol.generation();
-        let mut done = 0u64;
-        while done < len {
-            let pos = off + done;
+        while *done < len {
+            let done_now = *done;
+            let pos = off + done_now;
             let fblk = pos / bs;
             match self.extent_at(ino, fblk)? {
                 Some(e) => {
                     let in_off = pos % bs;
-                    let n = (bs - in_off).min(len - done);
+                    let n = (bs - in_off).min(len - done_now);
                     let phys = e.block + (fblk - e.fblk);
                     if e.gen == gen {
-                        self.fill_block(phys, false, in_off, src, done, n)?;
+                        self.fill_block(phys, false, in_off, src, done_now, n)?;
                     } else {
-                        self.cow_block(ino, e, fblk, in_off, src, done, n)?;
+                        self.cow_block(ino, e, fblk, in_off, src, done_now, n)?;
                     }
-                    done += n;
+                    *done += n;
                 }
                 None => {
                     // A hole: allocate a run for as much of the write as lies in it.
@@ -337,15 +360,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     let last = (off + len - 1) / bs;
                     let want = (last + 1).min(next) - fblk;
                     let run = self.vol.alloc_data(want)?;
+                    let mut d = done_now;
                     for i in 0..run.len {
-                        let p = off + done;
-                        let in_off = p % bs;
-                        let n = (bs - in_off).min(len - done);
-                        self.fill_block(run.start + i, true, in_off, src, done, n)?;
-                        done += n;
+                        let in_off = (off + d) % bs;
+                        let n = (bs - in_off).min(len - d);
+                        self.fill_block(run.start + i, true, in_off, src, d, n)?;
+                        d += n;
                     }
                     self.map_run(ino, fblk, run)?;
                     inode.blocks = (inode.blocks.get() + run.len).into();
+                    *done = d;
                 }
             }
         }
@@ -504,7 +528,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 let bs = self.bs();
                 let tail = new_size % bs;
                 if tail != 0 && self.extent_at(ino, new_size / bs)?.is_some() {
-                    self.write_blocks(ino, &mut inode, new_size, Src::Zeros(bs - tail))?;
+                    let mut done = 0;
+                    self.write_blocks(ino, &mut inode, new_size, Src::Zeros(bs - tail), &mut done)?;
                 }
             }
             inode.size = new_size.into();

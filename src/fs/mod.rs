@@ -186,6 +186,21 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok((ino, name))
     }
 
+    /// Run `f` as one all-or-nothing operation of up to `tree_ops` tree changes: the space it
+    /// may need is reserved first, so it fails with `NoSpace` before changing anything.
+    fn op<R>(
+        &mut self,
+        tree_ops: u64,
+        adds: bool,
+        f: impl FnOnce(&mut Self) -> Result<R>,
+    ) -> Result<R> {
+        self.writable()?;
+        self.vol.begin_op(tree_ops, adds)?;
+        let r = f(self);
+        self.vol.end_op();
+        r
+    }
+
     fn writable(&self) -> Result<()> {
         if self.vol.is_read_only() {
             Err(Error::ReadOnly)
@@ -216,15 +231,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 if self.handles.count() >= H {
                     return Err(Error::TooManyOpenFiles);
                 }
-                let (ino, _) = self.create_inode(Kind::File, dir)?;
-                self.add_entry(dir, name.as_bytes(), ino, Kind::File)?;
-                ino
+                self.op(6, true, |fs| {
+                    let (ino, _) = fs.create_inode(Kind::File, dir)?;
+                    fs.add_entry(dir, name.as_bytes(), ino, Kind::File)?;
+                    Ok(ino)
+                })?
             }
             None => return Err(Error::NotFound),
         };
         let fd = self.handles.open(ino, flags)?;
         if flags.contains(OpenFlags::TRUNC) {
-            if let Err(e) = self.set_size(ino, 0) {
+            if let Err(e) = self.op(8, false, |fs| fs.set_size(ino, 0)) {
                 let _ = self.handles.close(fd);
                 return Err(e);
             }
@@ -277,8 +294,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
-        self.writable()?;
-        self.write_data(o.ino, offset, data)
+        self.op(4, true, |fs| fs.write_data(o.ino, offset, data))
     }
 
     /// Move the handle's position; returns the new position.
@@ -302,8 +318,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
-        self.writable()?;
-        self.set_size(o.ino, size)
+        self.op(8, true, |fs| fs.set_size(o.ino, size))
     }
 
     /// Make the file's data and metadata durable.
@@ -366,8 +381,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if self.lookup(dir, name.as_bytes())?.is_some() {
             return Err(Error::AlreadyExists);
         }
-        let (ino, _) = self.create_inode(Kind::Dir, dir)?;
-        self.add_entry(dir, name.as_bytes(), ino, Kind::Dir)
+        self.op(6, true, |fs| {
+            let (ino, _) = fs.create_inode(Kind::Dir, dir)?;
+            fs.add_entry(dir, name.as_bytes(), ino, Kind::Dir)
+        })
     }
 
     /// Remove the empty directory `path`.
@@ -381,8 +398,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if self.read_inode(f.ino)?.size.get() != 0 {
             return Err(Error::DirectoryNotEmpty);
         }
-        self.remove_entry(dir, name.as_bytes())?;
-        self.delete_inode(f.ino)
+        self.op(6, false, |fs| {
+            fs.remove_entry(dir, name.as_bytes())?;
+            fs.delete_inode(f.ino)
+        })
     }
 
     /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
@@ -394,8 +413,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if f.kind == Kind::Dir {
             return Err(Error::IsADirectory);
         }
-        self.remove_entry(dir, name.as_bytes())?;
-        self.delete_inode(f.ino)
+        self.op(8, false, |fs| {
+            fs.remove_entry(dir, name.as_bytes())?;
+            fs.delete_inode(f.ino)
+        })
     }
 
     /// Rename `from` to `to`, atomically, replacing `to` as POSIX `rename` does: a file may
@@ -421,7 +442,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 d = self.read_inode(d)?.parent.get();
             }
         }
-        if let Some(dst) = self.lookup(tdir, tname.as_bytes())? {
+        let dst = self.lookup(tdir, tname.as_bytes())?;
+        if let Some(dst) = dst {
             if dst.ino == src.ino {
                 return Ok(());
             }
@@ -433,17 +455,21 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 }
                 _ => {}
             }
-            self.remove_entry(tdir, tname.as_bytes())?;
-            self.delete_inode(dst.ino)?;
         }
-        self.remove_entry(fdir, fname.as_bytes())?;
-        self.add_entry(tdir, tname.as_bytes(), src.ino, src.kind)?;
-        if src.kind == Kind::Dir && fdir != tdir {
-            let mut i = self.read_inode(src.ino)?;
-            i.parent = tdir.into();
-            self.write_inode(src.ino, &i)?;
-        }
-        Ok(())
+        self.op(14, false, |fs| {
+            if let Some(dst) = dst {
+                fs.remove_entry(tdir, tname.as_bytes())?;
+                fs.delete_inode(dst.ino)?;
+            }
+            fs.remove_entry(fdir, fname.as_bytes())?;
+            fs.add_entry(tdir, tname.as_bytes(), src.ino, src.kind)?;
+            if src.kind == Kind::Dir && fdir != tdir {
+                let mut i = fs.read_inode(src.ino)?;
+                i.parent = tdir.into();
+                fs.write_inode(src.ino, &i)?;
+            }
+            Ok(())
+        })
     }
 
     /// Borrow an open file as an `embedded_io` reader / writer / seeker.

@@ -77,7 +77,14 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
     sb: Superblock,
     sb_buf: Option<&'b mut [u8]>,
     read_only: bool,
+    /// Nesting depth of [`Volume::begin_op`].
+    op_depth: u32,
 }
+
+/// Tree changes' worth of space that adding data always leaves free, so deletes can run.
+const DELETE_KEEP_OPS: u64 = 4;
+/// Tree changes that mapping one newly allocated data run can take (a copy-on-write split).
+const DATA_MAP_OPS: u64 = 6;
 
 /// Bytes of caller memory a volume needs: one sector for the superblock plus `slots` blocks.
 pub const fn memory_needed(sector_size: usize, block_size: usize, slots: usize) -> usize {
@@ -145,6 +152,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             sb,
             sb_buf: Some(sb_buf),
             read_only: false,
+            op_depth: 0,
         };
         // Invalidate any previous volume's superblocks before writing the new trees.
         for i in 0..2 {
@@ -226,6 +234,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             read_only: geo.read_only,
             sb,
             sb_buf: Some(sb_buf),
+            op_depth: 0,
         })
     }
 
@@ -337,9 +346,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        self.reserve(BLOCKS_PER_OP)?;
-        let r = op(&mut self.fs, &mut self.store);
-        let r = r.and_then(|v| space::drain(&mut self.free, &mut self.store).map(|()| v));
+        let need = self.op_blocks();
+        if self.op_depth == 0 {
+            // A single tree change is its own operation: a failure here changed nothing.
+            self.reserve(need)?;
+        }
+        let r = if self.op_depth == 0 {
+            Ok(())
+        } else {
+            // Inside a multi-step operation the space was reserved up front; running short
+            // now means part of the operation is done, so this is handled as damage below.
+            space::ensure_reserve(&mut self.free, &mut self.store, need)
+        };
+        let r = r.and_then(|()| op(&mut self.fs, &mut self.store));
+        let r = r.and_then(|v| space::drain(&mut self.free, &mut self.store, need).map(|()| v));
         match r {
             Err(e @ (Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull | Error::NoSpace)) => {
                 warn!("volume turns read-only after {}", e);
@@ -348,6 +368,37 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             }
             other => other,
         }
+    }
+
+    /// Blocks one tree change may need at most with the trees as deep as they are now: the
+    /// copied path and splits in the filesystem tree, plus the free-space tree updates that
+    /// draining its frees causes.
+    pub fn op_blocks(&self) -> u64 {
+        2 * (u64::from(self.fs.root.level) + u64::from(self.free.root.level) + 4)
+    }
+
+    /// Start an operation of up to `tree_ops` tree changes that must happen all or not at all.
+    ///
+    /// Reserves the space they may need up front (checkpointing first when only space freed by
+    /// the running transaction is left), so that the operation fails with `NoSpace` before it
+    /// changes anything, or completes. Operations that add data also leave room for later
+    /// deletes (`keep_for_deletes`), so a full volume can always be emptied.
+    pub fn begin_op(&mut self, tree_ops: u64, keep_for_deletes: bool) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let keep = if keep_for_deletes { DELETE_KEEP_OPS } else { 0 };
+        let need = (tree_ops + keep) * self.op_blocks();
+        if self.op_depth == 0 {
+            self.reserve(need)?;
+        }
+        self.op_depth += 1;
+        Ok(())
+    }
+
+    /// End an operation started with [`begin_op`](Self::begin_op).
+    pub fn end_op(&mut self) {
+        self.op_depth = self.op_depth.saturating_sub(1);
     }
 
     /// Hand out a new object id (inode number). Persisted at the next checkpoint.
@@ -373,8 +424,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        let keep = BLOCKS_PER_OP;
-        self.reserve(keep + 1)?;
+        // Leave room for the extent updates that map these blocks, and for deletes.
+        let keep = (DATA_MAP_OPS + DELETE_KEEP_OPS) * self.op_blocks();
+        if self.op_depth == 0 {
+            self.reserve(keep + 1)?;
+        } else {
+            space::ensure_reserve(&mut self.free, &mut self.store, keep + 1)?;
+        }
         self.store.space.alloc_data(want.max(1), keep)
     }
 
@@ -466,7 +522,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     fn checkpoint_inner(&mut self, both_copies: bool) -> Result<()> {
-        space::drain(&mut self.free, &mut self.store)?;
+        let need = self.op_blocks();
+        space::drain(&mut self.free, &mut self.store, need)?;
         let st = &mut self.store;
         st.cache.write_back_all(&mut st.dev, &mut |_| {})?;
         let geo = st.dev.geometry();
