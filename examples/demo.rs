@@ -1,81 +1,134 @@
 //! The README's first command: `cargo run --example demo`.
 //!
-//! Formats a 16 MiB RAM disk (no allocator needed for the volume itself: the caller provides
-//! the disk bytes and the cache memory), stores items in the copy-on-write B+tree, checkpoints,
-//! simulates a power cut in the middle of later changes, remounts, checks the volume, and prints
-//! what the device saw.
+//! Formats a 16 MiB RAM disk (the caller provides the disk bytes and the cache memory: no
+//! allocator is involved in the filesystem itself), builds a small tree of directories and
+//! files, writes and reads them back through `embedded_io`, lists them, cuts the power in the
+//! middle of unsynced changes, remounts, checks the volume, and prints what the device saw.
 
-use bonsaifs::btree::InsertMode;
 use bonsaifs::device::{RamDisk, Trace};
-use bonsaifs::volume::{memory_needed, FormatOptions, Volume};
-use bonsaifs::wire::Key;
+use bonsaifs::fs::{FileKind, Fs, OpenFlags};
+use bonsaifs::volume::{memory_needed, FormatOptions};
+use bonsaifs::Error;
+use embedded_io::{Read, Seek, SeekFrom, Write};
 
 const SLOTS: usize = 32;
 const BLOCK: usize = 4096;
 
-fn main() -> Result<(), bonsaifs::Error> {
+type DemoFs<'b> = Fs<'b, Trace<RamDisk<'b, 'b>>, SLOTS>;
+
+fn list(fs: &mut DemoFs<'_>, dir: &str, depth: usize) -> Result<(), Error> {
+    let mut cursor = fs.read_dir(dir)?;
+    while let Some(entry) = fs.read_dir_next(&mut cursor)? {
+        let path = format!("{}/{}", dir.trim_end_matches('/'), entry.name());
+        let meta = fs.stat(&path)?;
+        match entry.kind {
+            FileKind::Dir => {
+                println!("{:indent$}{}/", "", entry.name(), indent = depth * 2);
+                list(fs, &path, depth + 1)?;
+            }
+            FileKind::File => {
+                println!(
+                    "{:indent$}{} ({} bytes)",
+                    "",
+                    entry.name(),
+                    meta.size,
+                    indent = depth * 2
+                )
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Error> {
     let mut disk = vec![0u8; 16 << 20];
     let mut mem = vec![0u8; memory_needed(512, BLOCK, SLOTS)];
-    let dev = Trace::new(RamDisk::new(&mut disk, 512).map_err(bonsaifs::Error::Io)?);
-    let mut vol: Volume<'_, _, SLOTS> = Volume::format(dev, &mut mem, FormatOptions::default())?;
-    let info = vol.space_info();
+    let dev = Trace::new(RamDisk::new(&mut disk, 512)?);
+    let mut fs: DemoFs<'_> = Fs::format(dev, &mut mem, FormatOptions::default())?;
+    let s = fs.statfs();
     println!(
         "formatted: {} blocks of {} bytes, {} free",
-        info.total_blocks, info.block_size, info.free_blocks
+        s.total_blocks, s.block_size, s.free_blocks
     );
 
-    for i in 0..5000u64 {
-        let value = format!("item {i}: {}", "x".repeat((i % 200) as usize));
-        vol.insert(Key::new(i, 1, 0), value.as_bytes(), InsertMode::Create)?;
+    fs.mkdir("/etc")?;
+    fs.mkdir("/logs")?;
+    fs.mkdir("/logs/2026")?;
+    let create = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE;
+    let fd = fs.open("/etc/config.toml", create)?;
+    fs.file(fd).write_all(b"[net]\nip = \"10.0.0.2\"\n")?;
+    fs.close(fd)?;
+    let fd = fs.open("/logs/2026/boot.log", create | OpenFlags::APPEND)?;
+    for i in 0..2000 {
+        let line = format!("boot {i}: all good\n");
+        fs.file(fd).write_all(line.as_bytes())?;
     }
-    vol.device_mut().reset_counters();
-    vol.checkpoint()?;
-    let c = vol.device().counters();
+    fs.close(fd)?;
+    let fd = fs.open("/firmware.bin", create)?;
+    let image: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    fs.file(fd).write_all(&image)?;
+    fs.close(fd)?;
+    fs.sync_all()?;
+
+    println!("\nthe tree:");
+    list(&mut fs, "/", 1)?;
+
+    let fd = fs.open("/firmware.bin", OpenFlags::READ)?;
+    let mut back = vec![0u8; image.len()];
+    fs.file(fd)
+        .read_exact(&mut back)
+        .map_err(|_| Error::Corrupt { block: 0 })?;
+    fs.file(fd).seek(SeekFrom::Start(0))?;
+    fs.close(fd)?;
     println!(
-        "checkpoint {}: {} writes ({} KiB), {} flushes, {} FUA; tree height {}",
-        vol.committed_generation(),
+        "\nfirmware.bin reads back {}",
+        if back == image { "exactly" } else { "WRONG" }
+    );
+
+    // Unsynced changes, then the power goes.
+    fs.unlink("/etc/config.toml")?;
+    fs.rename("/logs", "/old-logs")?;
+    let dev = fs.into_device();
+    let c = dev.counters();
+    println!(
+        "\npower cut. device so far: {} reads, {} writes ({} KiB), {} flushes",
+        c.reads,
         c.writes + c.fua_writes,
         c.bytes_written / 1024,
-        c.flushes,
-        c.fua_writes,
-        vol.fs_root().level + 1
+        c.flushes
     );
-
-    // Changes that are never checkpointed: a power cut loses them, and only them.
-    for i in 0..1000u64 {
-        vol.remove(&Key::new(i, 1, 0))?;
-    }
-    let dev = vol.into_device(); // power cut: nothing more is written
     drop(dev);
 
     let mut mem2 = vec![0u8; memory_needed(512, BLOCK, SLOTS)];
-    let dev = Trace::new(RamDisk::new(&mut disk, 512).map_err(bonsaifs::Error::Io)?);
-    let mut vol: Volume<'_, _, SLOTS> = Volume::mount(dev, &mut mem2)?;
-    let first = vol.get(&Key::new(0, 1, 0), |v| {
-        String::from_utf8_lossy(v).into_owned()
-    })?;
-    println!("after power cut and remount, item 0 reads: {first:?}");
+    let dev = Trace::new(RamDisk::new(&mut disk, 512)?);
+    let mut fs: DemoFs<'_> = Fs::mount(dev, &mut mem2)?;
+    println!("remounted: the unsynced unlink and rename are gone, as promised:");
+    list(&mut fs, "/", 1)?;
 
-    let mut bitmap = vec![0u8; (vol.space_info().total_blocks as usize).div_ceil(8)];
-    let report = vol.fsck(&mut bitmap)?;
+    let mut scratch = vec![0u8; fs.fsck_scratch_len()];
+    let r = fs.fsck(&mut scratch)?;
     println!(
-        "fsck: {} ({} fs-tree nodes, {} items, {} free-tree nodes, {} free blocks, {} leaked)",
-        if report.is_clean() { "clean" } else { "ERRORS" },
-        report.fs_nodes,
-        report.fs_items,
-        report.free_nodes,
-        report.free_run_blocks + report.reserved_blocks,
-        report.leaked
+        "\nfsck: {} ({} inodes, {} directories, {} tree nodes, {} data blocks, {} leaked)",
+        if r.is_clean() { "clean" } else { "ERRORS" },
+        r.inodes,
+        r.dirs,
+        r.blocks.fs_nodes + r.blocks.free_nodes,
+        r.blocks.data_blocks,
+        r.blocks.leaked
     );
-    let c = vol.device().counters();
+    let s = fs.statfs();
     println!(
-        "device since mount: {} reads ({} KiB), {} writes, {} flushes",
+        "statfs: {} of {} blocks free, {} inodes",
+        s.free_blocks, s.total_blocks, s.inodes
+    );
+    let c = fs.volume().device().counters();
+    println!(
+        "device since mount: {} reads ({} KiB)",
         c.reads,
-        c.bytes_read / 1024,
-        c.writes,
-        c.flushes
+        c.bytes_read / 1024
     );
-    let dev = vol.unmount()?;
-    drop(dev);
+    fs.unmount()?;
     Ok(())
 }

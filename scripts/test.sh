@@ -60,10 +60,11 @@ section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 section "cargo test --workspace"
-cargo test --workspace
+TEST_LOG=$(mktemp)
+cargo test --workspace 2>&1 | tee "$TEST_LOG"
 
 section "cargo test -p bonsaifs-hal --features std (host drivers)"
-cargo test -p bonsaifs-hal --features std
+cargo test -p bonsaifs-hal --features std 2>&1 | tee -a "$TEST_LOG"
 
 for t in "${TARGETS[@]}"; do
   section "cargo build -p bonsaifs --target $t"
@@ -101,4 +102,7 @@ else
 fi
 
 section "all checks passed"
+# One summary line over every cargo test run above.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$TEST_LOG"
+rm -f "$TEST_LOG"
 elapsed

@@ -89,9 +89,10 @@ fn files_dirs_rename_truncate_remount() {
     fs.rmdir("/a").unwrap();
     assert_eq!(fs.statfs().inodes, 1);
     fs.sync_all().unwrap();
-    let mut bits = vec![0u8; 8192];
-    let rep = fs.volume_mut().fsck(&mut bits).unwrap();
+    let mut scratch = vec![0u8; fs.fsck_scratch_len()];
+    let rep = fs.fsck(&mut scratch).unwrap();
     assert!(rep.is_clean(), "{rep:?}");
+    assert_eq!(rep.inodes, 1);
 }
 
 #[test]
@@ -124,4 +125,47 @@ fn sequential_appends_make_few_extents() {
         incl = false;
     }
     assert!(extents <= 4, "{extents} extents");
+}
+
+#[test]
+fn fsck_finds_namespace_damage() {
+    use bonsaifs::btree::InsertMode;
+    use bonsaifs::wire::items::kind;
+    use bonsaifs::wire::Key;
+    let mut m = mem(4096);
+    let dev = QueuedRamDisk::new(cfg(8 << 20, 5));
+    let mut fs = F::format(dev, &mut m, FormatOptions::default()).unwrap();
+    fs.mkdir("/d").unwrap();
+    let fd = fs
+        .open("/d/f", OpenFlags::WRITE | OpenFlags::CREATE)
+        .unwrap();
+    fs.write(fd, &[1u8; 10_000]).unwrap();
+    fs.close(fd).unwrap();
+    let mut scratch = vec![0u8; fs.fsck_scratch_len() + 64];
+    assert!(fs.fsck(&mut scratch).unwrap().is_clean());
+    let d = fs.stat("/d").unwrap().ino;
+    let f = fs.stat("/d/f").unwrap().ino;
+    // Drop the ordered index entry: the directory's size no longer matches.
+    assert!(fs
+        .volume_mut()
+        .remove(&Key::new(d, kind::DIR_INDEX, 0))
+        .unwrap());
+    let rep = fs.fsck(&mut scratch).unwrap();
+    assert!(!rep.is_clean());
+    assert_eq!(rep.first_error.map(|e| e.0), Some(d));
+    // An inode nobody names, and an extent past the end of a file.
+    let inode = fs
+        .volume_mut()
+        .get(&Key::new(f, kind::INODE, 0), |v| v.to_vec())
+        .unwrap()
+        .unwrap();
+    fs.volume_mut()
+        .insert(
+            Key::new(f + 100, kind::INODE, 0),
+            &inode,
+            InsertMode::Create,
+        )
+        .unwrap();
+    let rep = fs.fsck(&mut vec![0u8; fs.fsck_scratch_len()]).unwrap();
+    assert!(rep.errors >= 2, "{rep:?}");
 }

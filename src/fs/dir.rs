@@ -55,7 +55,7 @@ pub struct ReadDir {
 }
 
 /// Walk the entries packed in a DIR_HASH value: `(head, name)`.
-fn entries(dir: u64, v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[u8])>> {
+pub(crate) fn entries(dir: u64, v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[u8])>> {
     let mut rest = v;
     core::iter::from_fn(move || {
         if rest.is_empty() {

@@ -8,6 +8,7 @@
 //! [`Fs::sync_all`], [`Fs::fsync`], [`Fs::fdatasync`] and [`Fs::unmount`] checkpoint it. After
 //! a power cut the volume is exactly as of the last completed one of those calls.
 
+mod check;
 mod data;
 mod dir;
 mod handle;
@@ -15,6 +16,7 @@ mod inode;
 mod path;
 
 pub use crate::wire::items::FileKind;
+pub use check::FsckReport;
 pub use data::MAX_FILE_SIZE;
 pub use dir::{DirEntry, ReadDir};
 pub use handle::{Fd, OpenFlags};
