@@ -217,11 +217,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     fn finish_inode(&self, c: &Current, rep: &mut FsckReport, _bs: u64) {
         match c.kind {
             None => {}
-            Some(FileKind::Dir) => {
-                if c.entries != c.size || c.index_entries != c.size {
-                    rep.err(c.ino, "directory size differs from its entries");
-                }
+            Some(FileKind::Dir) if c.entries != c.size || c.index_entries != c.size => {
+                rep.err(c.ino, "directory size differs from its entries");
             }
+            Some(FileKind::Dir) => {}
             Some(FileKind::File) => {
                 let inline = c.flags & inode_flags::INLINE != 0;
                 match (inline, c.inline_len) {
