@@ -8,6 +8,7 @@
 mod header;
 pub mod items;
 mod key;
+pub mod log;
 mod node;
 mod superblock;
 
