@@ -29,7 +29,7 @@ pub mod kind {
 pub const ROOT_INO: u64 = 1;
 
 /// What an inode is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
 pub enum FileKind {
