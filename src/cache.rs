@@ -441,6 +441,24 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         Ok(id)
     }
 
+    /// If `block` is cached and dirty, write it now and wait; returns whether it wrote.
+    pub fn write_back_block<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        block: u64,
+    ) -> Result<bool> {
+        let Some(id) = self.find(block) else {
+            return Ok(false);
+        };
+        self.wait_slot(dev, id, &mut |_| {})?;
+        if !self.is_dirty(id) {
+            return Ok(false);
+        }
+        self.submit(dev, id, true, false)?;
+        self.wait_slot(dev, id, &mut |_| {})?;
+        Ok(true)
+    }
+
     /// Write every dirty slot and wait for all of them, keeping up to the device's queue depth
     /// in flight. Foreign completions that arrive meanwhile go to `foreign`.
     pub fn write_back_all<D: BlockDevice<'b>>(

@@ -15,9 +15,13 @@
 //! points at, untouched — as the newest valid one. Blocks freed by this transaction become
 //! reusable only after step 4 ([`crate::space`]).
 
+mod log;
 mod store;
 
+pub use log::{log_buffers_len, LogCursor, MAX_RECORD};
 pub use store::Store;
+
+use log::LogState;
 
 use zerocopy::{FromBytes, FromZeros};
 
@@ -75,7 +79,10 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
     fs: Tree,
     free: Tree,
     sb: Superblock,
-    sb_buf: Option<&'b mut [u8]>,
+    /// Sector-multiple I/O buffers outside the cache: `bufs[i]` holds `sector_size << i`
+    /// bytes. `bufs[0]` carries superblocks; all of them carry log records.
+    bufs: heapless::Vec<Option<&'b mut [u8]>, 4>,
+    log: LogState,
     read_only: bool,
     /// Nesting depth of [`Volume::begin_op`].
     op_depth: u32,
@@ -86,9 +93,10 @@ const DELETE_KEEP_OPS: u64 = 4;
 /// Tree changes that mapping one newly allocated data run can take (a copy-on-write split).
 const DATA_MAP_OPS: u64 = 6;
 
-/// Bytes of caller memory a volume needs: one sector for the superblock plus `slots` blocks.
+/// Bytes of caller memory a volume needs: the superblock and log record buffers
+/// ([`log_buffers_len`]) plus `slots` cache blocks.
 pub const fn memory_needed(sector_size: usize, block_size: usize, slots: usize) -> usize {
-    sector_size + slots * block_size
+    log_buffers_len(sector_size) + slots * block_size
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
@@ -116,7 +124,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if count < data_start + 2 + 2 * BLOCKS_PER_OP {
             return Err(Error::NoSpace);
         }
-        let (sb_buf, cache_mem) = split_mem(mem, geo.sector_size as usize)?;
+        let (bufs, cache_mem) = split_mem(mem, geo.sector_size as usize)?;
         let cache = BlockCache::new(cache_mem, bs as usize, geo.sector_size as usize)?;
         // Generation 1 is the format itself; its roots are the first two data blocks.
         // The whole managed area starts as the allocator's reserve; the free-space tree
@@ -150,9 +158,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 root: Root::default(),
             },
             sb,
-            sb_buf: Some(sb_buf),
+            bufs,
+            log: LogState::default(),
             read_only: false,
             op_depth: 0,
+        };
+        vol.log = LogState {
+            start: sb_blocks * u64::from(bs / geo.sector_size),
+            sectors: log_blocks * u64::from(bs / geo.sector_size),
+            ..LogState::default()
         };
         // Invalidate any previous volume's superblocks before writing the new trees.
         for i in 0..2 {
@@ -179,14 +193,22 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     pub fn mount(mut dev: D, mem: &'b mut [u8]) -> Result<Self> {
         let geo = dev.geometry();
         let ss = geo.sector_size as usize;
-        let (mut sb_buf, cache_mem) = split_mem(mem, ss)?;
+        let (mut bufs, cache_mem) = split_mem(mem, ss)?;
         let mut best: Option<Superblock> = None;
         let mut first_err = Error::NotFormatted;
         for (i, off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
+            let sb_buf = bufs
+                .first_mut()
+                .and_then(Option::take)
+                .ok_or(Error::InvalidArgument)?;
             let c = crate::device::read_blocks(&mut dev, off / ss as u64, sb_buf);
-            sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
+            let sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
-            match Superblock::parse(sb_buf, i as u64) {
+            let parsed = Superblock::parse(sb_buf, i as u64);
+            if let Some(slot) = bufs.first_mut() {
+                *slot = Some(sb_buf);
+            }
+            match parsed {
                 Ok(sb) if best.is_none_or(|b| sb.generation() > b.generation()) => best = Some(sb),
                 Ok(_) => {}
                 Err(e) if e != Error::NotFormatted => first_err = e,
@@ -232,8 +254,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 root: root(sb.free_root),
             },
             read_only: geo.read_only,
+            log: LogState {
+                start: sb.log_start.get() * u64::from(bs / geo.sector_size),
+                sectors: sb.log_blocks.get() * u64::from(bs / geo.sector_size),
+                ..LogState::default()
+            },
             sb,
-            sb_buf: Some(sb_buf),
+            bufs,
             op_depth: 0,
         })
     }
@@ -556,6 +583,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         debug!("checkpoint {} durable", gen);
         self.store.space.committed = gen;
         self.store.space.pending = 0;
+        // A new epoch: the log is empty again.
+        self.log = LogState {
+            start: self.log.start,
+            sectors: self.log.sectors,
+            ..LogState::default()
+        };
         self.store.generation = gen + 1;
         Ok(())
     }
@@ -566,7 +599,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let st = &mut self.store;
         let geo = st.dev.geometry();
         let ss = u64::from(geo.sector_size);
-        let buf = self.sb_buf.take().ok_or(Error::WouldBlock)?;
+        let buf = self
+            .bufs
+            .first_mut()
+            .and_then(Option::take)
+            .ok_or(Error::WouldBlock)?;
         buf.fill(0);
         if valid {
             self.sb.header.blocknr = (index as u64).into();
@@ -578,7 +615,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let lba = SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0) / ss;
         let fua = geo.fua && geo.volatile_cache;
         let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
-        self.sb_buf = c.buf;
+        if let Some(slot) = self.bufs.first_mut() {
+            *slot = c.buf;
+        }
         c.result?;
         if geo.volatile_cache && !fua {
             crate::device::flush(&mut st.dev)?;
@@ -620,11 +659,29 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 }
 
-fn split_mem(mem: &mut [u8], sector_size: usize) -> Result<(&mut [u8], &mut [u8])> {
-    if mem.len() < sector_size || sector_size < SUPERBLOCK_LEN {
+/// Cut the record buffers (`sector_size << i` bytes, up to `max(MAX_RECORD, sector_size)`)
+/// off the front of `mem`; the rest is the cache's.
+#[allow(clippy::type_complexity)]
+fn split_mem(
+    mem: &mut [u8],
+    sector_size: usize,
+) -> Result<(heapless::Vec<Option<&mut [u8]>, 4>, &mut [u8])> {
+    if sector_size < SUPERBLOCK_LEN
+        || !sector_size.is_power_of_two()
+        || mem.len() < log_buffers_len(sector_size)
+    {
         return Err(Error::InvalidArgument);
     }
-    Ok(mem.split_at_mut(sector_size))
+    let mut bufs = heapless::Vec::new();
+    let mut rest = mem;
+    let mut size = sector_size;
+    while size <= MAX_RECORD.max(sector_size) {
+        let (a, b) = rest.split_at_mut(size);
+        bufs.push(Some(a)).map_err(|_| Error::InvalidArgument)?;
+        rest = b;
+        size *= 2;
+    }
+    Ok((bufs, rest))
 }
 
 #[cfg(test)]

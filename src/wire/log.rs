@@ -7,23 +7,26 @@
 //! start of the log while each one verifies and continues the chain, and stops at the first
 //! that does not: a record from an older epoch, a torn record, or unwritten space.
 //!
-//! The payload is a list of operations against the filesystem tree and the allocator:
+//! The payload is a list of *filesystem* operations, replayed in order through the same code
+//! that ran them (so replay is as correct as the operations themselves, and the log stays
+//! small: a rename is two names, not the tree nodes it touched):
 //!
 //! | op | fields | replay |
 //! |---|---|---|
-//! | `PUT` | key, value length (u16), value | insert or replace the item |
-//! | `DELETE` | key | remove the item if present |
-//! | `CLAIM` | start, len | take the run out of free space (data written before the record) |
-//! | `FREE` | start, len | free the run (reusable after the next checkpoint) |
+//! | `CREATE` | parent, ino, kind, name | create the inode (same number) and its entry |
+//! | `REMOVE` | parent, name | unlink / rmdir |
+//! | `RENAME` | from dir, to dir, from name, to name | rename (replacing) |
+//! | `SET_SIZE` | ino, size | truncate / extend |
+//! | `WRITE` | ino, offset, bytes | write the bytes (small writes travel inside the record) |
+//! | `MAP` | ino, file block, disk block, count, size | point the file blocks at disk blocks written (and made durable) before the record |
 //!
-//! Every op is idempotent given the same starting checkpoint, so replaying twice (a crash
-//! during replay) gives the same result.
+//! Replaying from the same checkpoint gives the same result every time, so a crash during
+//! replay is harmless.
 
-use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::header::block_crc;
-use super::key::{Key, KeyBytes, KEY_LEN};
 use crate::error::{Error, Result};
 
 /// Magic of a log record: "BnSl".
@@ -31,14 +34,18 @@ pub const LOG_MAGIC: u32 = u32::from_le_bytes(*b"BnSl");
 
 /// Operation codes in a record's payload.
 pub mod op {
-    /// Insert or replace an item.
-    pub const PUT: u8 = 1;
-    /// Remove an item.
-    pub const DELETE: u8 = 2;
-    /// Take a run of blocks out of free space.
-    pub const CLAIM: u8 = 3;
-    /// Free a run of blocks.
-    pub const FREE: u8 = 4;
+    /// Create a file or directory.
+    pub const CREATE: u8 = 1;
+    /// Remove a name (unlink or rmdir).
+    pub const REMOVE: u8 = 2;
+    /// Rename.
+    pub const RENAME: u8 = 3;
+    /// Set a file's size.
+    pub const SET_SIZE: u8 = 4;
+    /// Write bytes carried in the record.
+    pub const WRITE: u8 = 5;
+    /// Map file blocks to disk blocks written before the record.
+    pub const MAP: u8 = 6;
 }
 
 /// The header at the start of every record (48 bytes).
@@ -61,9 +68,13 @@ pub struct LogHeader {
     pub sectors: U32,
     /// Number of operations in the payload.
     pub nops: U32,
-    /// Zero.
-    pub reserved: U64,
+    /// [`LOG_COMMIT`] on the last record of a sync point; the others are zero.
+    pub flags: U64,
 }
+
+/// Flag of the last record of a sync point: replay applies a group of records only when its
+/// last record, carrying this flag, is there too.
+pub const LOG_COMMIT: u64 = 1;
 
 /// Size of [`LogHeader`].
 pub const LOG_HEADER_LEN: usize = core::mem::size_of::<LogHeader>();
@@ -72,24 +83,171 @@ const _: () = assert!(LOG_HEADER_LEN == 48);
 /// One decoded operation, borrowing from the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogOp<'a> {
-    /// Insert or replace `key` with `value`.
-    Put(Key, &'a [u8]),
-    /// Remove `key`.
-    Delete(Key),
-    /// Take `(start, len)` out of free space.
-    Claim(u64, u64),
-    /// Free `(start, len)`.
-    Free(u64, u64),
+    /// `name` → new inode `ino` of `kind` in directory `parent`.
+    Create {
+        /// Directory.
+        parent: u64,
+        /// The new inode's number.
+        ino: u64,
+        /// A [`FileKind`](super::items::FileKind) as `u8`.
+        kind: u8,
+        /// Name.
+        name: &'a [u8],
+    },
+    /// Remove `name` from `parent`.
+    Remove {
+        /// Directory.
+        parent: u64,
+        /// Name.
+        name: &'a [u8],
+    },
+    /// Rename `from_dir/from` to `to_dir/to`.
+    Rename {
+        /// Source directory.
+        from_dir: u64,
+        /// Target directory.
+        to_dir: u64,
+        /// Source name.
+        from: &'a [u8],
+        /// Target name.
+        to: &'a [u8],
+    },
+    /// Set the size of `ino`.
+    SetSize {
+        /// File.
+        ino: u64,
+        /// New size.
+        size: u64,
+    },
+    /// Write `data` at `offset` of `ino`.
+    Write {
+        /// File.
+        ino: u64,
+        /// Byte offset.
+        offset: u64,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// File blocks `fblk..fblk + count` of `ino` are disk blocks `block..block + count`; the
+    /// file's size is then `size`.
+    Map {
+        /// File.
+        ino: u64,
+        /// First file block.
+        fblk: u64,
+        /// First disk block.
+        block: u64,
+        /// Blocks.
+        count: u64,
+        /// File size after the write.
+        size: u64,
+    },
 }
 
 impl LogOp<'_> {
     /// Encoded size in bytes.
     pub fn encoded_len(&self) -> usize {
         1 + match self {
-            LogOp::Put(_, v) => KEY_LEN + 2 + v.len(),
-            LogOp::Delete(_) => KEY_LEN,
-            LogOp::Claim(..) | LogOp::Free(..) => 16,
+            LogOp::Create { name, .. } => 8 + 8 + 1 + 1 + name.len(),
+            LogOp::Remove { name, .. } => 8 + 1 + name.len(),
+            LogOp::Rename { from, to, .. } => 8 + 8 + 1 + 1 + from.len() + to.len(),
+            LogOp::SetSize { .. } => 16,
+            LogOp::Write { data, .. } => 8 + 8 + 2 + data.len(),
+            LogOp::Map { .. } => 40,
         }
+    }
+
+    /// Encode into `dst` (exactly [`encoded_len`](Self::encoded_len) bytes).
+    pub fn encode(&self, dst: &mut [u8]) -> Result<()> {
+        if dst.len() != self.encoded_len() {
+            return Err(Error::InvalidArgument);
+        }
+        let mut w = Cursor { buf: dst, at: 0 };
+        match *self {
+            LogOp::Create {
+                parent,
+                ino,
+                kind,
+                name,
+            } => {
+                w.u8(op::CREATE);
+                w.u64(parent);
+                w.u64(ino);
+                w.u8(kind);
+                w.name(name)?;
+            }
+            LogOp::Remove { parent, name } => {
+                w.u8(op::REMOVE);
+                w.u64(parent);
+                w.name(name)?;
+            }
+            LogOp::Rename {
+                from_dir,
+                to_dir,
+                from,
+                to,
+            } => {
+                w.u8(op::RENAME);
+                w.u64(from_dir);
+                w.u64(to_dir);
+                w.u8(u8::try_from(from.len()).map_err(|_| Error::NameTooLong)?);
+                w.u8(u8::try_from(to.len()).map_err(|_| Error::NameTooLong)?);
+                w.bytes(from);
+                w.bytes(to);
+            }
+            LogOp::SetSize { ino, size } => {
+                w.u8(op::SET_SIZE);
+                w.u64(ino);
+                w.u64(size);
+            }
+            LogOp::Write { ino, offset, data } => {
+                w.u8(op::WRITE);
+                w.u64(ino);
+                w.u64(offset);
+                let n = u16::try_from(data.len()).map_err(|_| Error::TooLarge)?;
+                w.bytes(&n.to_le_bytes());
+                w.bytes(data);
+            }
+            LogOp::Map {
+                ino,
+                fblk,
+                block,
+                count,
+                size,
+            } => {
+                w.u8(op::MAP);
+                for v in [ino, fblk, block, count, size] {
+                    w.u64(v);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A little-endian writer over an exactly sized buffer.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        if let Some(d) = self.buf.get_mut(self.at..self.at + b.len()) {
+            d.copy_from_slice(b);
+        }
+        self.at += b.len();
+    }
+    fn u8(&mut self, v: u8) {
+        self.bytes(&[v]);
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn name(&mut self, n: &[u8]) -> Result<()> {
+        self.u8(u8::try_from(n.len()).map_err(|_| Error::NameTooLong)?);
+        self.bytes(n);
+        Ok(())
     }
 }
 
@@ -136,46 +294,40 @@ impl<'a> RecordWriter<'a> {
             .buf
             .get_mut(self.len..self.len + n)
             .ok_or(Error::TooLarge)?;
-        let (code, rest) = dst.split_at_mut(1);
-        match *op {
-            LogOp::Put(k, v) => {
-                code[0] = op::PUT;
-                let vlen = u16::try_from(v.len()).map_err(|_| Error::TooLarge)?;
-                rest[..KEY_LEN].copy_from_slice(KeyBytes::from(k).as_bytes());
-                rest[KEY_LEN..KEY_LEN + 2].copy_from_slice(&vlen.to_le_bytes());
-                rest[KEY_LEN + 2..].copy_from_slice(v);
-            }
-            LogOp::Delete(k) => {
-                code[0] = op::DELETE;
-                rest.copy_from_slice(KeyBytes::from(k).as_bytes());
-            }
-            LogOp::Claim(s, l) | LogOp::Free(s, l) => {
-                code[0] = if matches!(op, LogOp::Claim(..)) {
-                    op::CLAIM
-                } else {
-                    op::FREE
-                };
-                rest[..8].copy_from_slice(&s.to_le_bytes());
-                rest[8..].copy_from_slice(&l.to_le_bytes());
-            }
-        }
+        op.encode(dst)?;
         self.len += n;
         self.nops += 1;
         Ok(())
     }
 
-    /// Seal the record: fill in the header and checksum. Returns the number of sectors to
-    /// write and the record's crc (the next record's `prev_crc`).
+    /// Append already-encoded operations (`nops` of them) in one go.
+    pub fn push_encoded(&mut self, ops: &[u8], nops: u32) -> Result<()> {
+        let dst = self
+            .buf
+            .get_mut(self.len..self.len + ops.len())
+            .ok_or(Error::TooLarge)?;
+        dst.copy_from_slice(ops);
+        self.len += ops.len();
+        self.nops += nops;
+        Ok(())
+    }
+
+    /// Seal the record, which fills the whole buffer (a whole number of sectors): fill in the
+    /// header and checksum. Returns the number of sectors to write and the record's crc (the
+    /// next record's `prev_crc`).
     pub fn seal(
         self,
         sector_size: usize,
         epoch: u64,
         seq: u64,
         prev_crc: u32,
+        flags: u64,
     ) -> Result<(usize, u32)> {
-        let sectors = self.len.div_ceil(sector_size);
-        let total = sectors * sector_size;
-        let rec = self.buf.get_mut(..total).ok_or(Error::TooLarge)?;
+        if sector_size == 0 || self.buf.len() % sector_size != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let sectors = self.buf.len() / sector_size;
+        let rec = &mut *self.buf;
         let h = LogHeader {
             magic: LOG_MAGIC.into(),
             crc: 0.into(),
@@ -185,7 +337,7 @@ impl<'a> RecordWriter<'a> {
             payload_len: ((self.len - LOG_HEADER_LEN) as u32).into(),
             sectors: (sectors as u32).into(),
             nops: self.nops.into(),
-            reserved: 0.into(),
+            flags: flags.into(),
         };
         rec[..LOG_HEADER_LEN].copy_from_slice(h.as_bytes());
         let crc = block_crc(rec);
@@ -242,33 +394,92 @@ pub fn ops<'a>(rec: &'a [u8], h: &LogHeader) -> impl Iterator<Item = Result<LogO
     })
 }
 
-fn decode_op<'a>(rest: &mut &'a [u8]) -> Result<LogOp<'a>> {
-    let bad = Error::Corrupt { block: 0 };
-    let (&code, tail) = rest.split_first().ok_or(bad)?;
-    let key = |b: &[u8]| {
-        KeyBytes::ref_from_prefix(b)
-            .map(|(k, _)| Key::from(k))
-            .map_err(|_| bad)
-    };
-    let u64_at = |b: &[u8], i: usize| -> Result<u64> {
-        let s = b.get(i..i + 8).ok_or(bad)?;
-        Ok(u64::from_le_bytes(s.try_into().map_err(|_| bad)?))
-    };
-    let (op, used) = match code {
-        op::PUT => {
-            let k = key(tail)?;
-            let (vlen, _) =
-                U16::read_from_prefix(tail.get(KEY_LEN..).ok_or(bad)?).map_err(|_| bad)?;
-            let n = usize::from(vlen.get());
-            let v = tail.get(KEY_LEN + 2..KEY_LEN + 2 + n).ok_or(bad)?;
-            (LogOp::Put(k, v), KEY_LEN + 2 + n)
+/// A little-endian reader that fails with `Corrupt` at the end of its input.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+        let (a, b) = (self.rest.get(..n), self.rest.get(n..));
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                self.rest = b;
+                Ok(a)
+            }
+            _ => Err(Error::Corrupt { block: 0 }),
         }
-        op::DELETE => (LogOp::Delete(key(tail)?), KEY_LEN),
-        op::CLAIM => (LogOp::Claim(u64_at(tail, 0)?, u64_at(tail, 8)?), 16),
-        op::FREE => (LogOp::Free(u64_at(tail, 0)?, u64_at(tail, 8)?), 16),
-        _ => return Err(bad),
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.bytes(1)?.first().copied().unwrap_or(0))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        let b = self.bytes(8)?;
+        Ok(u64::from_le_bytes(
+            b.try_into().map_err(|_| Error::Corrupt { block: 0 })?,
+        ))
+    }
+    fn name(&mut self) -> Result<&'a [u8]> {
+        let n = usize::from(self.u8()?);
+        self.bytes(n)
+    }
+}
+
+/// Decode one op from the front of `rest`, advancing it.
+pub fn decode_op<'a>(rest: &mut &'a [u8]) -> Result<LogOp<'a>> {
+    let mut r = Reader { rest };
+    let op = match r.u8()? {
+        op::CREATE => {
+            let (parent, ino, kind) = (r.u64()?, r.u64()?, r.u8()?);
+            LogOp::Create {
+                parent,
+                ino,
+                kind,
+                name: r.name()?,
+            }
+        }
+        op::REMOVE => {
+            let parent = r.u64()?;
+            LogOp::Remove {
+                parent,
+                name: r.name()?,
+            }
+        }
+        op::RENAME => {
+            let (from_dir, to_dir) = (r.u64()?, r.u64()?);
+            let (fl, tl) = (usize::from(r.u8()?), usize::from(r.u8()?));
+            let from = r.bytes(fl)?;
+            LogOp::Rename {
+                from_dir,
+                to_dir,
+                from,
+                to: r.bytes(tl)?,
+            }
+        }
+        op::SET_SIZE => LogOp::SetSize {
+            ino: r.u64()?,
+            size: r.u64()?,
+        },
+        op::WRITE => {
+            let (ino, offset) = (r.u64()?, r.u64()?);
+            let b = r.bytes(2)?;
+            let n = usize::from(u16::from_le_bytes([b[0], b[1]]));
+            LogOp::Write {
+                ino,
+                offset,
+                data: r.bytes(n)?,
+            }
+        }
+        op::MAP => LogOp::Map {
+            ino: r.u64()?,
+            fblk: r.u64()?,
+            block: r.u64()?,
+            count: r.u64()?,
+            size: r.u64()?,
+        },
+        _ => return Err(Error::Corrupt { block: 0 }),
     };
-    *rest = tail.get(used..).ok_or(bad)?;
+    *rest = r.rest;
     Ok(op)
 }
 
@@ -279,28 +490,53 @@ mod tests {
 
     #[test]
     fn record_round_trip_and_chain() {
-        let mut buf = [0u8; 1024];
+        let mut buf = [0u8; 512];
         let mut w = RecordWriter::new(&mut buf).unwrap();
-        let k = Key::new(5, 4, 8192);
-        w.push(&LogOp::Put(k, b"extent-bytes")).unwrap();
-        w.push(&LogOp::Delete(Key::new(5, 5, 0))).unwrap();
-        w.push(&LogOp::Claim(100, 3)).unwrap();
-        w.push(&LogOp::Free(7, 1)).unwrap();
-        let (sectors, crc) = w.seal(512, 9, 3, 0xabcd).unwrap();
+        let all = [
+            LogOp::Create {
+                parent: 1,
+                ino: 17,
+                kind: 1,
+                name: b"a.txt",
+            },
+            LogOp::Remove {
+                parent: 1,
+                name: b"b",
+            },
+            LogOp::Rename {
+                from_dir: 1,
+                to_dir: 18,
+                from: b"a.txt",
+                to: b"c",
+            },
+            LogOp::SetSize {
+                ino: 17,
+                size: 4097,
+            },
+            LogOp::Write {
+                ino: 17,
+                offset: 5,
+                data: b"hello",
+            },
+            LogOp::Map {
+                ino: 17,
+                fblk: 2,
+                block: 900,
+                count: 3,
+                size: 20000,
+            },
+        ];
+        for op in &all {
+            w.push(op).unwrap();
+        }
+        let (sectors, crc) = w.seal(512, 9, 3, 0xabcd, LOG_COMMIT).unwrap();
         assert_eq!(sectors, 1);
         let rec = &buf[..512];
         let h = check_header(rec, 9, 3, 0xabcd, 8).unwrap();
+        assert_eq!(h.flags.get(), LOG_COMMIT);
         assert_eq!(verify_record(rec, &h), Some(crc));
-        let ops: Vec<_> = ops(rec, &h).map(|o| o.unwrap()).collect();
-        assert_eq!(
-            ops,
-            [
-                LogOp::Put(k, b"extent-bytes"),
-                LogOp::Delete(Key::new(5, 5, 0)),
-                LogOp::Claim(100, 3),
-                LogOp::Free(7, 1)
-            ]
-        );
+        let got: Vec<_> = ops(rec, &h).map(|o| o.unwrap()).collect();
+        assert_eq!(got, all);
         // Wrong epoch, sequence or chain: not this log's next record.
         assert!(check_header(rec, 8, 3, 0xabcd, 8).is_none());
         assert!(check_header(rec, 9, 4, 0xabcd, 8).is_none());
@@ -309,9 +545,9 @@ mod tests {
         for i in 0..512 {
             let mut c = buf;
             c[i] ^= 0x40;
-            let hdr_ok = check_header(&c[..512], 9, 3, 0xabcd, 8);
+            let hdr = check_header(&c[..512], 9, 3, 0xabcd, 8);
             assert!(
-                hdr_ok.is_none_or(|h| verify_record(&c[..512], &h).is_none()),
+                hdr.is_none_or(|h| verify_record(&c[..512], &h).is_none()),
                 "flip at {i}"
             );
         }
@@ -322,15 +558,29 @@ mod tests {
         let mut buf = [0u8; 128];
         let mut w = RecordWriter::new(&mut buf).unwrap();
         assert_eq!(
-            w.push(&LogOp::Put(Key::MIN, &[0; 100])),
+            w.push(&LogOp::Write {
+                ino: 1,
+                offset: 0,
+                data: &[0; 100]
+            }),
             Err(Error::TooLarge)
         );
-        w.push(&LogOp::Claim(1, 1)).unwrap();
-        let (_, _) = w.seal(64, 1, 0, 0).unwrap();
+        w.push(&LogOp::SetSize { ino: 1, size: 1 }).unwrap();
+        let (_, _) = w.seal(64, 1, 0, 0, 0).unwrap();
         // Claim more ops than the payload holds: decoding stops with an error.
         let mut h = LogHeader::read_from_prefix(&buf[..]).unwrap().0;
         h.nops = 5.into();
         let errs = ops(&buf, &h).filter(|o| o.is_err()).count();
         assert_eq!(errs, 1);
+        // Truncated names and unknown codes are errors, not panics.
+        for bad in [
+            &[op::CREATE, 1, 2][..],
+            &[op::WRITE; 20][..],
+            &[99][..],
+            &[][..],
+        ] {
+            let mut r = bad;
+            assert!(decode_op(&mut r).is_err());
+        }
     }
 }

@@ -1,0 +1,250 @@
+//! The log area: where `fsync` makes changes durable without a checkpoint.
+//!
+//! Records (see [`crate::wire::log`]) are appended at sector granularity from the start of the
+//! log area; a checkpoint empties the log by starting a new epoch (its generation), so no
+//! sector holding a record of the current epoch is ever written twice. Each record is written
+//! from the smallest of a few power-of-two buffers (one sector up to 4 KiB) that holds it, in
+//! one request, with FUA where the device has it (else write + flush).
+//!
+//! Before a record that maps data blocks is written, those blocks are written and flushed:
+//! a record must never become durable while the data it points at is not.
+
+use crate::device::{BlockDevice, Command};
+use crate::error::{Error, Result};
+use crate::space::Run;
+use crate::wire::log::{
+    check_header, verify_record, LogHeader, RecordWriter, LOG_COMMIT, LOG_HEADER_LEN,
+};
+
+use super::Volume;
+
+/// Largest record, in bytes.
+pub const MAX_RECORD: usize = 4096;
+
+/// Bytes of the record buffers for a device of `sector_size`: sizes `sector_size << i` up to
+/// `max(MAX_RECORD, sector_size)`.
+pub const fn log_buffers_len(sector_size: usize) -> usize {
+    let top = if MAX_RECORD > sector_size {
+        MAX_RECORD
+    } else {
+        sector_size
+    };
+    2 * top - sector_size
+}
+
+/// Position and chain state of the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LogState {
+    /// First sector of the log area.
+    pub start: u64,
+    /// Sectors in the log area.
+    pub sectors: u64,
+    /// Next free sector (relative to `start`).
+    pub pos: u64,
+    /// Sequence number of the next record.
+    pub seq: u64,
+    /// crc of the last record written (0 at the start of an epoch).
+    pub prev_crc: u32,
+}
+
+/// Where replay is in the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogCursor {
+    pos: u64,
+    seq: u64,
+    prev_crc: u32,
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
+    /// Sectors of log space still free in this epoch.
+    pub fn log_free_sectors(&self) -> u64 {
+        self.log.sectors.saturating_sub(self.log.pos)
+    }
+
+    /// Sectors of log space in all.
+    pub fn log_sectors(&self) -> u64 {
+        self.log.sectors
+    }
+
+    /// Records written since the last checkpoint.
+    pub fn log_records(&self) -> u64 {
+        self.log.seq
+    }
+
+    /// The record buffer that fits `bytes` (index into `self.bufs`).
+    fn buf_for(&self, bytes: usize) -> Option<usize> {
+        self.bufs
+            .iter()
+            .position(|b| b.as_ref().is_some_and(|b| b.len() >= bytes))
+    }
+
+    /// Sectors a record of `payload` bytes takes (a power of two).
+    pub fn log_record_sectors(&self, payload: usize) -> Option<u64> {
+        let ss = self.store.dev.geometry().sector_size as usize;
+        let i = self.buf_for(LOG_HEADER_LEN + payload)?;
+        Some((ss << i) as u64 / ss as u64)
+    }
+
+    /// Largest payload one record can carry.
+    pub fn log_max_payload(&self) -> usize {
+        self.bufs
+            .iter()
+            .flatten()
+            .map(|b| b.len())
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(LOG_HEADER_LEN)
+    }
+
+    /// Write back the cached data blocks of `runs` that are dirty, then flush the device, so
+    /// that a record mapping them may follow.
+    pub fn log_sync_data(&mut self, runs: &[Run]) -> Result<()> {
+        let st = &mut self.store;
+        let mut any = false;
+        for r in runs {
+            for b in r.start..r.start.saturating_add(r.len) {
+                any |= st.cache.write_back_block(&mut st.dev, b)?;
+            }
+        }
+        let geo = st.dev.geometry();
+        if any && geo.volatile_cache {
+            crate::device::flush(&mut st.dev)?;
+        }
+        Ok(())
+    }
+
+    /// Append one record carrying `ops` (`nops` encoded operations), durably. `commit` marks
+    /// the last record of a sync point. Fails with `NoSpace` when the log is full (the caller
+    /// checkpoints instead) and `TooLarge` when `ops` does not fit one record.
+    pub fn log_append(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let geo = self.store.dev.geometry();
+        let ss = geo.sector_size as usize;
+        let i = self
+            .buf_for(LOG_HEADER_LEN + ops.len())
+            .ok_or(Error::TooLarge)?;
+        let buf = self
+            .bufs
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or(Error::WouldBlock)?;
+        let sectors = (buf.len() / ss) as u64;
+        if self.log.pos + sectors > self.log.sectors {
+            if let Some(slot) = self.bufs.get_mut(i) {
+                *slot = Some(buf);
+            }
+            return Err(Error::NoSpace);
+        }
+        let epoch = self.store.space.committed;
+        let flags = if commit { LOG_COMMIT } else { 0 };
+        let sealed = RecordWriter::new(&mut *buf).and_then(|mut w| {
+            w.push_encoded(ops, nops)?;
+            w.seal(ss, epoch, self.log.seq, self.log.prev_crc, flags)
+        });
+        let crc = match sealed {
+            Ok((_, crc)) => crc,
+            Err(e) => {
+                if let Some(slot) = self.bufs.get_mut(i) {
+                    *slot = Some(buf);
+                }
+                return Err(e);
+            }
+        };
+        let lba = self.log.start + self.log.pos;
+        let fua = geo.fua && geo.volatile_cache;
+        let st = &mut self.store;
+        let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
+        if let Some(slot) = self.bufs.get_mut(i) {
+            *slot = c.buf;
+        }
+        let r = c.result.map_err(Error::from).and_then(|()| {
+            if geo.volatile_cache && !fua {
+                crate::device::flush(&mut self.store.dev).map_err(Error::from)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = r {
+            // The record may or may not be on the device; nothing after it can be trusted
+            // to chain correctly, so stop writing.
+            self.read_only = true;
+            return Err(e);
+        }
+        self.log.pos += sectors;
+        self.log.seq += 1;
+        self.log.prev_crc = crc;
+        Ok(())
+    }
+
+    /// Start of the log for replay.
+    pub fn log_cursor(&self) -> LogCursor {
+        LogCursor::default()
+    }
+
+    /// Read the record at `cursor` and hand it to `f` (header, whole record bytes); advances the
+    /// cursor. Returns `Ok(false)` at the end of the log: unwritten space, a record of another
+    /// epoch, a torn or corrupt record, or a break in the chain.
+    pub fn log_read<R>(
+        &mut self,
+        cursor: &mut LogCursor,
+        f: impl FnOnce(&LogHeader, &[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let ss = self.store.dev.geometry().sector_size as usize;
+        let left = self.log.sectors.saturating_sub(cursor.pos);
+        if left == 0 {
+            return Ok(None);
+        }
+        let epoch = self.store.space.committed;
+        let lba = self.log.start + cursor.pos;
+        // The first sector says how long the record is.
+        let first = self
+            .bufs
+            .first_mut()
+            .and_then(Option::take)
+            .ok_or(Error::WouldBlock)?;
+        let c = crate::device::read_blocks(&mut self.store.dev, lba, first);
+        let hdr = c.buf.as_deref().and_then(|b| {
+            check_header(
+                b,
+                epoch,
+                cursor.seq,
+                cursor.prev_crc,
+                u32::try_from(left).unwrap_or(u32::MAX),
+            )
+        });
+        if let Some(slot) = self.bufs.first_mut() {
+            *slot = c.buf;
+        }
+        c.result?;
+        let Some(h) = hdr else { return Ok(None) };
+        let sectors = h.sectors.get() as usize;
+        let Some(i) = self
+            .bufs
+            .iter()
+            .position(|b| b.as_ref().is_some_and(|b| b.len() == sectors * ss))
+        else {
+            return Ok(None);
+        };
+        let buf = self
+            .bufs
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or(Error::WouldBlock)?;
+        let c = crate::device::read_blocks(&mut self.store.dev, lba, buf);
+        let out = match (&c.result, c.buf.as_deref()) {
+            (Ok(()), Some(rec)) => verify_record(rec, &h).map(|crc| (crc, f(&h, rec))),
+            _ => None,
+        };
+        if let Some(slot) = self.bufs.get_mut(i) {
+            *slot = c.buf;
+        }
+        c.result?;
+        let Some((crc, r)) = out else { return Ok(None) };
+        cursor.pos += sectors as u64;
+        cursor.seq += 1;
+        cursor.prev_crc = crc;
+        Ok(Some(r))
+    }
+}
