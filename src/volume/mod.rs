@@ -193,6 +193,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     pub fn mount(mut dev: D, mem: &'b mut [u8]) -> Result<Self> {
         let geo = dev.geometry();
         let ss = geo.sector_size as usize;
+        if geo.capacity() < SUPERBLOCK_REGION {
+            return Err(Error::NotFormatted);
+        }
         let (mut bufs, cache_mem) = split_mem(mem, ss)?;
         let mut best: Option<Superblock> = None;
         let mut first_err = Error::NotFormatted;
@@ -459,6 +462,28 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             space::ensure_reserve(&mut self.free, &mut self.store, keep + 1)?;
         }
         self.store.space.alloc_data(want.max(1), keep)
+    }
+
+    /// Take `run` out of free space for journal replay (see [`space::claim`]).
+    pub fn claim(&mut self, run: Run) -> Result<bool> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let need = self.op_blocks();
+        space::ensure_reserve(&mut self.free, &mut self.store, need)?;
+        let r = space::claim(&mut self.free, &mut self.store, run)
+            .and_then(|ok| space::drain(&mut self.free, &mut self.store, need).map(|()| ok));
+        if r.is_err() {
+            self.read_only = true;
+        }
+        r
+    }
+
+    /// Set the next object id (journal replay recreates inodes with their logged numbers).
+    pub fn set_next_id(&mut self, id: u64) {
+        if id > self.sb.next_id.get() {
+            self.sb.next_id = id.into();
+        }
     }
 
     /// Free a run of file data blocks (reusable after the next durable checkpoint).

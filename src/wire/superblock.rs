@@ -147,11 +147,13 @@ impl Superblock {
         if h.magic.get() != MAGIC {
             return Err(bad);
         }
+        // Corruption is reported at the copy's index (0 or 1): the block number is not known
+        // before a valid superblock gives the block size.
         if h.crc.get() != block_crc(raw)
             || h.kind != BlockKind::Superblock as u8
             || h.blocknr.get() != index
         {
-            return Err(Error::Corrupt { block: 0 });
+            return Err(Error::Corrupt { block: index });
         }
         if sb.version.get() != FORMAT_VERSION || Incompat::from_bits(sb.incompat.get()).is_none() {
             return Err(Error::Unsupported);
