@@ -329,9 +329,19 @@ pub fn claim<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run) -> Result<bool
     for i in 0..2 {
         let r = s.space().reserve[i];
         if r.start <= run.start && run.end() <= r.end() {
-            let head = Run { start: r.start, len: run.start - r.start };
-            let tail = Run { start: run.end(), len: r.end() - run.end() };
-            let (keep, back) = if head.len >= tail.len { (head, tail) } else { (tail, head) };
+            let head = Run {
+                start: r.start,
+                len: run.start - r.start,
+            };
+            let tail = Run {
+                start: run.end(),
+                len: r.end() - run.end(),
+            };
+            let (keep, back) = if head.len >= tail.len {
+                (head, tail)
+            } else {
+                (tail, head)
+            };
             let sp = s.space();
             sp.reserve[i] = keep;
             sp.free_blocks = sp.free_blocks.saturating_sub(run.len);
@@ -343,18 +353,32 @@ pub fn claim<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run) -> Result<bool
         }
     }
     // In a run of the tree: split it around `run`.
-    let Some((start, len, freed)) = free.prev(s, &key_of(run.start.saturating_add(1)), item)?.transpose()? else {
+    let Some((start, len, freed)) = free
+        .prev(s, &key_of(run.start.saturating_add(1)), item)?
+        .transpose()?
+    else {
         return Ok(false);
     };
     if start > run.start || run.end() > start.saturating_add(len) {
         return Ok(false);
     }
     free.remove(s, &key_of(start))?;
-    let head = Run { start, len: run.start - start };
-    let tail = Run { start: run.end(), len: start + len - run.end() };
+    let head = Run {
+        start,
+        len: run.start - start,
+    };
+    let tail = Run {
+        start: run.end(),
+        len: start + len - run.end(),
+    };
     for piece in [head, tail] {
         if piece.len > 0 {
-            free.insert(s, key_of(piece.start), encode(piece.len, freed).as_bytes(), InsertMode::Create)?;
+            free.insert(
+                s,
+                key_of(piece.start),
+                encode(piece.len, freed).as_bytes(),
+                InsertMode::Create,
+            )?;
         }
     }
     let sp = s.space();

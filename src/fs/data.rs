@@ -131,7 +131,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Map `run` at file block `fblk` (a hole), extending the previous extent when the run
     /// continues it on disk and both belong to the running transaction.
     fn map_run(&mut self, ino: u64, fblk: u64, run: Run) -> Result<()> {
-        let gen = self.vol.generation();
+        let gen = self.write_gen();
         if let Some(fb) = fblk.checked_sub(1) {
             if let Some(p) = self.extent_at(ino, fb)? {
                 if p.fblk + p.len == fblk && p.block + p.len == run.start && p.gen == gen {
@@ -335,7 +335,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     ) -> Result<()> {
         let bs = self.bs();
         let len = src.len();
-        let gen = self.vol.generation();
+        let gen = self.write_gen();
         while *done < len {
             let done_now = *done;
             let pos = off + done_now;
@@ -455,6 +455,49 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         self.map_run(ino, fblk, run)?;
         self.vol.free_data(Run { start: old, len: 1 })
+    }
+
+    /// Journal replay: make file block `fblk` of `ino` be disk block `phys` (already claimed),
+    /// splitting and freeing whatever mapped it before. The new mapping carries generation 0,
+    /// so it is never rewritten in place: the block belongs to a durable log record.
+    pub(crate) fn remap_block(&mut self, ino: u64, fblk: u64, phys: u64) -> Result<()> {
+        let bs = self.bs();
+        let mut inode = self.read_inode(ino)?;
+        if inode.flags.get() & inode_flags::INLINE != 0 {
+            self.inline_to_block(ino, &mut inode)?;
+        }
+        if let Some(e) = self.extent_at(ino, fblk)? {
+            let old = e.block + (fblk - e.fblk);
+            self.vol.remove(&ext_key(ino, e.fblk * bs))?;
+            let head = fblk - e.fblk;
+            if head > 0 {
+                self.put_ext(ino, Ext { len: head, ..e }, InsertMode::Create)?;
+            }
+            let tail = e.len - head - 1;
+            if tail > 0 {
+                let t = Ext {
+                    fblk: fblk + 1,
+                    block: old + 1,
+                    len: tail,
+                    gen: e.gen,
+                };
+                self.put_ext(ino, t, InsertMode::Create)?;
+            }
+            self.vol.free_data(Run { start: old, len: 1 })?;
+            inode.blocks = inode.blocks.get().saturating_sub(1).into();
+        }
+        self.put_ext(
+            ino,
+            Ext {
+                fblk,
+                block: phys,
+                len: 1,
+                gen: 0,
+            },
+            InsertMode::Create,
+        )?;
+        inode.blocks = (inode.blocks.get() + 1).into();
+        self.write_inode(ino, &inode)
     }
 
     /// Free every data block of `ino` from byte `from` on (and its inline bytes when

@@ -13,6 +13,7 @@ mod data;
 mod dir;
 mod handle;
 mod inode;
+mod journal;
 mod path;
 
 pub use crate::wire::items::FileKind;
@@ -22,6 +23,9 @@ pub use dir::{DirEntry, ReadDir};
 pub use handle::{Fd, OpenFlags};
 
 use handle::Handles;
+use journal::Journal;
+
+use crate::wire::log::LogOp;
 
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
@@ -82,6 +86,7 @@ pub struct Fs<'b, D: BlockDevice<'b>, const N: usize, const H: usize = 8> {
     vol: Volume<'b, D, N>,
     handles: Handles<H>,
     clock: Option<fn() -> u64>,
+    journal: Journal,
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
@@ -98,6 +103,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             vol,
             handles: Handles::new(),
             clock: None,
+            journal: Journal::default(),
         };
         let mut root = crate::wire::items::InodeItem::new_zeroed();
         root.kind = Kind::Dir as u8;
@@ -123,12 +129,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             vol,
             handles: Handles::new(),
             clock: None,
+            journal: Journal::default(),
         };
         match fs.read_inode(ROOT_INO) {
-            Ok(i) if i.kind == Kind::Dir as u8 => Ok(fs),
-            Ok(_) | Err(Error::NotFound) => Err(Error::Corrupt { block: 0 }),
-            Err(e) => Err(e),
+            Ok(i) if i.kind == Kind::Dir as u8 => {}
+            Ok(_) | Err(Error::NotFound) => return Err(Error::Corrupt { block: 0 }),
+            Err(e) => return Err(e),
         }
+        if !fs.vol.is_read_only() {
+            fs.replay()?;
+        }
+        Ok(fs)
     }
 
     /// Checkpoint and give the device back.
@@ -229,21 +240,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             Some(f) if f.kind == Kind::Dir => return Err(Error::IsADirectory),
             Some(f) => f.ino,
             None if flags.contains(OpenFlags::CREATE) => {
-                // Take a handle first so a full table fails before anything changes.
+                // Check the handle table first so a full table fails before anything changes.
                 if self.handles.count() >= H {
                     return Err(Error::TooManyOpenFiles);
                 }
-                self.op(6, true, |fs| {
-                    let (ino, _) = fs.create_inode(Kind::File, dir)?;
-                    fs.add_entry(dir, name.as_bytes(), ino, Kind::File)?;
-                    Ok(ino)
-                })?
+                self.create_in(dir, name.as_bytes(), Kind::File, None)?
             }
             None => return Err(Error::NotFound),
         };
         let fd = self.handles.open(ino, flags)?;
         if flags.contains(OpenFlags::TRUNC) {
-            if let Err(e) = self.op(8, false, |fs| fs.set_size(ino, 0)) {
+            if let Err(e) = self.resize(ino, 0) {
                 let _ = self.handles.close(fd);
                 return Err(e);
             }
@@ -296,7 +303,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
-        self.op(4, true, |fs| fs.write_data(o.ino, offset, data))
+        let n = self.op(4, true, |fs| fs.write_data(o.ino, offset, data))?;
+        self.log_write(o.ino, offset, data.get(..n).unwrap_or(data))?;
+        Ok(n)
     }
 
     /// Move the handle's position; returns the new position.
@@ -320,13 +329,21 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
-        self.op(8, true, |fs| fs.set_size(o.ino, size))
+        self.resize(o.ino, size)
     }
 
-    /// Make the file's data and metadata durable.
+    /// Make the file's data and metadata durable: one log record (plus the file's new data
+    /// blocks), not a checkpoint. Every change before it, to any file, becomes durable too.
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
         self.handles.get(fd)?;
-        self.sync_all()
+        self.sync_log()
+    }
+
+    /// Set the size of `ino`, as one logged operation.
+    fn resize(&mut self, ino: u64, size: u64) -> Result<()> {
+        self.op(8, true, |fs| fs.set_size(ino, size))?;
+        self.log(&LogOp::SetSize { ino, size });
+        Ok(())
     }
 
     /// Make the file's data (and the metadata needed to read it) durable.
@@ -380,30 +397,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub fn mkdir(&mut self, path: &str) -> Result<()> {
         self.writable()?;
         let (dir, name) = self.resolve_parent(path)?;
-        if self.lookup(dir, name.as_bytes())?.is_some() {
-            return Err(Error::AlreadyExists);
-        }
-        self.op(6, true, |fs| {
-            let (ino, _) = fs.create_inode(Kind::Dir, dir)?;
-            fs.add_entry(dir, name.as_bytes(), ino, Kind::Dir)
-        })
+        self.create_in(dir, name.as_bytes(), Kind::Dir, None)
+            .map(|_| ())
     }
 
     /// Remove the empty directory `path`.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
         self.writable()?;
         let (dir, name) = self.resolve_parent(path)?;
-        let f = self.lookup(dir, name.as_bytes())?.ok_or(Error::NotFound)?;
-        if f.kind != Kind::Dir {
-            return Err(Error::NotADirectory);
-        }
-        if self.read_inode(f.ino)?.size.get() != 0 {
-            return Err(Error::DirectoryNotEmpty);
-        }
-        self.op(6, false, |fs| {
-            fs.remove_entry(dir, name.as_bytes())?;
-            fs.delete_inode(f.ino)
-        })
+        self.remove_in(dir, name.as_bytes(), Some(Kind::Dir))
     }
 
     /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
@@ -411,14 +413,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub fn unlink(&mut self, path: &str) -> Result<()> {
         self.writable()?;
         let (dir, name) = self.resolve_parent(path)?;
-        let f = self.lookup(dir, name.as_bytes())?.ok_or(Error::NotFound)?;
-        if f.kind == Kind::Dir {
-            return Err(Error::IsADirectory);
-        }
-        self.op(8, false, |fs| {
-            fs.remove_entry(dir, name.as_bytes())?;
-            fs.delete_inode(f.ino)
-        })
+        self.remove_in(dir, name.as_bytes(), Some(Kind::File))
     }
 
     /// Rename `from` to `to`, atomically, replacing `to` as POSIX `rename` does: a file may
@@ -428,9 +423,55 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.writable()?;
         let (fdir, fname) = self.resolve_parent(from)?;
         let (tdir, tname) = self.resolve_parent(to)?;
-        let src = self
-            .lookup(fdir, fname.as_bytes())?
-            .ok_or(Error::NotFound)?;
+        self.rename_in(fdir, fname.as_bytes(), tdir, tname.as_bytes())
+    }
+
+    /// Create `name` in directory `dir` (the journal replays this with the logged inode number
+    /// in `expect`). Returns the new inode.
+    fn create_in(&mut self, dir: u64, name: &[u8], kind: Kind, expect: Option<u64>) -> Result<u64> {
+        if self.lookup(dir, name)?.is_some() {
+            return Err(Error::AlreadyExists);
+        }
+        let ino = self.op(6, true, |fs| {
+            let (ino, _) = fs.create_inode(kind, dir)?;
+            if expect.is_some_and(|e| e != ino) {
+                return Err(Error::Corrupt { block: 0 });
+            }
+            fs.add_entry(dir, name, ino, kind)?;
+            Ok(ino)
+        })?;
+        self.log(&LogOp::Create {
+            parent: dir,
+            ino,
+            kind: kind as u8,
+            name,
+        });
+        Ok(ino)
+    }
+
+    /// Remove `name` from `dir`: a file, or an empty directory. `want` is what the caller
+    /// expects it to be (`None` from replay: either).
+    fn remove_in(&mut self, dir: u64, name: &[u8], want: Option<Kind>) -> Result<()> {
+        let f = self.lookup(dir, name)?.ok_or(Error::NotFound)?;
+        match (want, f.kind) {
+            (Some(Kind::Dir), Kind::File) => return Err(Error::NotADirectory),
+            (Some(Kind::File), Kind::Dir) => return Err(Error::IsADirectory),
+            _ => {}
+        }
+        if f.kind == Kind::Dir && self.read_inode(f.ino)?.size.get() != 0 {
+            return Err(Error::DirectoryNotEmpty);
+        }
+        self.op(8, false, |fs| {
+            fs.remove_entry(dir, name)?;
+            fs.delete_inode(f.ino)
+        })?;
+        self.log(&LogOp::Remove { parent: dir, name });
+        Ok(())
+    }
+
+    /// Rename `fdir/fname` to `tdir/tname` (POSIX replace rules).
+    fn rename_in(&mut self, fdir: u64, fname: &[u8], tdir: u64, tname: &[u8]) -> Result<()> {
+        let src = self.lookup(fdir, fname)?.ok_or(Error::NotFound)?;
         if src.kind == Kind::Dir {
             // The target directory must not be the source or below it.
             let mut d = tdir;
@@ -444,7 +485,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 d = self.read_inode(d)?.parent.get();
             }
         }
-        let dst = self.lookup(tdir, tname.as_bytes())?;
+        let dst = self.lookup(tdir, tname)?;
         if let Some(dst) = dst {
             if dst.ino == src.ino {
                 return Ok(());
@@ -460,18 +501,25 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         self.op(14, false, |fs| {
             if let Some(dst) = dst {
-                fs.remove_entry(tdir, tname.as_bytes())?;
+                fs.remove_entry(tdir, tname)?;
                 fs.delete_inode(dst.ino)?;
             }
-            fs.remove_entry(fdir, fname.as_bytes())?;
-            fs.add_entry(tdir, tname.as_bytes(), src.ino, src.kind)?;
+            fs.remove_entry(fdir, fname)?;
+            fs.add_entry(tdir, tname, src.ino, src.kind)?;
             if src.kind == Kind::Dir && fdir != tdir {
                 let mut i = fs.read_inode(src.ino)?;
                 i.parent = tdir.into();
                 fs.write_inode(src.ino, &i)?;
             }
             Ok(())
-        })
+        })?;
+        self.log(&LogOp::Rename {
+            from_dir: fdir,
+            to_dir: tdir,
+            from: fname,
+            to: tname,
+        });
+        Ok(())
     }
 
     /// Borrow an open file as an `embedded_io` reader / writer / seeker.

@@ -1,0 +1,346 @@
+//! The journal, filesystem side: which operations are pending since the last sync point, how
+//! `fsync` turns them into log records, and how mount replays them.
+//!
+//! Every successful change appends one logical operation ([`LogOp`]) to a fixed buffer. A sync
+//! point (`fsync`, `fdatasync`) then:
+//!
+//! 1. writes the data blocks that `MAP` operations point at (if still dirty in the cache) and
+//!    flushes them — a record must never be durable before its data;
+//! 2. appends the pending operations as one group of records, the last flagged `COMMIT`, each
+//!    written with FUA (or write + flush);
+//! 3. starts a new *write generation*, so no block named by a durable record is ever
+//!    rewritten in place afterwards (later writes copy it).
+//!
+//! Small writes (at most [`SMALL_WRITE`] bytes, or any write to a file kept inline) travel in
+//! the record by value; larger ones by reference (`MAP`). A full buffer, a full log, or a log
+//! past three quarters full turns the sync point into a checkpoint, which empties the log.
+//!
+//! Mount replays the records of the current epoch up to the last complete group: first it
+//! claims every data block that `MAP`s name (so nothing else can be allocated there), then it
+//! re-runs the operations through the same code that ran them, then it checkpoints.
+
+use super::Fs;
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+use crate::space::Run;
+use crate::volume::MAX_RECORD;
+use crate::wire::items::{inode_flags, FileKind};
+use crate::wire::log::{decode_op, ops, LogOp, LOG_COMMIT, LOG_HEADER_LEN};
+
+/// Writes up to this many bytes are logged by value.
+pub const SMALL_WRITE: usize = 256;
+
+/// Bytes of pending operations kept between sync points.
+const PENDING_BYTES: usize = 4096;
+
+/// Data runs that pending `MAP`s point at.
+const PENDING_RUNS: usize = 32;
+
+/// Pending operations since the last sync point.
+#[derive(Default)]
+pub(crate) struct Journal {
+    pending: heapless::Vec<u8, PENDING_BYTES>,
+    nops: u32,
+    runs: heapless::Vec<Run, PENDING_RUNS>,
+    /// Something did not fit: the next sync point must checkpoint.
+    overflow: bool,
+    /// The checkpoint generation the pending operations follow.
+    epoch: u64,
+    /// Replaying: do not log what is being replayed.
+    replaying: bool,
+}
+
+impl Journal {
+    fn clear(&mut self, epoch: u64) {
+        self.pending.clear();
+        self.runs.clear();
+        self.nops = 0;
+        self.overflow = false;
+        self.epoch = epoch;
+    }
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    /// Generation stamped on newly written data blocks: it changes at every checkpoint and
+    /// every log record, and blocks of an older one are never rewritten in place.
+    pub(crate) fn write_gen(&self) -> u64 {
+        (self.vol.generation() << 24) | (self.vol.log_records() & 0xff_ffff)
+    }
+
+    /// Forget pending operations that a checkpoint (perhaps an early one) made durable.
+    fn journal_epoch(&mut self) {
+        let epoch = self.vol.committed_generation();
+        if self.journal.epoch != epoch {
+            self.journal.clear(epoch);
+        }
+    }
+
+    /// Record a completed operation.
+    pub(crate) fn log(&mut self, op: &LogOp<'_>) {
+        if self.journal.replaying {
+            return;
+        }
+        self.journal_epoch();
+        let j = &mut self.journal;
+        if j.overflow {
+            return;
+        }
+        let n = op.encoded_len();
+        let at = j.pending.len();
+        if n > MAX_RECORD - LOG_HEADER_LEN || j.pending.resize(at + n, 0).is_err() {
+            j.overflow = true;
+            return;
+        }
+        match j.pending.get_mut(at..).map(|dst| op.encode(dst)) {
+            Some(Ok(())) => j.nops += 1,
+            _ => {
+                j.pending.truncate(at);
+                j.overflow = true;
+            }
+        }
+    }
+
+    /// Record a completed write of `data` at `offset` of `ino`: by value when small or inline,
+    /// else as `MAP`s of the blocks now holding the range.
+    pub(crate) fn log_write(&mut self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {
+        if self.journal.replaying || data.is_empty() {
+            return Ok(());
+        }
+        let inode = self.read_inode(ino)?;
+        if data.len() <= SMALL_WRITE || inode.flags.get() & inode_flags::INLINE != 0 {
+            self.log(&LogOp::Write { ino, offset, data });
+            return Ok(());
+        }
+        let bs = u64::from(self.vol.space_info().block_size);
+        let size = inode.size.get();
+        let end = (offset + data.len() as u64).div_ceil(bs);
+        let mut fblk = offset / bs;
+        while fblk < end {
+            let Some(e) = self.extent_at(ino, fblk)? else {
+                // Cannot happen right after the write; refuse to log a hole as data.
+                self.journal.overflow = true;
+                return Ok(());
+            };
+            let count = (e.fblk + e.len).min(end) - fblk;
+            let block = e.block + (fblk - e.fblk);
+            self.log(&LogOp::Map {
+                ino,
+                fblk,
+                block,
+                count,
+                size,
+            });
+            let run = Run {
+                start: block,
+                len: count,
+            };
+            if self.journal.runs.push(run).is_err() {
+                self.journal.overflow = true;
+            }
+            fblk += count;
+        }
+        Ok(())
+    }
+
+    /// A sync point: make every operation so far durable with log records (or a checkpoint
+    /// when the log cannot take them).
+    pub(crate) fn sync_log(&mut self) -> Result<()> {
+        self.writable()?;
+        self.journal_epoch();
+        if self.journal.nops == 0 && !self.journal.overflow {
+            return Ok(());
+        }
+        if self.journal.overflow || !self.log_fits()? {
+            return self.vol.checkpoint();
+        }
+        self.vol.log_sync_data(&self.journal.runs)?;
+        let max = self.vol.log_max_payload();
+        let total = self.journal.pending.len();
+        let (mut start, mut at, mut nops) = (0usize, 0usize, 0u32);
+        while at < total {
+            let mut rest = self.journal.pending.get(at..).unwrap_or(&[]);
+            let before = rest.len();
+            decode_op(&mut rest)?;
+            let len = before - rest.len();
+            if at + len - start > max {
+                let chunk = self
+                    .journal
+                    .pending
+                    .get(start..at)
+                    .ok_or(Error::Corrupt { block: 0 })?;
+                self.vol.log_append(chunk, nops, false)?;
+                start = at;
+                nops = 0;
+            }
+            at += len;
+            nops += 1;
+        }
+        let chunk = self
+            .journal
+            .pending
+            .get(start..at)
+            .ok_or(Error::Corrupt { block: 0 })?;
+        self.vol.log_append(chunk, nops, true)?;
+        let epoch = self.journal.epoch;
+        self.journal.clear(epoch);
+        if self.vol.log_free_sectors() < self.vol.log_sectors() / 4 {
+            // Past three quarters full: empty the log now rather than fail a later fsync.
+            self.vol.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Will the pending operations fit in the log as records?
+    fn log_fits(&mut self) -> Result<bool> {
+        let max = self.vol.log_max_payload();
+        let mut sectors = 0;
+        let mut payload = 0;
+        let mut rest: &[u8] = &self.journal.pending;
+        while !rest.is_empty() {
+            let before = rest.len();
+            decode_op(&mut rest)?;
+            let len = before - rest.len();
+            if payload + len > max {
+                sectors += self.vol.log_record_sectors(payload).unwrap_or(u64::MAX / 2);
+                payload = 0;
+            }
+            payload += len;
+        }
+        sectors += self.vol.log_record_sectors(payload).unwrap_or(u64::MAX / 2);
+        Ok(sectors <= self.vol.log_free_sectors())
+    }
+
+    /// Replay the log after mount, then checkpoint if anything was replayed.
+    pub(crate) fn replay(&mut self) -> Result<()> {
+        // Pass 1: how many records form complete groups.
+        let mut cur = self.vol.log_cursor();
+        let (mut seen, mut complete) = (0u64, 0u64);
+        while let Some(commit) = self
+            .vol
+            .log_read(&mut cur, |h, _| h.flags.get() & LOG_COMMIT != 0)?
+        {
+            seen += 1;
+            if commit {
+                complete = seen;
+            }
+        }
+        if complete == 0 {
+            return Ok(());
+        }
+        self.journal.replaying = true;
+        let r = self.replay_records(complete);
+        self.journal.replaying = false;
+        r?;
+        debug!("replayed {} log records", complete);
+        self.vol.checkpoint()
+    }
+
+    fn replay_records(&mut self, records: u64) -> Result<()> {
+        let mut rec = [0u8; MAX_RECORD];
+        // Pass 2: claim every data block the records map, before anything allocates.
+        let mut cur = self.vol.log_cursor();
+        for _ in 0..records {
+            let n = self.read_record(&mut cur, &mut rec)?;
+            let mut rest = rec.get(..n).unwrap_or(&[]);
+            while !rest.is_empty() {
+                if let LogOp::Map { block, count, .. } = decode_op(&mut rest)? {
+                    // Whole runs when they are free, else block by block: a block rewritten in
+                    // place is named by several records and is claimed by the first.
+                    if !self.vol.claim(Run {
+                        start: block,
+                        len: count,
+                    })? {
+                        for b in block..block.saturating_add(count) {
+                            self.vol.claim(Run { start: b, len: 1 })?;
+                        }
+                    }
+                }
+            }
+        }
+        // Pass 3: run the operations again, in order.
+        self.vol.begin_op(0, false)?;
+        let mut cur = self.vol.log_cursor();
+        let r = (|| {
+            for _ in 0..records {
+                let n = self.read_record(&mut cur, &mut rec)?;
+                let mut rest = rec.get(..n).unwrap_or(&[]);
+                while !rest.is_empty() {
+                    let op = decode_op(&mut rest)?;
+                    self.apply(&op)?;
+                }
+            }
+            Ok(())
+        })();
+        self.vol.end_op();
+        r
+    }
+
+    /// Copy the payload of the record at `cur` into `out`; returns its length.
+    fn read_record(&mut self, cur: &mut crate::volume::LogCursor, out: &mut [u8]) -> Result<usize> {
+        let got = self.vol.log_read(cur, |h, rec| -> Result<usize> {
+            let mut n = 0;
+            for op in ops(rec, h) {
+                let op = op?;
+                let len = op.encoded_len();
+                let dst = out.get_mut(n..n + len).ok_or(Error::Corrupt { block: 0 })?;
+                op.encode(dst)?;
+                n += len;
+            }
+            Ok(n)
+        })?;
+        got.ok_or(Error::Corrupt { block: 0 })?
+    }
+
+    /// Apply one replayed operation.
+    fn apply(&mut self, op: &LogOp<'_>) -> Result<()> {
+        match *op {
+            LogOp::Create {
+                parent,
+                ino,
+                kind,
+                name,
+            } => {
+                let kind = FileKind::from_u8(kind).ok_or(Error::Corrupt { block: ino })?;
+                self.create_in(parent, name, kind, Some(ino)).map(|_| ())
+            }
+            LogOp::Remove { parent, name } => self.remove_in(parent, name, None),
+            LogOp::Rename {
+                from_dir,
+                to_dir,
+                from,
+                to,
+            } => self.rename_in(from_dir, from, to_dir, to),
+            LogOp::SetSize { ino, size } => self.op(8, true, |fs| fs.set_size(ino, size)),
+            LogOp::Write { ino, offset, data } => self
+                .op(4, true, |fs| fs.write_data(ino, offset, data))
+                .map(|_| ()),
+            LogOp::Map {
+                ino,
+                fblk,
+                block,
+                count,
+                size,
+            } => self.replay_map(ino, fblk, block, count, size),
+        }
+    }
+
+    /// Point file blocks `fblk..fblk + count` of `ino` at disk blocks `block..`, freeing what
+    /// they pointed at before (unless it is the same block), and set the size.
+    fn replay_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) -> Result<()> {
+        for i in 0..count {
+            let fb = fblk + i;
+            let phys = block + i;
+            if let Some(e) = self.extent_at(ino, fb)? {
+                if e.block + (fb - e.fblk) == phys {
+                    continue;
+                }
+            }
+            self.op(8, false, |fs| fs.remap_block(ino, fb, phys))?;
+        }
+        self.op(8, true, |fs| {
+            let mut inode = fs.read_inode(ino)?;
+            inode.size = size.into();
+            fs.write_inode(ino, &inode)
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! The journal: what `fsync` costs on the device, and what survives a power cut after it.
+
+mod common;
+
+use bonsaifs::device::{QueuedRamDisk, Trace};
+use bonsaifs::fs::{Fs, OpenFlags};
+use bonsaifs::volume::FormatOptions;
+use common::*;
+
+type F<'b> = Fs<'b, Trace<QueuedRamDisk<'b>>, SLOTS, 8>;
+
+fn fresh<'b>(m: &'b mut [u8], bytes: u64) -> F<'b> {
+    F::format(
+        Trace::new(QueuedRamDisk::new(cfg(bytes, 11))),
+        m,
+        FormatOptions::default(),
+    )
+    .unwrap()
+}
+
+fn remount<'b>(fs: F<'_>, m: &'b mut [u8]) -> F<'b> {
+    let mut dev = fs.into_device().into_inner();
+    dev.power_cut();
+    let image = dev.durable_image().to_vec();
+    F::mount(
+        Trace::new(QueuedRamDisk::from_image(
+            cfg(image.len() as u64, 12),
+            image,
+        )),
+        m,
+    )
+    .unwrap()
+}
+
+fn read_all(fs: &mut F<'_>, path: &str) -> Vec<u8> {
+    let fd = fs.open(path, OpenFlags::READ).unwrap();
+    let size = fs.fstat(fd).unwrap().size as usize;
+    let mut v = vec![0u8; size];
+    assert_eq!(fs.read_at(fd, 0, &mut v).unwrap(), size);
+    fs.close(fd).unwrap();
+    v
+}
+
+fn assert_fsck(fs: &mut F<'_>) {
+    let mut scratch = vec![0u8; fs.fsck_scratch_len()];
+    let rep = fs.fsck(&mut scratch).unwrap();
+    assert!(rep.is_clean(), "{rep:?}");
+}
+
+#[test]
+fn fsynced_create_then_large_write_survives_power_cut() {
+    let mut m = mem(4096);
+    let mut fs = fresh(&mut m, 16 << 20);
+    let fd = fs
+        .open("/f", OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE)
+        .unwrap();
+    fs.fsync(fd).unwrap();
+    let data: Vec<u8> = (0..986u32).map(|i| i as u8).collect();
+    fs.write(fd, &data).unwrap();
+    fs.fsync(fd).unwrap();
+    let mut m2 = mem(4096);
+    let mut fs = remount(fs, &mut m2);
+    assert_eq!(read_all(&mut fs, "/f"), data);
+    assert_fsck(&mut fs);
+}
+
+#[test]
+fn replay_of_inline_writes_and_creates() {
+    let mut m = mem(4096);
+    let mut fs = fresh(&mut m, 16 << 20);
+    let rw = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE;
+    let fd = fs.open("/f0", rw).unwrap();
+    fs.write(fd, &[1u8; 800]).unwrap();
+    fs.close(fd).unwrap();
+    let fd = fs.open("/a", rw).unwrap();
+    fs.write(fd, &[2u8; 600]).unwrap();
+    fs.close(fd).unwrap();
+    fs.sync_all().unwrap();
+    let h0 = fs.open("/f0", rw).unwrap();
+    let _h1 = fs
+        .open(
+            "/f0",
+            OpenFlags::READ | OpenFlags::APPEND | OpenFlags::CREATE,
+        )
+        .unwrap();
+    let h2 = fs.open("/s", rw).unwrap();
+    let h3 = fs.open("/a", rw).unwrap();
+    fs.write(h0, &[3u8; 257]).unwrap();
+    fs.write(h2, &[4u8; 1]).unwrap();
+    fs.write_at(h2, 0, &[5u8; 257]).unwrap();
+    fs.write(h3, &[6u8; 300]).unwrap();
+    fs.fsync(h0).unwrap();
+    let want_f0 = read_all(&mut fs, "/f0");
+    let want_s = read_all(&mut fs, "/s");
+    let want_a = read_all(&mut fs, "/a");
+    let mut m2 = mem(4096);
+    let mut fs = remount(fs, &mut m2);
+    assert_eq!(read_all(&mut fs, "/f0"), want_f0);
+    assert_eq!(read_all(&mut fs, "/s"), want_s);
+    assert_eq!(read_all(&mut fs, "/a"), want_a);
+    assert_fsck(&mut fs);
+}
+
+#[test]
+fn replay_of_inline_file_growing_into_blocks() {
+    let mut m = mem(4096);
+    let mut fs = fresh(&mut m, 16 << 20);
+    let rw = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE;
+    let fd = fs.open("/a", rw).unwrap();
+    fs.write(fd, &[2u8; 600]).unwrap();
+    fs.close(fd).unwrap();
+    fs.sync_all().unwrap();
+    let a = fs.open("/a", rw).unwrap();
+    let s = fs
+        .open(
+            "/s",
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNC,
+        )
+        .unwrap();
+    fs.write_at(s, 429, &[7u8; 557]).unwrap();
+    fs.close(s).unwrap();
+    let big: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+    fs.write(a, &big).unwrap();
+    fs.fsync(a).unwrap();
+    let want_a = read_all(&mut fs, "/a");
+    let want_s = read_all(&mut fs, "/s");
+    let mut m2 = mem(4096);
+    let mut fs = remount(fs, &mut m2);
+    assert_fsck(&mut fs);
+    assert_eq!(read_all(&mut fs, "/a"), want_a);
+    assert_eq!(read_all(&mut fs, "/s"), want_s);
+}
+
+/// The model test's starting image: a few directories, inline and block files, one sparse.
+fn model_base() -> Vec<u8> {
+    let mut m = mem(4096);
+    let mut fs = F::format(
+        Trace::new(QueuedRamDisk::new(cfg(4 << 20, 7))),
+        &mut m,
+        FormatOptions::default(),
+    )
+    .unwrap();
+    for d in ["/d0", "/d1", "/d0/s"] {
+        fs.mkdir(d).unwrap();
+    }
+    let files: [(&str, &[(u64, usize)]); 6] = [
+        ("/a", &[(0, 600)]),
+        ("/d0/a", &[(0, 900)]),
+        ("/d0/b", &[(0, 20_000)]),
+        ("/d1/a", &[(0, 700)]),
+        ("/d1/b", &[(0, 100), (300_000, 3000)]),
+        ("/d0/s/b", &[(0, 5000)]),
+    ];
+    for (p, writes) in files {
+        let fd = fs.open(p, OpenFlags::WRITE | OpenFlags::CREATE).unwrap();
+        for &(off, len) in writes {
+            fs.write_at(fd, off, &vec![off as u8 ^ len as u8; len])
+                .unwrap();
+        }
+        fs.close(fd).unwrap();
+    }
+    fs.mkdir("/z").unwrap();
+    for i in 0..24 {
+        let fd = fs
+            .open(&format!("/z/f{i}"), OpenFlags::WRITE | OpenFlags::CREATE)
+            .unwrap();
+        fs.write(fd, &[i as u8; 800]).unwrap();
+        fs.close(fd).unwrap();
+    }
+    fs.unmount().unwrap().into_inner().durable_image().to_vec()
+}
+
+#[test]
+fn replay_on_the_model_base_image() {
+    let base = model_base();
+    let mut m = mem(4096);
+    let mut fs = F::mount(
+        Trace::new(QueuedRamDisk::from_image(cfg(base.len() as u64, 3), base)),
+        &mut m,
+    )
+    .unwrap();
+    let rw = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE;
+    let a = fs.open("/a", rw).unwrap();
+    let s = fs
+        .open(
+            "/s",
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNC,
+        )
+        .unwrap();
+    fs.close(s).unwrap();
+    let big: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+    fs.write(a, &big).unwrap();
+    fs.fsync(a).unwrap();
+    let want_a = read_all(&mut fs, "/a");
+    let mut m2 = mem(4096);
+    let mut fs = remount(fs, &mut m2);
+    assert_fsck(&mut fs);
+    assert_eq!(read_all(&mut fs, "/a"), want_a);
+}
+
+#[test]
+fn replay_of_overlapping_maps() {
+    let mut m = mem(4096);
+    let mut fs = fresh(&mut m, 16 << 20);
+    fs.sync_all().unwrap();
+    let s = fs
+        .open("/s", OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE)
+        .unwrap();
+    fs.write_at(s, 429, &[7u8; 557]).unwrap();
+    fs.write_at(s, 0, &[8u8; 8192]).unwrap();
+    fs.fsync(s).unwrap();
+    let want = read_all(&mut fs, "/s");
+    let mut m2 = mem(4096);
+    let mut fs = remount(fs, &mut m2);
+    assert_fsck(&mut fs);
+    assert_eq!(read_all(&mut fs, "/s"), want);
+}
