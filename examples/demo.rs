@@ -95,7 +95,7 @@ fn main() -> Result<(), Error> {
     println!(
         "\npower cut. device so far: {} reads, {} writes ({} KiB), {} flushes",
         c.reads,
-        c.writes + c.fua_writes,
+        c.writes,
         c.bytes_written / 1024,
         c.flushes
     );

@@ -215,3 +215,57 @@ fn replay_of_overlapping_maps() {
     assert_fsck(&mut fs);
     assert_eq!(read_all(&mut fs, "/s"), want);
 }
+
+/// Device requests of `f`, counted on the trace.
+fn cost(fs: &mut F<'_>, f: impl FnOnce(&mut F<'_>)) -> bonsaifs::device::TraceCounters {
+    fs.volume_mut().device_mut().reset_counters();
+    f(fs);
+    fs.volume().device().counters()
+}
+
+#[test]
+fn fsync_costs_one_log_record_not_a_checkpoint() {
+    let mut m = mem(4096);
+    let mut fs = fresh(&mut m, 32 << 20);
+    let rw = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE;
+    let fd = fs.open("/data", rw).unwrap();
+    let file: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 31 % 251) as u8).collect();
+    fs.write(fd, &file).unwrap();
+    fs.sync_all().unwrap();
+    let mut want = file.clone();
+
+    // A 4 KiB overwrite plus fsync: the new data block, one log record, one flush.
+    for i in 0..20u64 {
+        let off = (i * 7919 % 256) * 4096;
+        let block = [i as u8; 4096];
+        let c = cost(&mut fs, |fs| {
+            fs.write_at(fd, off, &block).unwrap();
+            fs.fsync(fd).unwrap();
+        });
+        want[off as usize..off as usize + 4096].copy_from_slice(&block);
+        assert!(c.writes <= 2, "overwrite {i}: {c:?}");
+        assert!(c.flushes <= 1, "overwrite {i}: {c:?}");
+        assert!(c.bytes_written <= 4096 + 512, "overwrite {i}: {c:?}");
+    }
+
+    // A 100-byte append plus fsync: the bytes travel in the record.
+    fs.seek(fd, bonsaifs::fs::SeekFrom::End(0)).unwrap();
+    for i in 0..50u8 {
+        let line = [b'a' + (i % 26); 100];
+        let c = cost(&mut fs, |fs| {
+            fs.write(fd, &line).unwrap();
+            fs.fsync(fd).unwrap();
+        });
+        want.extend_from_slice(&line);
+        assert!(c.writes <= 1, "append {i}: {c:?}");
+        assert!(c.bytes_written <= 1024, "append {i}: {c:?}");
+        assert!(c.flushes <= 1, "append {i}: {c:?}");
+    }
+    fs.close(fd).unwrap();
+
+    // All of it survives a power cut.
+    let mut m2 = mem(4096);
+    let mut fs = remount(fs, &mut m2);
+    assert_eq!(read_all(&mut fs, "/data"), want);
+    assert_fsck(&mut fs);
+}
