@@ -130,19 +130,24 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Map `run` at file block `fblk` (a hole), extending the previous extent when the run
     /// continues it on disk and both belong to the running transaction.
-    fn map_run(&mut self, ino: u64, fblk: u64, run: Run) -> Result<()> {
+    ///
+    /// A run whose write starts on a block boundary (`aligned`) also extends an extent of an
+    /// older generation; the merged extent keeps the *older* generation, so no block a
+    /// checkpoint or log record points at becomes rewritable in place (the new blocks just lose
+    /// in-place rewrites for the rest of this generation). That keeps a large file written in
+    /// order one extent across checkpoints.
+    fn map_run(&mut self, ino: u64, fblk: u64, run: Run, aligned: bool) -> Result<()> {
         let gen = self.write_gen();
         if let Some(fb) = fblk.checked_sub(1) {
             if let Some(p) = self.extent_at(ino, fb)? {
-                if p.fblk + p.len == fblk && p.block + p.len == run.start && p.gen == gen {
-                    return self.put_ext(
-                        ino,
-                        Ext {
-                            len: p.len + run.len,
-                            ..p
-                        },
-                        InsertMode::Replace,
-                    );
+                let contiguous = p.fblk + p.len == fblk && p.block + p.len == run.start;
+                if contiguous && (p.gen == gen || aligned) {
+                    let merged = Ext {
+                        len: p.len + run.len,
+                        gen: p.gen.min(gen),
+                        ..p
+                    };
+                    return self.put_ext(ino, merged, InsertMode::Replace);
                 }
             }
         }
@@ -315,7 +320,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.unpin(id);
         r?;
         self.vol.remove(&key)?;
-        self.map_run(ino, 0, run)?;
+        self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
         inode.blocks = (inode.blocks.get() + 1).into();
         Ok(())
@@ -367,7 +372,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                         self.fill_block(run.start + i, true, in_off, src, d, n)?;
                         d += n;
                     }
-                    self.map_run(ino, fblk, run)?;
+                    self.map_run(ino, fblk, run, (off + done_now) % bs == 0)?;
                     inode.blocks = (inode.blocks.get() + run.len).into();
                     *done = d;
                 }
@@ -453,7 +458,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             };
             self.put_ext(ino, t, InsertMode::Create)?;
         }
-        self.map_run(ino, fblk, run)?;
+        self.map_run(ino, fblk, run, false)?;
         self.vol.free_data(Run { start: old, len: 1 })
     }
 

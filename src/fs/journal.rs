@@ -107,11 +107,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(());
         }
         let inode = self.read_inode(ino)?;
-        if data.len() <= SMALL_WRITE || inode.flags.get() & inode_flags::INLINE != 0 {
+        let bs = u64::from(self.vol.space_info().block_size);
+        let inline = inode.flags.get() & inode_flags::INLINE != 0;
+        // By value, unless the bytes landed in a block a pending MAP already names: replaying
+        // them would then rewrite that block, which must come back exactly as written.
+        if inline
+            || (data.len() <= SMALL_WRITE
+                && !self.touches_mapped(ino, offset, data.len() as u64, bs)?)
+        {
             self.log(&LogOp::Write { ino, offset, data });
             return Ok(());
         }
-        let bs = u64::from(self.vol.space_info().block_size);
         let size = inode.size.get();
         let end = (offset + data.len() as u64).div_ceil(bs);
         let mut fblk = offset / bs;
@@ -140,6 +146,27 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             fblk += count;
         }
         Ok(())
+    }
+
+    /// Does `[offset, offset + len)` of `ino` lie (partly) in a block named by a pending MAP?
+    fn touches_mapped(&mut self, ino: u64, offset: u64, len: u64, bs: u64) -> Result<bool> {
+        if self.journal.runs.is_empty() {
+            return Ok(false);
+        }
+        for fblk in offset / bs..(offset + len).div_ceil(bs) {
+            if let Some(e) = self.extent_at(ino, fblk)? {
+                let phys = e.block + (fblk - e.fblk);
+                if self
+                    .journal
+                    .runs
+                    .iter()
+                    .any(|r| (r.start..r.start + r.len).contains(&phys))
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// A sync point: make every operation so far durable with log records (or a checkpoint

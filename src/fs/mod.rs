@@ -29,7 +29,7 @@ use crate::wire::log::LogOp;
 
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::volume::{FormatOptions, Volume};
+use crate::volume::{FormatOptions, Volume, DELETE_KEEP_OPS};
 use crate::wire::items::{FileKind as Kind, ROOT_INO};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -303,6 +303,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
+        self.writable()?;
+        // A handle whose file was unlinked is stale, even for an empty write.
+        self.read_inode(o.ino)?;
         let n = self.op(4, true, |fs| fs.write_data(o.ino, offset, data))?;
         self.log_write(o.ino, offset, data.get(..n).unwrap_or(data))?;
         Ok(n)
@@ -311,10 +314,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Move the handle's position; returns the new position.
     pub fn seek(&mut self, fd: Fd, to: SeekFrom) -> Result<u64> {
         let o = self.handles.get(fd)?;
+        let size = self.read_inode(o.ino)?.size.get();
         let base = match to {
             SeekFrom::Start(n) => Some(n),
             SeekFrom::Current(d) => o.pos.checked_add_signed(d),
-            SeekFrom::End(d) => self.read_inode(o.ino)?.size.get().checked_add_signed(d),
+            SeekFrom::End(d) => size.checked_add_signed(d),
         };
         let pos = base
             .filter(|&p| p <= MAX_FILE_SIZE)
@@ -335,13 +339,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Make the file's data and metadata durable: one log record (plus the file's new data
     /// blocks), not a checkpoint. Every change before it, to any file, becomes durable too.
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
-        self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
+        self.read_inode(o.ino)?;
         self.sync_log()
     }
 
     /// Set the size of `ino`, as one logged operation.
     fn resize(&mut self, ino: u64, size: u64) -> Result<()> {
-        self.op(8, true, |fs| fs.set_size(ino, size))?;
+        let grows = size > self.read_inode(ino)?.size.get();
+        self.op(8, grows, |fs| fs.set_size(ino, size))?;
         self.log(&LogOp::SetSize { ino, size });
         Ok(())
     }
@@ -461,7 +467,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if f.kind == Kind::Dir && self.read_inode(f.ino)?.size.get() != 0 {
             return Err(Error::DirectoryNotEmpty);
         }
-        self.op(8, false, |fs| {
+        self.op(6, false, |fs| {
             fs.remove_entry(dir, name)?;
             fs.delete_inode(f.ino)
         })?;
@@ -499,7 +505,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 _ => {}
             }
         }
-        self.op(14, false, |fs| {
+        self.op(DELETE_KEEP_OPS, false, |fs| {
             if let Some(dst) = dst {
                 fs.remove_entry(tdir, tname)?;
                 fs.delete_inode(dst.ino)?;

@@ -88,8 +88,9 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
     op_depth: u32,
 }
 
-/// Tree changes' worth of space that adding data always leaves free, so deletes can run.
-const DELETE_KEEP_OPS: u64 = 4;
+/// Tree changes' worth of space that adding data always leaves free, so deletes (which need
+/// at most this many) can run on a full volume.
+pub const DELETE_KEEP_OPS: u64 = 10;
 /// Tree changes that mapping one newly allocated data run can take (a copy-on-write split).
 const DATA_MAP_OPS: u64 = 6;
 
