@@ -238,7 +238,7 @@ fn power_cut_at_every_request_of_a_mixed_workload() {
             assert!(rep.is_clean(), "cut {cut} keep {keep_completed}: {rep:?}");
             let mut got = Tree::new();
             read_tree(&mut fs, "/", &mut got);
-            let ok = snaps[acked..].iter().any(|s| *s == got);
+            let ok = snaps[acked..].contains(&got);
             assert!(ok, "cut {cut}/{total} keep {keep_completed}: state matches no op at or after the last acknowledged sync point (op {acked})");
             states += 1;
         }
