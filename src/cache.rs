@@ -66,6 +66,12 @@ pub struct CacheStats {
 /// A write-back block cache of `N` slots.
 pub struct BlockCache<'b, const N: usize> {
     slots: heapless::Vec<Slot<'b>, N>,
+    /// Completions of other callers' requests (log records, flushes) reaped while the cache
+    /// waited for its own; handed out by [`take_foreign`](Self::take_foreign), never dropped.
+    foreign: heapless::Deque<Completion<'b>, 8>,
+    /// Probing for `NOWAIT`: a miss starts the read and fails with `WouldBlock` instead of
+    /// waiting, and nothing is written back to make room.
+    no_io: bool,
     block_size: usize,
     sectors_per_block: u64,
     tick: u32,
@@ -104,6 +110,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         }
         Ok(BlockCache {
             slots,
+            foreign: heapless::Deque::new(),
+            no_io: false,
             block_size,
             sectors_per_block: (block_size / sector_size) as u64,
             tick: 0,
@@ -287,22 +295,57 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         true
     }
 
-    /// Poll the device until slot `id` has no I/O in flight; completions for other slots are
-    /// applied on the way, and foreign completions are handed to `foreign`.
-    fn wait_slot<D: BlockDevice<'b>>(
-        &mut self,
-        dev: &mut D,
-        id: SlotId,
-        foreign: &mut dyn FnMut(Completion<'b>),
-    ) -> Result<()> {
-        while matches!(self.slot(id)?.state, State::Reading | State::Writing) {
-            if let Some(c) = dev.poll() {
-                if c.tag >= FOREIGN_TAG_BASE {
-                    foreign(c);
-                } else {
-                    self.complete(c);
-                }
+    /// Route one completion: the cache's own are applied, foreign ones are kept for
+    /// [`take_foreign`](Self::take_foreign).
+    fn route(&mut self, c: Completion<'b>) {
+        if c.tag >= FOREIGN_TAG_BASE {
+            // At most one log record and one flush of the journal are in flight at once
+            // (the journal's pipeline keeps it so), so the stash never fills.
+            let _ = self.foreign.push_back(c);
+        } else {
+            self.complete(c);
+        }
+    }
+
+    /// Reap one completion from the device (applying the cache's own); returns whether one
+    /// arrived.
+    pub fn poll_device<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> bool {
+        match dev.poll() {
+            Some(c) => {
+                self.route(c);
+                true
             }
+            None => false,
+        }
+    }
+
+    /// Enter or leave probing mode (see the `no_io` field).
+    pub fn set_no_io(&mut self, on: bool) {
+        self.no_io = on;
+    }
+
+    /// Poll until nothing is in flight on the device (foreign completions are kept).
+    pub fn drain_device<D: BlockDevice<'b>>(&mut self, dev: &mut D) {
+        while dev.in_flight() > 0 {
+            self.poll_device(dev);
+        }
+    }
+
+    /// Is a foreign completion waiting?
+    pub fn take_foreign_peek(&self) -> bool {
+        !self.foreign.is_empty()
+    }
+
+    /// A foreign completion reaped earlier, if any.
+    pub fn take_foreign(&mut self) -> Option<Completion<'b>> {
+        self.foreign.pop_front()
+    }
+
+    /// Poll the device until slot `id` has no I/O in flight; other completions are routed on
+    /// the way.
+    fn wait_slot<D: BlockDevice<'b>>(&mut self, dev: &mut D, id: SlotId) -> Result<()> {
+        while matches!(self.slot(id)?.state, State::Reading | State::Writing) {
+            self.poll_device(dev);
         }
         match self.slot_mut(id)?.error.take() {
             Some(e) => Err(Error::Io(e)),
@@ -346,12 +389,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
                 Ok(()) => return Ok(()),
                 Err(crate::device::Busy(r)) => {
                     req = r;
-                    // Make room by reaping a completion (ours or a stray one we hold on to).
-                    if let Some(c) = dev.poll() {
-                        if c.tag < FOREIGN_TAG_BASE {
-                            self.complete(c);
-                        }
-                    }
+                    // Make room by reaping a completion.
+                    self.poll_device(dev);
                 }
             }
         }
@@ -377,9 +416,12 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         let Some(i) = pick(State::Dirty, &self.slots) else {
             return Err(Error::CacheFull);
         };
+        if self.no_io {
+            return Err(Error::WouldBlock);
+        }
         self.stats.evict_writes += 1;
         self.submit(dev, i, true, false)?;
-        self.wait_slot(dev, i, &mut |_| {})?;
+        self.wait_slot(dev, i)?;
         Ok(i)
     }
 
@@ -392,7 +434,10 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         meta: bool,
     ) -> Result<SlotId> {
         if let Some(id) = self.find(block) {
-            self.wait_slot(dev, id, &mut |_| {})?;
+            if self.no_io && matches!(self.slot(id)?.state, State::Reading | State::Writing) {
+                return Err(Error::WouldBlock);
+            }
+            self.wait_slot(dev, id)?;
             if self.slot(id)?.state != State::Empty {
                 self.stats.hits += 1;
                 self.touch(id);
@@ -407,8 +452,22 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             s.meta = meta;
             s.checked = false;
         }
+        if self.no_io {
+            // Start the read so a later call finds the block, but do not wait for it.
+            return match dev.in_flight() < usize::from(dev.geometry().queue_depth) {
+                true => self
+                    .submit(dev, id, false, false)
+                    .and(Err(Error::WouldBlock)),
+                false => {
+                    if let Ok(s) = self.slot_mut(id) {
+                        s.state = State::Empty;
+                    }
+                    Err(Error::WouldBlock)
+                }
+            };
+        }
         self.submit(dev, id, false, false)?;
-        self.wait_slot(dev, id, &mut |_| {})?;
+        self.wait_slot(dev, id)?;
         self.touch(id);
         Ok(id)
     }
@@ -423,7 +482,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     ) -> Result<SlotId> {
         let id = match self.find(block) {
             Some(id) => {
-                self.wait_slot(dev, id, &mut |_| {})?;
+                self.wait_slot(dev, id)?;
                 id
             }
             None => self.victim(dev)?,
@@ -450,22 +509,95 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         let Some(id) = self.find(block) else {
             return Ok(false);
         };
-        self.wait_slot(dev, id, &mut |_| {})?;
+        self.wait_slot(dev, id)?;
         if !self.is_dirty(id) {
             return Ok(false);
         }
         self.submit(dev, id, true, false)?;
-        self.wait_slot(dev, id, &mut |_| {})?;
+        self.wait_slot(dev, id)?;
         Ok(true)
     }
 
-    /// Write every dirty slot and wait for all of them, keeping up to the device's queue depth
-    /// in flight. Foreign completions that arrive meanwhile go to `foreign`.
-    pub fn write_back_all<D: BlockDevice<'b>>(
+    /// Start writing `block` if it is cached and dirty, without waiting (FUA if asked).
+    /// Returns `Ok(false)` when the device queue is full (nothing changed: try again later).
+    pub fn start_write<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
-        foreign: &mut dyn FnMut(Completion<'b>),
-    ) -> Result<()> {
+        block: u64,
+        fua: bool,
+    ) -> Result<bool> {
+        let Some(id) = self.find(block) else {
+            return Ok(true);
+        };
+        if self.slot(id)?.state != State::Dirty {
+            return Ok(true);
+        }
+        let spb = self.sectors_per_block;
+        let s = self.slot_mut(id)?;
+        let lba = s
+            .block
+            .checked_mul(spb)
+            .ok_or(Error::Io(IoError::OutOfRange))?;
+        let buf = s.buf.take().ok_or(Error::WouldBlock)?;
+        if s.meta {
+            BlockHeader::seal(buf);
+        }
+        s.state = State::Writing;
+        match dev.submit(Request {
+            tag: id as Tag,
+            command: Command::Write { lba, buf, fua },
+        }) {
+            Ok(()) => Ok(true),
+            Err(crate::device::Busy(r)) => {
+                let s = self.slot_mut(id)?;
+                s.state = State::Dirty;
+                if let Command::Write { buf, .. } = r.command {
+                    s.buf = Some(buf);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Where a block's last write stands: `None` while it is in flight, `Some(Ok(()))` when it
+    /// is on the device (or not cached any more), `Some(Err(_))` when it failed.
+    pub fn write_state(&mut self, block: u64) -> Option<Result<()>> {
+        let Some(id) = self.find(block) else {
+            return Some(Ok(()));
+        };
+        let s = self.slots.get_mut(id)?;
+        match (s.state, s.error) {
+            (State::Writing, _) => None,
+            (_, Some(e)) => Some(Err(Error::Io(e))),
+            _ => Some(Ok(())),
+        }
+    }
+
+    /// Is `block` cached with I/O in flight?
+    pub fn in_flight(&self, block: u64) -> bool {
+        self.find(block)
+            .and_then(|id| self.slots.get(id))
+            .is_some_and(|s| matches!(s.state, State::Reading | State::Writing))
+    }
+
+    /// Number of slots free or clean and unpinned (usable without a write-back).
+    pub fn reusable_slots(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.pins == 0 && matches!(s.state, State::Empty | State::Clean))
+            .count()
+    }
+
+    /// Is `block` cached and readable now?
+    pub fn is_resident(&self, block: u64) -> bool {
+        self.find(block)
+            .and_then(|id| self.slots.get(id))
+            .is_some_and(|s| matches!(s.state, State::Clean | State::Dirty))
+    }
+
+    /// Write every dirty slot and wait for all of them, keeping up to the device's queue depth
+    /// in flight.
+    pub fn write_back_all<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> Result<()> {
         let depth = usize::from(dev.geometry().queue_depth.max(1));
         let mut first_err = None;
         let mut next = 0;
@@ -486,11 +618,10 @@ impl<'b, const N: usize> BlockCache<'b, N> {
                 break;
             }
             if let Some(c) = dev.poll() {
-                if c.tag >= FOREIGN_TAG_BASE {
-                    foreign(c);
-                } else {
-                    let id = c.tag as usize;
-                    self.complete(c);
+                let id = c.tag as usize;
+                let own = c.tag < FOREIGN_TAG_BASE;
+                self.route(c);
+                if own {
                     if let Some(e) = self.slots.get_mut(id).and_then(|s| s.error.take()) {
                         first_err.get_or_insert(Error::Io(e));
                     }
@@ -548,9 +679,7 @@ mod tests {
             let id = cache.create(&mut dev, b, false).unwrap();
             cache.data_mut(id).unwrap().fill(b as u8 + 1);
         }
-        cache
-            .write_back_all(&mut dev, &mut |_| panic!("no foreign I/O"))
-            .unwrap();
+        cache.write_back_all(&mut dev).unwrap();
         assert_eq!(cache.dirty_count(), 0);
         for b in 0..8usize {
             assert!(dev.volatile_image()[b * 1024..(b + 1) * 1024]

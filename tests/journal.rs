@@ -269,3 +269,22 @@ fn fsync_costs_one_log_record_not_a_checkpoint() {
     assert_eq!(read_all(&mut fs, "/data"), want);
     assert_fsck(&mut fs);
 }
+
+#[test]
+fn replay_of_truncate_between_maps_of_one_block() {
+    let mut m = mem(4096);
+    let mut fs = fresh(&mut m, 4 << 20);
+    let fd = fs
+        .open("/s", OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE)
+        .unwrap();
+    fs.sync_all().unwrap();
+    fs.write_at(fd, 0, &[1u8; 1000]).unwrap();
+    fs.truncate(fd, 1).unwrap();
+    fs.write_at(fd, 0, &[2u8; 1000]).unwrap();
+    fs.fsync(fd).unwrap();
+    let want = read_all(&mut fs, "/s");
+    let mut m2 = mem(4096);
+    let mut fs = remount(fs, &mut m2);
+    assert_fsck(&mut fs);
+    assert_eq!(read_all(&mut fs, "/s"), want);
+}

@@ -491,13 +491,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.vol.free_data(Run { start: old, len: 1 })?;
             inode.blocks = inode.blocks.get().saturating_sub(1).into();
         }
+        let gen = self.mapped_gen();
         self.put_ext(
             ino,
             Ext {
                 fblk,
                 block: phys,
                 len: 1,
-                gen: 0,
+                gen,
             },
             InsertMode::Create,
         )?;
@@ -575,7 +576,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 inode.blocks = inode.blocks.get().saturating_sub(freed).into();
                 let bs = self.bs();
                 let tail = new_size % bs;
-                if tail != 0 && self.extent_at(ino, new_size / bs)?.is_some() {
+                let tail_ext = self.extent_at(ino, new_size / bs)?;
+                // During replay, a block a `MAP` of this commit group names already holds its
+                // final bytes (the zeroing, and anything written after it).
+                let final_bytes = tail_ext.is_some_and(|e| self.is_mapped_this_group(e.gen));
+                if tail != 0 && tail_ext.is_some() && !final_bytes {
                     let mut done = 0;
                     self.write_blocks(ino, &mut inode, new_size, Src::Zeros(bs - tail), &mut done)?;
                 }

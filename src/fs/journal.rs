@@ -48,7 +48,14 @@ pub(crate) struct Journal {
     epoch: u64,
     /// Replaying: do not log what is being replayed.
     replaying: bool,
+    /// While replaying: the number of the commit group being replayed.
+    replay_group: u64,
 }
+
+/// Generations handed out while replaying lie above every generation a running volume uses
+/// (`generation << 24 | records`), two per commit group: even for blocks the group's `MAP`s
+/// name, odd for blocks replay itself allocates.
+const REPLAY_GEN_BASE: u64 = 1 << 62;
 
 impl Journal {
     fn clear(&mut self, epoch: u64) {
@@ -64,11 +71,30 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Generation stamped on newly written data blocks: it changes at every checkpoint and
     /// every log record, and blocks of an older one are never rewritten in place.
     pub(crate) fn write_gen(&self) -> u64 {
+        if self.journal.replaying {
+            return REPLAY_GEN_BASE + 2 * self.journal.replay_group + 1;
+        }
         (self.vol.generation() << 24) | (self.vol.log_records() & 0xff_ffff)
     }
 
+    /// Generation of blocks a replayed `MAP` points at (0 outside replay).
+    pub(crate) fn mapped_gen(&self) -> u64 {
+        if self.journal.replaying {
+            REPLAY_GEN_BASE + 2 * self.journal.replay_group
+        } else {
+            0
+        }
+    }
+
+    /// Does an extent of generation `gen` hold blocks that a `MAP` of the commit group being
+    /// replayed names? Their contents are already final for this group: replay must not change
+    /// them (a later operation of the group may have rewritten them in place).
+    pub(crate) fn is_mapped_this_group(&self, gen: u64) -> bool {
+        self.journal.replaying && gen == self.mapped_gen()
+    }
+
     /// Forget pending operations that a checkpoint (perhaps an early one) made durable.
-    fn journal_epoch(&mut self) {
+    pub(crate) fn journal_epoch(&mut self) {
         let epoch = self.vol.committed_generation();
         if self.journal.epoch != epoch {
             self.journal.clear(epoch);
@@ -267,7 +293,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Pass 2: claim every data block the records map, before anything allocates.
         let mut cur = self.vol.log_cursor();
         for _ in 0..records {
-            let n = self.read_record(&mut cur, &mut rec)?;
+            let (n, _) = self.read_record(&mut cur, &mut rec)?;
             let mut rest = rec.get(..n).unwrap_or(&[]);
             while !rest.is_empty() {
                 if let LogOp::Map { block, count, .. } = decode_op(&mut rest)? {
@@ -288,12 +314,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.begin_op(0, false)?;
         let mut cur = self.vol.log_cursor();
         let r = (|| {
+            self.journal.replay_group = 0;
             for _ in 0..records {
-                let n = self.read_record(&mut cur, &mut rec)?;
+                let (n, commit) = self.read_record(&mut cur, &mut rec)?;
                 let mut rest = rec.get(..n).unwrap_or(&[]);
                 while !rest.is_empty() {
                     let op = decode_op(&mut rest)?;
                     self.apply(&op)?;
+                }
+                if commit {
+                    self.journal.replay_group += 1;
                 }
             }
             Ok(())
@@ -302,9 +332,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         r
     }
 
-    /// Copy the payload of the record at `cur` into `out`; returns its length.
-    fn read_record(&mut self, cur: &mut crate::volume::LogCursor, out: &mut [u8]) -> Result<usize> {
-        let got = self.vol.log_read(cur, |h, rec| -> Result<usize> {
+    /// Copy the payload of the record at `cur` into `out`; returns its length and whether the
+    /// record ends a commit group.
+    fn read_record(
+        &mut self,
+        cur: &mut crate::volume::LogCursor,
+        out: &mut [u8],
+    ) -> Result<(usize, bool)> {
+        let got = self.vol.log_read(cur, |h, rec| -> Result<(usize, bool)> {
             let mut n = 0;
             for op in ops(rec, h) {
                 let op = op?;
@@ -313,7 +348,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 op.encode(dst)?;
                 n += len;
             }
-            Ok(n)
+            Ok((n, h.flags.get() & LOG_COMMIT != 0))
         })?;
         got.ok_or(Error::Corrupt { block: 0 })?
     }
@@ -369,5 +404,108 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             inode.size = size.into();
             fs.write_inode(ino, &inode)
         })
+    }
+}
+
+/// The journal as the pipeline sees it: byte offsets into the pending operations.
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    /// Bytes of pending operations.
+    pub(crate) fn journal_len(&self) -> usize {
+        self.journal.pending.len()
+    }
+
+    /// Forget operations an intervening checkpoint made durable.
+    pub(crate) fn journal_epoch_now(&mut self) {
+        self.journal_epoch();
+    }
+
+    /// The checkpoint generation the pending operations follow.
+    pub(crate) fn journal_epoch_of(&self) -> u64 {
+        self.journal.epoch
+    }
+
+    /// The next record's worth of operations from byte `at` (up to `end`): its end, the number
+    /// of operations, and whether it is the group's last.
+    pub(crate) fn journal_chunk(&self, at: usize, end: usize) -> Result<(usize, u32, bool)> {
+        let max = self.vol.log_max_payload();
+        let mut pos = at;
+        let mut nops = 0;
+        while pos < end {
+            let mut rest = self.journal.pending.get(pos..end).unwrap_or(&[]);
+            let before = rest.len();
+            decode_op(&mut rest)?;
+            let len = before - rest.len();
+            if pos + len - at > max && nops > 0 {
+                break;
+            }
+            pos += len;
+            nops += 1;
+        }
+        Ok((pos, nops, pos >= end))
+    }
+
+    /// Pending bytes `at..end` and the volume, borrowed together.
+    pub(crate) fn journal_bytes_and_vol(
+        &mut self,
+        at: usize,
+        end: usize,
+    ) -> (&[u8], &mut crate::volume::Volume<'b, D, N>) {
+        (
+            self.journal.pending.get(at..end).unwrap_or(&[]),
+            &mut self.vol,
+        )
+    }
+
+    /// The first `end` bytes of pending operations are durable: drop them.
+    pub(crate) fn journal_drop_prefix(&mut self, end: usize) {
+        let mut rest = self.journal.pending.get(..end).unwrap_or(&[]);
+        let mut n = 0;
+        while !rest.is_empty() && decode_op(&mut rest).is_ok() {
+            n += 1;
+        }
+        let len = self.journal.pending.len();
+        let end = end.min(len);
+        self.journal.pending.copy_within(end..len, 0);
+        self.journal.pending.truncate(len - end);
+        self.journal.nops = self.journal.nops.saturating_sub(n);
+        if self.journal.pending.is_empty() {
+            self.journal.runs.clear();
+        }
+    }
+
+    /// Start writing the data blocks that pending `MAP`s of blocking writes point at.
+    pub(crate) fn start_mapped_data(&mut self) -> Result<()> {
+        for i in 0..self.journal.runs.len() {
+            let Some(r) = self.journal.runs.get(i).copied() else {
+                continue;
+            };
+            for b in r.start..r.start + r.len {
+                if !self.vol.start_block_write(b, true)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Are all of them on the device (starting any not yet started)?
+    pub(crate) fn mapped_data_done(&mut self) -> Result<bool> {
+        self.start_mapped_data()?;
+        for i in 0..self.journal.runs.len() {
+            let Some(r) = self.journal.runs.get(i).copied() else {
+                continue;
+            };
+            for b in r.start..r.start + r.len {
+                match self.vol.block_write_state(b) {
+                    None => return Ok(false),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(())) => {}
+                }
+                if self.vol.block_dirty(b) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 }

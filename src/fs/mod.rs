@@ -15,12 +15,14 @@ mod handle;
 mod inode;
 mod journal;
 mod path;
+mod pipeline;
 
 pub use crate::wire::items::FileKind;
 pub use check::FsckReport;
 pub use data::MAX_FILE_SIZE;
 pub use dir::{DirEntry, ReadDir};
 pub use handle::{Fd, OpenFlags};
+pub use pipeline::{Ticket, WriteFlags, WriteStatus, MAX_TICKETS, MAX_TICKET_BLOCKS};
 
 use handle::Handles;
 use journal::Journal;
@@ -87,6 +89,7 @@ pub struct Fs<'b, D: BlockDevice<'b>, const N: usize, const H: usize = 8> {
     handles: Handles<H>,
     clock: Option<fn() -> u64>,
     journal: Journal,
+    pipe: pipeline::Pipeline,
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
@@ -104,6 +107,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             handles: Handles::new(),
             clock: None,
             journal: Journal::default(),
+            pipe: pipeline::Pipeline::default(),
         };
         let mut root = crate::wire::items::InodeItem::new_zeroed();
         root.kind = Kind::Dir as u8;
@@ -130,6 +134,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             handles: Handles::new(),
             clock: None,
             journal: Journal::default(),
+            pipe: pipeline::Pipeline::default(),
         };
         match fs.read_inode(ROOT_INO) {
             Ok(i) if i.kind == Kind::Dir as u8 => {}
@@ -142,8 +147,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(fs)
     }
 
-    /// Checkpoint and give the device back.
-    pub fn unmount(self) -> Result<D> {
+    /// Finish queued writes, checkpoint, and give the device back.
+    pub fn unmount(mut self) -> Result<D> {
+        self.quiesce()?;
         self.vol.unmount()
     }
 
@@ -341,6 +347,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
         let o = self.handles.get(fd)?;
         self.read_inode(o.ino)?;
+        self.quiesce()?;
         self.sync_log()
     }
 
@@ -359,6 +366,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Make every change so far durable (a checkpoint).
     pub fn sync_all(&mut self) -> Result<()> {
+        self.quiesce()?;
         self.vol.checkpoint()
     }
 

@@ -248,3 +248,184 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         Ok(Some(r))
     }
 }
+
+/// Tag of an asynchronous log-record write.
+pub const TAG_LOG: u32 = crate::cache::FOREIGN_TAG_BASE + 1;
+/// Tag of an asynchronous flush.
+pub const TAG_FLUSH: u32 = crate::cache::FOREIGN_TAG_BASE + 2;
+
+/// A foreign request that finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// The log record started by [`Volume::log_start`] is written (and durable, if FUA).
+    Log(Result<()>),
+    /// The flush started by [`Volume::flush_start`] is done.
+    Flush(Result<()>),
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
+    /// Does the device need a flush after a write for it to be durable (no FUA used)?
+    pub fn needs_flush(&self, fua: bool) -> bool {
+        let g = self.store.dev.geometry();
+        g.volatile_cache && !(fua && g.fua)
+    }
+
+    /// Can FUA be used on this device?
+    pub fn has_fua(&self) -> bool {
+        let g = self.store.dev.geometry();
+        g.fua && g.volatile_cache
+    }
+
+    /// Start writing a data block that is dirty in the cache, without waiting. `Ok(false)`:
+    /// the device queue is full, try again after polling.
+    pub fn start_block_write(&mut self, block: u64, fua: bool) -> Result<bool> {
+        let fua = fua && self.has_fua();
+        let st = &mut self.store;
+        st.cache.start_write(&mut st.dev, block, fua)
+    }
+
+    /// Where the last write of `block` stands (`None`: in flight).
+    pub fn block_write_state(&mut self, block: u64) -> Option<Result<()>> {
+        self.store.cache.write_state(block)
+    }
+
+    /// Enter or leave probing mode: cache misses start their read and fail with `WouldBlock`.
+    pub fn set_probing(&mut self, on: bool) {
+        self.store.cache.set_no_io(on);
+    }
+
+    /// Bring data block `block` into the cache (in probing mode: start the read and answer
+    /// `WouldBlock`).
+    pub fn prefetch_data(&mut self, block: u64) -> Result<()> {
+        let st = &mut self.store;
+        st.cache.read(&mut st.dev, block, false).map(|_| ())
+    }
+
+    /// Is `block` cached and dirty?
+    pub fn block_dirty(&self, block: u64) -> bool {
+        self.store
+            .cache
+            .find(block)
+            .is_some_and(|id| self.store.cache.is_dirty(id))
+    }
+
+    /// Is `block` in the cache and not in flight?
+    pub fn block_resident(&self, block: u64) -> bool {
+        self.store.cache.is_resident(block)
+    }
+
+    /// Is `block` in flight?
+    pub fn block_in_flight(&self, block: u64) -> bool {
+        self.store.cache.in_flight(block)
+    }
+
+    /// Cache slots usable without writing anything back.
+    pub fn reusable_slots(&self) -> usize {
+        self.store.cache.reusable_slots()
+    }
+
+    /// Requests in flight on the device.
+    pub fn device_in_flight(&self) -> usize {
+        self.store.dev.in_flight()
+    }
+
+    /// Start appending a record (see [`log_append`](Self::log_append)) without waiting; its
+    /// completion comes back from [`poll_io`](Self::poll_io) as [`Finished::Log`]. Written with
+    /// FUA when the device has it. `Ok(false)`: the queue is full, nothing changed.
+    pub fn log_start(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<bool> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let geo = self.store.dev.geometry();
+        let ss = geo.sector_size as usize;
+        let i = self
+            .buf_for(LOG_HEADER_LEN + ops.len())
+            .ok_or(Error::TooLarge)?;
+        let buf = self
+            .bufs
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or(Error::WouldBlock)?;
+        let sectors = (buf.len() / ss) as u64;
+        let give_back = |v: &mut Self, b: &'b mut [u8]| {
+            if let Some(slot) = v.bufs.get_mut(i) {
+                *slot = Some(b);
+            }
+        };
+        if self.log.pos + sectors > self.log.sectors {
+            give_back(self, buf);
+            return Err(Error::NoSpace);
+        }
+        let epoch = self.store.space.committed;
+        let flags = if commit { LOG_COMMIT } else { 0 };
+        let sealed = RecordWriter::new(&mut *buf).and_then(|mut w| {
+            w.push_encoded(ops, nops)?;
+            w.seal(ss, epoch, self.log.seq, self.log.prev_crc, flags)
+        });
+        let crc = match sealed {
+            Ok((_, crc)) => crc,
+            Err(e) => {
+                give_back(self, buf);
+                return Err(e);
+            }
+        };
+        let lba = self.log.start + self.log.pos;
+        let fua = self.has_fua();
+        match self.store.dev.submit(crate::device::Request {
+            tag: TAG_LOG,
+            command: Command::Write { lba, buf, fua },
+        }) {
+            Ok(()) => {
+                self.log.pos += sectors;
+                self.log.seq += 1;
+                self.log.prev_crc = crc;
+                self.log_buf_in_flight = Some(i);
+                Ok(true)
+            }
+            Err(crate::device::Busy(r)) => {
+                if let Command::Write { buf, .. } = r.command {
+                    give_back(self, buf);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Start a flush without waiting; it comes back as [`Finished::Flush`]. `Ok(false)`: the
+    /// queue is full.
+    pub fn flush_start(&mut self) -> Result<bool> {
+        match self.store.dev.submit(crate::device::Request {
+            tag: TAG_FLUSH,
+            command: Command::Flush,
+        }) {
+            Ok(()) => Ok(true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Reap at most one completion: the cache's own are applied inside; a log or flush
+    /// completion is returned. `None` when nothing (foreign) finished this time.
+    pub fn poll_io(&mut self) -> Option<Finished> {
+        let st = &mut self.store;
+        if !st.cache.take_foreign_peek() && !st.cache.poll_device(&mut st.dev) {
+            return None;
+        }
+        let c = self.store.cache.take_foreign()?;
+        let r = c.result.map_err(Error::from);
+        match c.tag {
+            TAG_LOG => {
+                if let (Some(i), Some(buf)) = (self.log_buf_in_flight.take(), c.buf) {
+                    if let Some(slot) = self.bufs.get_mut(i) {
+                        *slot = Some(buf);
+                    }
+                }
+                if r.is_err() {
+                    self.read_only = true;
+                }
+                Some(Finished::Log(r))
+            }
+            TAG_FLUSH => Some(Finished::Flush(r)),
+            _ => None,
+        }
+    }
+}

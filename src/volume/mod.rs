@@ -18,7 +18,7 @@
 mod log;
 mod store;
 
-pub use log::{log_buffers_len, LogCursor, MAX_RECORD};
+pub use log::{log_buffers_len, Finished, LogCursor, MAX_RECORD, TAG_FLUSH, TAG_LOG};
 pub use store::Store;
 
 use log::LogState;
@@ -83,6 +83,8 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
     /// bytes. `bufs[0]` carries superblocks; all of them carry log records.
     bufs: heapless::Vec<Option<&'b mut [u8]>, 4>,
     log: LogState,
+    /// Which record buffer an asynchronous log write holds.
+    log_buf_in_flight: Option<usize>,
     read_only: bool,
     /// Nesting depth of [`Volume::begin_op`].
     op_depth: u32,
@@ -161,6 +163,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             sb,
             bufs,
             log: LogState::default(),
+            log_buf_in_flight: None,
             read_only: false,
             op_depth: 0,
         };
@@ -265,6 +268,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             },
             sb,
             bufs,
+            log_buf_in_flight: None,
             op_depth: 0,
         })
     }
@@ -562,6 +566,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         }
     }
 
+    /// Run `f` with the cache in probing mode: any block not already cached makes it fail
+    /// with `WouldBlock` (its read started), so `f` must only look, never change anything.
+    pub fn probe<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        self.store.cache.set_no_io(true);
+        let r = f(self);
+        self.store.cache.set_no_io(false);
+        r
+    }
+
+    /// Poll until nothing is in flight on the device.
+    pub fn drain_device(&mut self) {
+        self.store.cache.drain_device(&mut self.store.dev);
+    }
+
     /// Make the running transaction durable (see the module docs for the order of writes).
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.read_only {
@@ -575,10 +593,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     fn checkpoint_inner(&mut self, both_copies: bool) -> Result<()> {
+        // Whatever is in flight (queued writes, a log record) finishes first; their
+        // completions stay with the cache for the journal to see.
+        self.store.cache.drain_device(&mut self.store.dev);
         let need = self.op_blocks();
         space::drain(&mut self.free, &mut self.store, need)?;
         let st = &mut self.store;
-        st.cache.write_back_all(&mut st.dev, &mut |_| {})?;
+        st.cache.write_back_all(&mut st.dev)?;
         let geo = st.dev.geometry();
         if geo.volatile_cache {
             crate::device::flush(&mut st.dev)?;
