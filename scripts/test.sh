@@ -30,7 +30,9 @@ if [ "${SKIP_MIRI:-0}" != 1 ]; then
   rustup +nightly component add miri rust-src
 fi
 
-APT_PKGS=(libclang-dev)
+# libclang-dev: the benches. fuse3 (fusermount3), fio, sqlite3, git, tar: the FUSE mount test
+# (cli/tests/fuse.rs), which skips what is missing.
+APT_PKGS=(libclang-dev fuse3 fio sqlite3 git tar)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -38,7 +40,7 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "apt packages already present: ${APT_PKGS[*]}"
 elif [ "$(id -u)" != 0 ]; then
-  echo "skipping apt: not root, cannot install ${missing[*]} (needed later by the benches)"
+  echo "skipping apt: not root, cannot install ${missing[*]} (the benches and FUSE tests need them)"
 elif ! command -v apt-get >/dev/null 2>&1; then
   echo "skipping apt: apt-get not found, cannot install ${missing[*]}"
 else
@@ -65,6 +67,9 @@ cargo test --workspace 2>&1 | tee "$TEST_LOG"
 
 section "cargo test -p bonsaifs-hal --features std (host drivers)"
 cargo test -p bonsaifs-hal --features std 2>&1 | tee -a "$TEST_LOG"
+
+section "bench smoke: cargo run --release -p bonsaifs-bench --bin compare -- --quick"
+cargo run --release -p bonsaifs-bench --bin compare -- --quick
 
 for t in "${TARGETS[@]}"; do
   section "cargo build -p bonsaifs --target $t"

@@ -559,6 +559,33 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         }
     }
 
+    /// Start writing back up to `max` dirty, unpinned slots (least recently used first)
+    /// without waiting, while the device queue has room: makes slots reusable for callers
+    /// that may not wait.
+    pub fn start_writebacks<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        max: usize,
+    ) -> Result<usize> {
+        let depth = usize::from(dev.geometry().queue_depth.max(1));
+        let mut started = 0;
+        while started < max && dev.in_flight() < depth {
+            let pick = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.state == State::Dirty && s.pins == 0)
+                .min_by_key(|(_, s)| s.lru)
+                .map(|(i, s)| (i, s.block));
+            let Some((_, block)) = pick else { break };
+            if !self.start_write(dev, block, false)? {
+                break;
+            }
+            started += 1;
+        }
+        Ok(started)
+    }
+
     /// Where a block's last write stands: `None` while it is in flight, `Some(Ok(()))` when it
     /// is on the device (or not cached any more), `Some(Err(_))` when it failed.
     pub fn write_state(&mut self, block: u64) -> Option<Result<()>> {

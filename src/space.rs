@@ -35,6 +35,10 @@ pub const FREE_EXTENT: u8 = 1;
 /// Blocks one tree operation (plus the draining it causes) may need, at most.
 pub const BLOCKS_PER_OP: u64 = 4 * (MAX_DEPTH as u64 + 1);
 
+/// Runs the reserve can hold: enough that fragmented free space still adds up to what one
+/// operation needs.
+pub const RESERVE_RUNS: usize = crate::wire::RESERVE_RUNS;
+
 /// The value of a free-space tree item.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -65,7 +69,7 @@ impl Run {
 #[derive(Debug, Clone)]
 pub struct Space {
     /// Runs taken out of the free-space tree, used first to last.
-    pub reserve: [Run; 2],
+    pub reserve: [Run; RESERVE_RUNS],
     /// Free blocks on the volume: in the tree, in the reserve, or queued to be freed.
     pub free_blocks: u64,
     /// The last durable checkpoint's generation.
@@ -80,7 +84,7 @@ pub struct Space {
 
 impl Space {
     /// Allocator state as loaded from a superblock.
-    pub fn new(reserve: [Run; 2], free_blocks: u64, committed: u64) -> Self {
+    pub fn new(reserve: [Run; RESERVE_RUNS], free_blocks: u64, committed: u64) -> Self {
         Space {
             reserve,
             free_blocks,
@@ -93,7 +97,7 @@ impl Space {
 
     /// Blocks left in the reserve.
     pub fn reserved(&self) -> u64 {
-        self.reserve[0].len + self.reserve[1].len
+        self.reserve.iter().map(|r| r.len).sum()
     }
 
     /// Frees still queued.
@@ -102,13 +106,24 @@ impl Space {
     }
 
     fn current(&mut self) -> Result<&mut Run> {
-        if self.reserve[0].len == 0 {
-            self.reserve = [self.reserve[1], Run::default()];
-        }
+        self.compact();
         match self.reserve[0].len {
             0 => Err(Error::NoSpace),
             _ => Ok(&mut self.reserve[0]),
         }
+    }
+
+    /// Move empty reserve slots to the end, keeping the order of the others.
+    fn compact(&mut self) {
+        let mut out = [Run::default(); RESERVE_RUNS];
+        let mut n = 0;
+        for r in self.reserve.iter().filter(|r| r.len > 0) {
+            if let Some(o) = out.get_mut(n) {
+                *o = *r;
+                n += 1;
+            }
+        }
+        self.reserve = out;
     }
 
     /// Take one block for a tree node, from the end of the current reserve run.
@@ -264,19 +279,26 @@ pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()>
 
 /// Make sure the reserve holds at least `need` blocks, cutting runs from the tree.
 pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()> {
-    for _ in 0..64 {
+    for _ in 0..4 * RESERVE_RUNS {
         if s.space().reserved() >= need {
             return Ok(());
         }
         let sp = s.space();
-        if sp.reserve[0].len == 0 {
-            sp.reserve = [sp.reserve[1], Run::default()];
-        }
-        if sp.reserve[1].len != 0 {
-            // Both slots hold short runs: give the first back (it was never used by any
-            // tree, so it is reusable at once) and refill that slot.
-            let back = sp.reserve[0];
-            sp.reserve = [sp.reserve[1], Run::default()];
+        sp.compact();
+        if sp.reserve[RESERVE_RUNS - 1].len != 0 {
+            // Every slot holds a short run: give the shortest back (no tree ever used it, so it
+            // is reusable at once) and refill its slot with the next run.
+            let (i, back) = sp
+                .reserve
+                .iter()
+                .copied()
+                .enumerate()
+                .min_by_key(|(_, r)| r.len)
+                .unwrap_or((0, Run::default()));
+            if let Some(r) = sp.reserve.get_mut(i) {
+                *r = Run::default();
+            }
+            sp.compact();
             let committed = sp.committed;
             insert_free(free, s, back, committed)?;
         }
@@ -285,7 +307,7 @@ pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> R
     Err(Error::NoSpace)
 }
 
-/// Take the next reusable run out of the tree, whole, into the empty second reserve slot.
+/// Take the next reusable run out of the tree, whole, into the last (empty) reserve slot.
 fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
     let committed = s.space().committed;
     let mut from = key_of(s.space().cursor);
@@ -297,7 +319,9 @@ fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
                 if freed <= committed && len > 0 {
                     free.remove(s, &key_of(start))?;
                     let sp = s.space();
-                    sp.reserve[1] = Run { start, len };
+                    if let Some(slot) = sp.reserve.iter_mut().rev().find(|r| r.len == 0) {
+                        *slot = Run { start, len };
+                    }
                     sp.cursor = start.saturating_add(len);
                     return Ok(());
                 }
@@ -326,7 +350,7 @@ pub fn claim<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run) -> Result<bool
         return Ok(true);
     }
     // In a reserve run: keep the larger piece there, give the other back to the tree.
-    for i in 0..2 {
+    for i in 0..RESERVE_RUNS {
         let r = s.space().reserve[i];
         if r.start <= run.start && run.end() <= r.end() {
             let head = Run {

@@ -6,6 +6,7 @@
 
 mod commands;
 mod error;
+mod fuse;
 mod image;
 mod output;
 mod units;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{dump, edit, fsck, info, list, mkfs, transfer};
+use crate::commands::{dump, edit, fsck, info, list, mkfs, mount, transfer};
 use crate::error::{CliResult, EXIT_FAILURE};
 
 const EXAMPLES: &str = "\
@@ -31,7 +32,8 @@ Examples:
   bonsaifs mv disk.img:/www disk.img:/old-www
   bonsaifs rm -r disk.img:/old-www
   bonsaifs df disk.img
-  bonsaifs fsck disk.img                     exit 0 clean, 1 errors, 2 cannot check";
+  bonsaifs fsck disk.img                     exit 0 clean, 1 errors, 2 cannot check
+  bonsaifs mount disk.img /mnt/disk          serve it through FUSE until Ctrl-C";
 
 /// Make, check, inspect and fill bonsaifs images (image files or block devices).
 #[derive(Debug, Parser)]
@@ -122,6 +124,19 @@ Examples:
 Examples:
   bonsaifs dump disk.img")]
     Dump(dump::Args),
+    /// Mount the filesystem through FUSE, in the foreground: Ctrl-C (or SIGTERM, or
+    /// `fusermount3 -u MOUNTPOINT`) unmounts it and checkpoints the image. Needs /dev/fuse and
+    /// the `fusermount3` program (Debian package fuse3).
+    #[command(after_help = "\
+Examples:
+  bonsaifs mount disk.img /mnt/disk
+  bonsaifs mount -o ro disk.img /mnt/disk      read-only: writes fail with EROFS
+
+The format keeps no modes, owners, access times, symbolic or hard links: files show as 0644
+and directories as 0755, owned by the user who mounted; chmod, chown and utimes succeed
+without effect, symlink and link fail with EPERM. fsync is one journal record; unmount is a
+checkpoint.")]
+    Mount(mount::Args),
 }
 
 /// Run one command; `Ok` carries the exit code (fsck's 1 for errors found is not a failure of
@@ -143,6 +158,7 @@ fn run(cli: &Cli) -> CliResult<u8> {
         Command::Mkdir(a) => edit::mkdir(a),
         Command::Mv(a) => edit::mv(a),
         Command::Dump(a) => dump::run(a),
+        Command::Mount(a) => mount::run(a),
     }
     .map(|()| 0)
 }

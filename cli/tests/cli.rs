@@ -419,7 +419,7 @@ fn fsck_finds_a_corrupt_root_that_stops_mount() {
     bytes[4096 + 100] ^= 1;
     fs::write(&img, &bytes).unwrap();
     let (out, _) = fails(&["fsck", &img], 1);
-    assert!(out.contains("corrupt metadata in block 0"), "{out}");
+    assert!(out.contains("corrupt metadata in block 1"), "{out}");
 }
 
 #[test]

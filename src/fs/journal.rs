@@ -34,14 +34,15 @@ pub const SMALL_WRITE: usize = 256;
 const PENDING_BYTES: usize = 4096;
 
 /// Data runs that pending `MAP`s point at.
-const PENDING_RUNS: usize = 32;
+const PENDING_RUNS: usize = 96;
 
 /// Pending operations since the last sync point.
 #[derive(Default)]
 pub(crate) struct Journal {
     pending: heapless::Vec<u8, PENDING_BYTES>,
     nops: u32,
-    runs: heapless::Vec<Run, PENDING_RUNS>,
+    /// Runs pending `MAP`s name, each with the pending-byte offset where its operation ends.
+    runs: heapless::Vec<(Run, usize), PENDING_RUNS>,
     /// Something did not fit: the next sync point must checkpoint.
     overflow: bool,
     /// The checkpoint generation the pending operations follow.
@@ -166,7 +167,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 start: block,
                 len: count,
             };
-            if self.journal.runs.push(run).is_err() {
+            let end = self.journal.pending.len();
+            if self.journal.runs.push((run, end)).is_err() {
                 self.journal.overflow = true;
             }
             fblk += count;
@@ -186,7 +188,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     .journal
                     .runs
                     .iter()
-                    .any(|r| (r.start..r.start + r.len).contains(&phys))
+                    .any(|(r, _)| (r.start..r.start + r.len).contains(&phys))
                 {
                     return Ok(true);
                 }
@@ -206,7 +208,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if self.journal.overflow || !self.log_fits()? {
             return self.vol.checkpoint();
         }
-        self.vol.log_sync_data(&self.journal.runs)?;
+        let mut runs: heapless::Vec<Run, PENDING_RUNS> = heapless::Vec::new();
+        for (r, _) in self.journal.runs.iter() {
+            let _ = runs.push(*r);
+        }
+        self.vol.log_sync_data(&runs)?;
         let max = self.vol.log_max_payload();
         let total = self.journal.pending.len();
         let (mut start, mut at, mut nops) = (0usize, 0usize, 0u32);
@@ -419,6 +425,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.journal_epoch();
     }
 
+    /// Did an operation not fit in the pending log (so the next sync point checkpoints)?
+    pub(crate) fn journal_overflowed(&self) -> bool {
+        self.journal.overflow
+    }
+
     /// The checkpoint generation the pending operations follow.
     pub(crate) fn journal_epoch_of(&self) -> u64 {
         self.journal.epoch
@@ -468,15 +479,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.journal.pending.copy_within(end..len, 0);
         self.journal.pending.truncate(len - end);
         self.journal.nops = self.journal.nops.saturating_sub(n);
-        if self.journal.pending.is_empty() {
-            self.journal.runs.clear();
+        // Runs of the dropped operations are on the device; the rest move down with them.
+        self.journal.runs.retain(|(_, e)| *e > end);
+        for (_, e) in self.journal.runs.iter_mut() {
+            *e -= end;
         }
     }
 
     /// Start writing the data blocks that pending `MAP`s of blocking writes point at.
     pub(crate) fn start_mapped_data(&mut self) -> Result<()> {
         for i in 0..self.journal.runs.len() {
-            let Some(r) = self.journal.runs.get(i).copied() else {
+            let Some((r, _)) = self.journal.runs.get(i).copied() else {
                 continue;
             };
             for b in r.start..r.start + r.len {
@@ -492,7 +505,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub(crate) fn mapped_data_done(&mut self) -> Result<bool> {
         self.start_mapped_data()?;
         for i in 0..self.journal.runs.len() {
-            let Some(r) = self.journal.runs.get(i).copied() else {
+            let Some((r, _)) = self.journal.runs.get(i).copied() else {
                 continue;
             };
             for b in r.start..r.start + r.len {

@@ -312,7 +312,26 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.writable()?;
         // A handle whose file was unlinked is stale, even for an empty write.
         self.read_inode(o.ino)?;
-        let n = self.op(4, true, |fs| fs.write_data(o.ino, offset, data))?;
+        // Up front, the space a copy-on-write of every block touched may take (split extent,
+        // new mapping, freed block: a few tree changes each), so a write fails before it starts
+        // rather than half-way.
+        let bs = u64::from(self.vol.space_info().block_size);
+        let blocks = if data.is_empty() {
+            0
+        } else {
+            (offset % bs + data.len() as u64).div_ceil(bs)
+        };
+        // Tree changes are reserved for the mapping; each block's allocation reserves the rest
+        // as it goes (a write that runs out part-way is a short write).
+        let tree_ops = 4 + blocks.min(4);
+        let n = match self.op(tree_ops, true, |fs| fs.write_data(o.ino, offset, data)) {
+            // Space freed since the last checkpoint is reusable after one: take it and retry.
+            Err(Error::NoSpace) if self.vol.pending_free() > 0 => {
+                self.vol.checkpoint()?;
+                self.op(tree_ops, true, |fs| fs.write_data(o.ino, offset, data))?
+            }
+            r => r?,
+        };
         self.log_write(o.ino, offset, data.get(..n).unwrap_or(data))?;
         Ok(n)
     }

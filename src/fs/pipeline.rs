@@ -161,12 +161,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let first = offset / bs;
         let last = (offset + data.len() as u64 - 1) / bs;
         let nblocks = (last - first + 1) as usize;
-        // Room for the ticket, its I/O and its new blocks, or WouldBlock with nothing done.
+        // Room for the ticket and its new blocks, or WouldBlock with nothing done. (The data
+        // waits in its cache slots for room in the device queue; `poll` submits it.)
         let slots_needed = nblocks + 4 * (usize::from(self.vol.fs_root().level) + 2);
         if self.pipe.queued.is_full()
             || nblocks > MAX_TICKET_BLOCKS
-            || self.vol.device_in_flight() + nblocks
-                > usize::from(self.vol.device().geometry().queue_depth)
             || self.vol.reusable_slots() < slots_needed
         {
             return Err(Error::WouldBlock);
@@ -264,6 +263,24 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Some((q.ticket, q.result))
     }
 
+    /// A one-line summary of the pipeline (for logs and test failures).
+    #[cfg(feature = "std")]
+    pub fn pipeline_state(&self) -> std::string::String {
+        use std::format;
+        let stages: std::vec::Vec<_> = self
+            .pipe
+            .queued
+            .iter()
+            .map(|q| format!("{:?}@{}", q.stage, q.log_end))
+            .collect();
+        format!(
+            "group {:?} pending {} stages {:?}",
+            self.pipe.group,
+            self.journal_len(),
+            stages
+        )
+    }
+
     /// Queued writes not yet reported.
     pub fn queued(&self) -> usize {
         self.pipe.queued.len()
@@ -297,10 +314,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// One step of every state machine.
     fn advance(&mut self) -> Result<()> {
-        // A checkpoint since a write was queued made it durable (it waited for its data).
+        // The pending log could not hold every operation: only a checkpoint can make them
+        // durable now. It waits for all data in flight and writes the rest.
+        if self.journal_overflowed() && self.pipe.queued.iter().any(|q| q.stage != Stage::Finished)
+        {
+            self.vol.checkpoint()?;
+        }
+        // A checkpoint since a write was queued made it durable: the checkpoint waited for
+        // every write in flight and wrote every dirty block before its superblock.
         let epoch = self.vol.committed_generation();
         for q in self.pipe.queued.iter_mut() {
-            if q.stage != Stage::Finished && q.epoch != epoch && q.stage == Stage::Logged {
+            if q.stage != Stage::Finished && q.epoch != epoch {
                 q.stage = Stage::Finished;
             }
         }
@@ -351,6 +375,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 q.stage = stage;
                 q.result = result;
             }
+        }
+        // Keep a quarter of the cache reusable, so NOWAIT writes do not stall on dirty tree
+        // nodes (which may be written at any time: they are not part of the last checkpoint).
+        if self.vol.reusable_slots() < N / 4 {
+            self.vol.start_writebacks(N / 8 + 1)?;
         }
         self.group_step()
     }

@@ -319,6 +319,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.store.cache.in_flight(block)
     }
 
+    /// Start writing back dirty cache slots (at most `max`) without waiting.
+    pub fn start_writebacks(&mut self, max: usize) -> Result<usize> {
+        let st = &mut self.store;
+        st.cache.start_writebacks(&mut st.dev, max)
+    }
+
     /// Cache slots usable without writing anything back.
     pub fn reusable_slots(&self) -> usize {
         self.store.cache.reusable_slots()

@@ -92,9 +92,9 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
 
 /// Tree changes' worth of space that adding data always leaves free, so deletes (which need
 /// at most this many) can run on a full volume.
-pub const DELETE_KEEP_OPS: u64 = 10;
+pub const DELETE_KEEP_OPS: u64 = 6;
 /// Tree changes that mapping one newly allocated data run can take (a copy-on-write split).
-const DATA_MAP_OPS: u64 = 6;
+const DATA_MAP_OPS: u64 = 2;
 
 /// Bytes of caller memory a volume needs: the superblock and log record buffers
 /// ([`log_buffers_len`]) plus `slots` cache blocks.
@@ -132,17 +132,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         // Generation 1 is the format itself; its roots are the first two data blocks.
         // The whole managed area starts as the allocator's reserve; the free-space tree
         // starts empty.
-        let space = Space::new(
-            [
-                Run {
-                    start: data_start,
-                    len: count - data_start,
-                },
-                Run::default(),
-            ],
-            count - data_start,
-            0,
-        );
+        let mut reserve = [Run::default(); crate::space::RESERVE_RUNS];
+        reserve[0] = Run {
+            start: data_start,
+            len: count - data_start,
+        };
+        let space = Space::new(reserve, count - data_start, 0);
         let mut sb = Superblock::new_zeroed();
         let mut vol = Volume {
             store: Store {
@@ -234,11 +229,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             len: e.len.get(),
         };
         let committed = sb.generation();
-        let space = Space::new(
-            [run(sb.reserve[0]), run(sb.reserve[1])],
-            sb.free_blocks.get(),
-            committed,
-        );
+        let space = Space::new(sb.reserve.map(run), sb.free_blocks.get(), committed);
         let root = |r: TreeRoot| Root {
             block: r.block.get(),
             generation: r.generation.get(),
@@ -436,6 +427,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.op_depth = self.op_depth.saturating_sub(1);
     }
 
+    /// Blocks freed by the running transaction (reusable after the next checkpoint).
+    pub fn pending_free(&self) -> u64 {
+        self.store.space.pending
+    }
+
     /// Hand out a new object id (inode number). Persisted at the next checkpoint.
     pub fn alloc_id(&mut self) -> u64 {
         let id = self.sb.next_id.get();
@@ -619,7 +615,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             start: r.start.into(),
             len: r.len.into(),
         };
-        sb.reserve = [ext(st.space.reserve[0]), ext(st.space.reserve[1])];
+        sb.reserve = st.space.reserve.map(ext);
         sb.free_blocks = st.space.free_blocks.into();
         if both_copies {
             self.write_superblock_copy(0, true)?;

@@ -32,5 +32,8 @@ pub mod tree_id {
 pub const MIN_BLOCK_SIZE: u32 = 512;
 /// Largest filesystem block (node) size a volume may use (node offsets are 16-bit).
 pub const MAX_BLOCK_SIZE: u32 = 32768;
+/// Runs of free blocks the allocator may hold outside the free-space tree (in the superblock).
+pub const RESERVE_RUNS: usize = 16;
+
 /// Deepest tree the code will walk: a deeper tree is treated as corrupt (and bounds work).
 pub const MAX_DEPTH: usize = 8;

@@ -108,7 +108,7 @@ pub struct Superblock {
     /// Root of the free-space tree.
     pub free_root: TreeRoot,
     /// Blocks the allocator had taken out of the free-space tree but not yet used.
-    pub reserve: [Extent; 2],
+    pub reserve: [Extent; super::RESERVE_RUNS],
     /// Free blocks: in the free-space tree plus the reserve.
     pub free_blocks: U64,
     /// Next object id to hand out (filesystem layer).
@@ -118,7 +118,7 @@ pub struct Superblock {
     /// Number of inodes (filesystem layer), for `statfs` without a scan.
     pub inodes: U64,
     /// Zero.
-    pub pad: [u8; 304],
+    pub pad: [u8; 80],
 }
 
 const _: () = assert!(core::mem::size_of::<Superblock>() == SUPERBLOCK_LEN);

@@ -89,15 +89,13 @@ pub fn run(args: &Args) -> CliResult<()> {
                 u32::from(r.level) + 1
             )?;
         }
-        let [r0, r1] = sb.reserve;
-        writeln!(
-            out,
-            "  reserve runs: {}+{}, {}+{}",
-            r0.start.get(),
-            r0.len.get(),
-            r1.start.get(),
-            r1.len.get()
-        )?;
+        let runs: Vec<String> = sb
+            .reserve
+            .iter()
+            .filter(|r| r.len.get() > 0)
+            .map(|r| format!("{}+{}", r.start.get(), r.len.get()))
+            .collect();
+        writeln!(out, "  reserve runs: {}", runs.join(", "))?;
         let free = sb.free_blocks.get();
         writeln!(
             out,

@@ -6,6 +6,7 @@ pub mod fsck;
 pub mod info;
 pub mod list;
 pub mod mkfs;
+pub mod mount;
 pub mod transfer;
 
 use bonsaifs::fs::DirEntry;
