@@ -441,8 +441,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         })();
         self.vol.unpin(new_id);
         r?;
-        // Split e into [e.fblk, fblk) old, fblk new, (fblk, end) old.
+        let old = self.unmap_block(ino, e, fblk)?;
+        self.map_run(ino, fblk, run, false)?;
+        self.vol.free_data(Run { start: old, len: 1 })
+    }
+
+    /// Take file block `fblk` out of extent `e` (which covers it): the extent is split into
+    /// what lies before and after. Returns the disk block that held it; the caller frees it.
+    fn unmap_block(&mut self, ino: u64, e: Ext, fblk: u64) -> Result<u64> {
         let bs = self.bs();
+        let old = e.block + (fblk - e.fblk);
         self.vol.remove(&ext_key(ino, e.fblk * bs))?;
         let head = fblk - e.fblk;
         if head > 0 {
@@ -458,36 +466,19 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             };
             self.put_ext(ino, t, InsertMode::Create)?;
         }
-        self.map_run(ino, fblk, run, false)?;
-        self.vol.free_data(Run { start: old, len: 1 })
+        Ok(old)
     }
 
     /// Journal replay: make file block `fblk` of `ino` be disk block `phys` (already claimed),
     /// splitting and freeing whatever mapped it before. The new mapping carries generation 0,
     /// so it is never rewritten in place: the block belongs to a durable log record.
     pub(crate) fn remap_block(&mut self, ino: u64, fblk: u64, phys: u64) -> Result<()> {
-        let bs = self.bs();
         let mut inode = self.read_inode(ino)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
             self.inline_to_block(ino, &mut inode)?;
         }
         if let Some(e) = self.extent_at(ino, fblk)? {
-            let old = e.block + (fblk - e.fblk);
-            self.vol.remove(&ext_key(ino, e.fblk * bs))?;
-            let head = fblk - e.fblk;
-            if head > 0 {
-                self.put_ext(ino, Ext { len: head, ..e }, InsertMode::Create)?;
-            }
-            let tail = e.len - head - 1;
-            if tail > 0 {
-                let t = Ext {
-                    fblk: fblk + 1,
-                    block: old + 1,
-                    len: tail,
-                    gen: e.gen,
-                };
-                self.put_ext(ino, t, InsertMode::Create)?;
-            }
+            let old = self.unmap_block(ino, e, fblk)?;
             self.vol.free_data(Run { start: old, len: 1 })?;
             inode.blocks = inode.blocks.get().saturating_sub(1).into();
         }

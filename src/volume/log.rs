@@ -47,6 +47,14 @@ pub(crate) struct LogState {
     pub prev_crc: u32,
 }
 
+/// A sealed record and the buffer holding it.
+struct Sealed<'b> {
+    idx: usize,
+    buf: &'b mut [u8],
+    sectors: u64,
+    crc: u32,
+}
+
 /// Where replay is in the log.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogCursor {
@@ -100,65 +108,90 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// that a record mapping them may follow.
     pub fn log_sync_data(&mut self, runs: &[Run]) -> Result<()> {
         let st = &mut self.store;
-        let mut any = false;
         for r in runs {
             for b in r.start..r.start.saturating_add(r.len) {
-                any |= st.cache.write_back_block(&mut st.dev, b)?;
+                st.cache.write_back_block(&mut st.dev, b)?;
             }
         }
+        // Flush even when nothing was written just now: blocks written back earlier (to make
+        // room in the cache) may still sit in the device's volatile cache.
         let geo = st.dev.geometry();
-        if any && geo.volatile_cache {
+        if !runs.is_empty() && geo.volatile_cache {
             crate::device::flush(&mut st.dev)?;
         }
         Ok(())
+    }
+
+    /// Seal the next record of the chain carrying `ops` into the smallest record buffer that
+    /// holds it, taking the buffer out of `self.bufs` (the caller hands it to the device and
+    /// puts it back from the completion). `NoSpace` when the log is full.
+    fn seal_next(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<Sealed<'b>> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let ss = self.store.dev.geometry().sector_size as usize;
+        let idx = self
+            .buf_for(LOG_HEADER_LEN + ops.len())
+            .ok_or(Error::TooLarge)?;
+        let buf = self
+            .bufs
+            .get_mut(idx)
+            .and_then(Option::take)
+            .ok_or(Error::WouldBlock)?;
+        let sectors = (buf.len() / ss) as u64;
+        let epoch = self.store.space.committed;
+        let flags = if commit { LOG_COMMIT } else { 0 };
+        let sealed = if self.log.pos + sectors > self.log.sectors {
+            Err(Error::NoSpace)
+        } else {
+            RecordWriter::new(&mut *buf).and_then(|mut w| {
+                w.push_encoded(ops, nops)?;
+                w.seal(ss, epoch, self.log.seq, self.log.prev_crc, flags)
+            })
+        };
+        match sealed {
+            Ok((_, crc)) => Ok(Sealed {
+                idx,
+                buf,
+                sectors,
+                crc,
+            }),
+            Err(e) => {
+                self.put_buf(idx, Some(buf));
+                Err(e)
+            }
+        }
+    }
+
+    fn put_buf(&mut self, idx: usize, buf: Option<&'b mut [u8]>) {
+        if let Some(slot) = self.bufs.get_mut(idx) {
+            *slot = buf;
+        }
+    }
+
+    /// A record of `sectors` with checksum `crc` was appended.
+    fn log_advance(&mut self, sectors: u64, crc: u32) {
+        self.log.pos += sectors;
+        self.log.seq += 1;
+        self.log.prev_crc = crc;
     }
 
     /// Append one record carrying `ops` (`nops` encoded operations), durably. `commit` marks
     /// the last record of a sync point. Fails with `NoSpace` when the log is full (the caller
     /// checkpoints instead) and `TooLarge` when `ops` does not fit one record.
     pub fn log_append(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly);
-        }
+        let Sealed {
+            idx,
+            buf,
+            sectors,
+            crc,
+        } = self.seal_next(ops, nops, commit)?;
         let geo = self.store.dev.geometry();
-        let ss = geo.sector_size as usize;
-        let i = self
-            .buf_for(LOG_HEADER_LEN + ops.len())
-            .ok_or(Error::TooLarge)?;
-        let buf = self
-            .bufs
-            .get_mut(i)
-            .and_then(Option::take)
-            .ok_or(Error::WouldBlock)?;
-        let sectors = (buf.len() / ss) as u64;
-        if self.log.pos + sectors > self.log.sectors {
-            if let Some(slot) = self.bufs.get_mut(i) {
-                *slot = Some(buf);
-            }
-            return Err(Error::NoSpace);
-        }
-        let epoch = self.store.space.committed;
-        let flags = if commit { LOG_COMMIT } else { 0 };
-        let sealed = RecordWriter::new(&mut *buf).and_then(|mut w| {
-            w.push_encoded(ops, nops)?;
-            w.seal(ss, epoch, self.log.seq, self.log.prev_crc, flags)
-        });
-        let crc = match sealed {
-            Ok((_, crc)) => crc,
-            Err(e) => {
-                if let Some(slot) = self.bufs.get_mut(i) {
-                    *slot = Some(buf);
-                }
-                return Err(e);
-            }
-        };
         let lba = self.log.start + self.log.pos;
         let fua = geo.fua && geo.volatile_cache;
         let st = &mut self.store;
         let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
-        if let Some(slot) = self.bufs.get_mut(i) {
-            *slot = c.buf;
-        }
+        self.put_buf(idx, c.buf);
         let r = c.result.map_err(Error::from).and_then(|()| {
             if geo.volatile_cache && !fua {
                 crate::device::flush(&mut self.store.dev).map_err(Error::from)
@@ -172,9 +205,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             self.read_only = true;
             return Err(e);
         }
-        self.log.pos += sectors;
-        self.log.seq += 1;
-        self.log.prev_crc = crc;
+        self.log_advance(sectors, crc);
         Ok(())
     }
 
@@ -339,58 +370,27 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// completion comes back from [`poll_io`](Self::poll_io) as [`Finished::Log`]. Written with
     /// FUA when the device has it. `Ok(false)`: the queue is full, nothing changed.
     pub fn log_start(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<bool> {
-        if self.read_only {
-            return Err(Error::ReadOnly);
-        }
-        let geo = self.store.dev.geometry();
-        let ss = geo.sector_size as usize;
-        let i = self
-            .buf_for(LOG_HEADER_LEN + ops.len())
-            .ok_or(Error::TooLarge)?;
-        let buf = self
-            .bufs
-            .get_mut(i)
-            .and_then(Option::take)
-            .ok_or(Error::WouldBlock)?;
-        let sectors = (buf.len() / ss) as u64;
-        let give_back = |v: &mut Self, b: &'b mut [u8]| {
-            if let Some(slot) = v.bufs.get_mut(i) {
-                *slot = Some(b);
-            }
-        };
-        if self.log.pos + sectors > self.log.sectors {
-            give_back(self, buf);
-            return Err(Error::NoSpace);
-        }
-        let epoch = self.store.space.committed;
-        let flags = if commit { LOG_COMMIT } else { 0 };
-        let sealed = RecordWriter::new(&mut *buf).and_then(|mut w| {
-            w.push_encoded(ops, nops)?;
-            w.seal(ss, epoch, self.log.seq, self.log.prev_crc, flags)
-        });
-        let crc = match sealed {
-            Ok((_, crc)) => crc,
-            Err(e) => {
-                give_back(self, buf);
-                return Err(e);
-            }
-        };
+        let Sealed {
+            idx,
+            buf,
+            sectors,
+            crc,
+        } = self.seal_next(ops, nops, commit)?;
         let lba = self.log.start + self.log.pos;
         let fua = self.has_fua();
-        match self.store.dev.submit(crate::device::Request {
+        let req = crate::device::Request {
             tag: TAG_LOG,
             command: Command::Write { lba, buf, fua },
-        }) {
+        };
+        match self.store.dev.submit(req) {
             Ok(()) => {
-                self.log.pos += sectors;
-                self.log.seq += 1;
-                self.log.prev_crc = crc;
-                self.log_buf_in_flight = Some(i);
+                self.log_advance(sectors, crc);
+                self.log_buf_in_flight = Some(idx);
                 Ok(true)
             }
             Err(crate::device::Busy(r)) => {
                 if let Command::Write { buf, .. } = r.command {
-                    give_back(self, buf);
+                    self.put_buf(idx, Some(buf));
                 }
                 Ok(false)
             }
