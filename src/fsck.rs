@@ -67,6 +67,15 @@ struct Marks<'a> {
 }
 
 impl Marks<'_> {
+    /// Claim `run`, counting every block claimed twice (or outside the area) against `at`.
+    fn claim_reported(&mut self, run: Run, rep: &mut Report, at: u64) {
+        let d = self.claim(run);
+        if d != 0 {
+            rep.double_refs += d;
+            rep.bad(at);
+        }
+    }
+
     /// Claim `run`; returns how many of its blocks were already claimed or out of range.
     fn claim(&mut self, run: Run) -> u64 {
         let mut dup = 0;
@@ -155,14 +164,15 @@ fn walk_with<S: NodeStore>(
         if first_visit {
             *nodes += 1;
             node(top.block);
-            if marks.end > marks.start
-                && marks.claim(Run {
-                    start: top.block,
-                    len: 1,
-                }) != 0
-            {
-                rep.double_refs += 1;
-                rep.bad(top.block);
+            if marks.end > marks.start {
+                marks.claim_reported(
+                    Run {
+                        start: top.block,
+                        len: 1,
+                    },
+                    rep,
+                    top.block,
+                );
             }
             // Keys must lie in [lo, hi).
             if let (Ok(first), Some(last)) =
@@ -253,11 +263,7 @@ pub fn check<S: SpaceStore + DataArea>(
                         len: e.len.get(),
                     };
                     rep.data_blocks += run.len;
-                    let d = marks.claim(run);
-                    if d != 0 {
-                        rep.double_refs += d;
-                        rep.bad(run.start);
-                    }
+                    marks.claim_reported(run, rep, run.start);
                 }
                 _ => {
                     rep.bad_items += 1;
@@ -282,11 +288,7 @@ pub fn check<S: SpaceStore + DataArea>(
                     len: e.len.get(),
                 };
                 rep.free_run_blocks += run.len;
-                let d = marks.claim(run);
-                if d != 0 {
-                    rep.double_refs += d;
-                    rep.bad(k.id);
-                }
+                marks.claim_reported(run, rep, k.id);
             }
             _ => {
                 rep.bad_items += 1;
@@ -299,11 +301,7 @@ pub fn check<S: SpaceStore + DataArea>(
     let reserve = s.space().reserve;
     for run in reserve {
         rep.reserved_blocks += run.len;
-        let d = marks.claim(run);
-        if d != 0 {
-            rep.double_refs += d;
-            rep.bad(run.start);
-        }
+        marks.claim_reported(run, &mut rep, run.start);
     }
     let claimed: u64 = marks.bits.iter().map(|b| u64::from(b.count_ones())).sum();
     rep.leaked = (end - start) - claimed.min(end - start);

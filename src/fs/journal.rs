@@ -420,11 +420,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.journal.pending.len()
     }
 
-    /// Forget operations an intervening checkpoint made durable.
-    pub(crate) fn journal_epoch_now(&mut self) {
-        self.journal_epoch();
-    }
-
     /// Did an operation not fit in the pending log (so the next sync point checkpoints)?
     pub(crate) fn journal_overflowed(&self) -> bool {
         self.journal.overflow

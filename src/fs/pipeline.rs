@@ -175,7 +175,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // The in-memory update (and its log operation), as a blocking write would.
         let n = self.write_at(fd, offset, data)?;
         let epoch = self.vol.committed_generation();
-        self.journal_epoch_now();
+        self.journal_epoch();
         let log_end = self.journal_len();
         let mut blocks = heapless::Vec::new();
         for fblk in first..=last {
@@ -430,7 +430,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         match g.phase {
             Phase::Data => {
                 if self.mapped_data_done()? {
-                    g.phase = if self.vol.needs_flush(true) {
+                    g.phase = if self.vol.needs_flush() {
                         Phase::PreFlush
                     } else {
                         Phase::Record { at: 0 }
@@ -439,7 +439,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             Phase::PreFlush | Phase::PostFlush => g.waiting = self.vol.flush_start()?,
             Phase::Record { at } if at >= g.end => {
-                if self.vol.needs_flush(true) {
+                if self.vol.needs_flush() {
                     g.phase = Phase::PostFlush;
                 } else {
                     return self.group_done(g);

@@ -188,7 +188,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         } = self.seal_next(ops, nops, commit)?;
         let geo = self.store.dev.geometry();
         let lba = self.log.start + self.log.pos;
-        let fua = geo.fua && geo.volatile_cache;
+        let fua = self.has_fua();
         let st = &mut self.store;
         let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
         self.put_buf(idx, c.buf);
@@ -295,10 +295,9 @@ pub enum Finished {
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
-    /// Does the device need a flush after a write for it to be durable (no FUA used)?
-    pub fn needs_flush(&self, fua: bool) -> bool {
-        let g = self.store.dev.geometry();
-        g.volatile_cache && !(fua && g.fua)
+    /// Does a write need a flush after it to be durable (volatile cache and no FUA)?
+    pub fn needs_flush(&self) -> bool {
+        self.store.dev.geometry().volatile_cache && !self.has_fua()
     }
 
     /// Can FUA be used on this device?
@@ -359,11 +358,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Cache slots usable without writing anything back.
     pub fn reusable_slots(&self) -> usize {
         self.store.cache.reusable_slots()
-    }
-
-    /// Requests in flight on the device.
-    pub fn device_in_flight(&self) -> usize {
-        self.store.dev.in_flight()
     }
 
     /// Start appending a record (see [`log_append`](Self::log_append)) without waiting; its

@@ -562,20 +562,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         }
     }
 
-    /// Run `f` with the cache in probing mode: any block not already cached makes it fail
-    /// with `WouldBlock` (its read started), so `f` must only look, never change anything.
-    pub fn probe<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
-        self.store.cache.set_no_io(true);
-        let r = f(self);
-        self.store.cache.set_no_io(false);
-        r
-    }
-
-    /// Poll until nothing is in flight on the device.
-    pub fn drain_device(&mut self) {
-        self.store.cache.drain_device(&mut self.store.dev);
-    }
-
     /// Make the running transaction durable (see the module docs for the order of writes).
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.read_only {
@@ -656,7 +642,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             }
         }
         let lba = SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0) / ss;
-        let fua = geo.fua && geo.volatile_cache;
+        let fua = self.has_fua();
+        let st = &mut self.store;
         let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
         if let Some(slot) = self.bufs.first_mut() {
             *slot = c.buf;
