@@ -33,6 +33,7 @@ pub mod device;
 pub mod error;
 pub mod fs;
 pub mod fsck;
+pub mod inject;
 pub mod space;
 pub mod volume;
 pub mod wire;

@@ -80,6 +80,8 @@ pub struct Space {
     pub pending: u64,
     /// Where the next refill starts looking (next fit).
     cursor: u64,
+    /// Deliberate bugs switched on (tests only; see [`crate::inject`]).
+    pub bugs: crate::inject::Bugs,
 }
 
 impl Space {
@@ -92,6 +94,7 @@ impl Space {
             deferred: heapless::Vec::new(),
             pending: 0,
             cursor: 0,
+            bugs: crate::inject::Bugs::empty(),
         }
     }
 
@@ -269,6 +272,18 @@ pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()>
             return Ok(());
         };
         ensure_reserve(free, s, need)?;
+        if s.space().bugs.has(crate::inject::Bugs::EARLY_REUSE) {
+            // The bug: the freed run becomes the next one allocated from.
+            let sp = s.space();
+            let last = sp.reserve[RESERVE_RUNS - 1];
+            sp.reserve.copy_within(0..RESERVE_RUNS - 1, 1);
+            sp.reserve[0] = run;
+            let committed = sp.committed;
+            if last.len > 0 {
+                insert_free(free, s, last, committed)?;
+            }
+            continue;
+        }
         let gen = s.generation();
         insert_free(free, s, run, gen)?;
     }
@@ -310,13 +325,14 @@ pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> R
 /// Take the next reusable run out of the tree, whole, into the last (empty) reserve slot.
 fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
     let committed = s.space().committed;
+    let early_reuse = s.space().bugs.has(crate::inject::Bugs::EARLY_REUSE);
     let mut from = key_of(s.space().cursor);
     let mut wrapped = false;
     // Walk the runs from the cursor, wrapping once; skip runs freed in this transaction.
     for _ in 0..1_000_000u32 {
         match free.next(s, &from, true, item)?.transpose()? {
             Some((start, len, freed)) => {
-                if freed <= committed && len > 0 {
+                if (freed <= committed || early_reuse) && len > 0 {
                     free.remove(s, &key_of(start))?;
                     let sp = s.space();
                     if let Some(slot) = sp.reserve.iter_mut().rev().find(|r| r.len == 0) {

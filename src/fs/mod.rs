@@ -383,6 +383,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.fsync(fd)
     }
 
+    /// Switch deliberate bugs on (tests of the checkers only; see [`crate::inject`]). The
+    /// switches last until the volume is unmounted.
+    #[cfg(feature = "inject-bugs")]
+    pub fn inject_bugs(&mut self, bugs: crate::inject::Bugs) {
+        self.vol.inject_bugs(bugs);
+    }
+
     /// Make every change so far durable (a checkpoint).
     pub fn sync_all(&mut self) -> Result<()> {
         self.quiesce()?;

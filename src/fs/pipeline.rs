@@ -28,6 +28,7 @@ use bitflags::bitflags;
 use super::Fs;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
+use crate::inject::Bugs;
 use crate::volume::Finished;
 
 bitflags! {
@@ -388,18 +389,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     fn group_step(&mut self) -> Result<()> {
         if self.pipe.group.is_none() {
             // The longest prefix of the pending log whose queued writes all have their data.
+            let early = self.vol.bugs().has(Bugs::EARLY_FLUSH);
             let mut end = self.journal_len();
             for q in self.pipe.queued.iter() {
-                if q.stage == Stage::Data && q.log_end <= end {
+                if q.stage == Stage::Data && q.log_end <= end && !early {
                     end = q.log_end.saturating_sub(1).min(end);
                 }
             }
             // Cut at an op boundary: the end of the last ticket op inside the prefix (or all).
-            let waiting = self
-                .pipe
-                .queued
-                .iter()
-                .any(|q| q.stage == Stage::Logged && q.log_end <= end);
+            let ready = |q: &Queued| {
+                q.log_end <= end && (q.stage == Stage::Logged || (early && q.stage == Stage::Data))
+            };
+            let waiting = self.pipe.queued.iter().any(|q| q.dsync && ready(q));
             if !waiting {
                 return Ok(());
             }
@@ -407,7 +408,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 .pipe
                 .queued
                 .iter()
-                .filter(|q| q.stage == Stage::Logged && q.log_end <= end)
+                .filter(|q| q.dsync && ready(q))
                 .map(|q| q.log_end)
                 .max()
                 .unwrap_or(0);
@@ -429,7 +430,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         match g.phase {
             Phase::Data => {
-                if self.mapped_data_done()? {
+                if self.vol.bugs().has(Bugs::EARLY_FLUSH) {
+                    // The bug: flush (and log) without waiting for the data.
+                    g.phase = Phase::PreFlush;
+                } else if self.mapped_data_done()? {
                     g.phase = if self.vol.needs_flush() {
                         Phase::PreFlush
                     } else {
@@ -478,8 +482,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// The group's records are durable: report its writes and drop its operations.
     fn group_done(&mut self, g: Group) -> Result<()> {
+        let early = self.vol.bugs().has(Bugs::EARLY_FLUSH);
         for q in self.pipe.queued.iter_mut() {
-            if q.stage == Stage::Logged && q.log_end <= g.end {
+            let early = early && q.dsync && q.stage == Stage::Data;
+            if (q.stage == Stage::Logged || early) && q.log_end <= g.end {
                 q.stage = Stage::Finished;
             } else if q.log_end > g.end {
                 q.log_end -= g.end;

@@ -11,6 +11,7 @@
 
 use crate::device::{BlockDevice, Command};
 use crate::error::{Error, Result};
+use crate::inject::Bugs;
 use crate::space::Run;
 use crate::wire::log::{
     check_header, verify_record, LogHeader, RecordWriter, LOG_COMMIT, LOG_HEADER_LEN,
@@ -116,7 +117,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         // Flush even when nothing was written just now: blocks written back earlier (to make
         // room in the cache) may still sit in the device's volatile cache.
         let geo = st.dev.geometry();
-        if !runs.is_empty() && geo.volatile_cache {
+        if !runs.is_empty() && geo.volatile_cache && !st.space.bugs.has(Bugs::SKIP_DEFERRED_FLUSH) {
             crate::device::flush(&mut st.dev)?;
         }
         Ok(())
@@ -193,7 +194,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
         self.put_buf(idx, c.buf);
         let r = c.result.map_err(Error::from).and_then(|()| {
-            if geo.volatile_cache && !fua {
+            if geo.volatile_cache && !fua && !self.store.space.bugs.has(Bugs::SKIP_DEFERRED_FLUSH) {
                 crate::device::flush(&mut self.store.dev).map_err(Error::from)
             } else {
                 Ok(())
@@ -297,7 +298,9 @@ pub enum Finished {
 impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Does a write need a flush after it to be durable (volatile cache and no FUA)?
     pub fn needs_flush(&self) -> bool {
-        self.store.dev.geometry().volatile_cache && !self.has_fua()
+        self.store.dev.geometry().volatile_cache
+            && !self.has_fua()
+            && !self.store.space.bugs.has(Bugs::SKIP_DEFERRED_FLUSH)
     }
 
     /// Can FUA be used on this device?

@@ -287,6 +287,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         &mut self.store.dev
     }
 
+    /// Switch deliberate bugs on or off (see [`crate::inject`]).
+    #[cfg(feature = "inject-bugs")]
+    pub fn inject_bugs(&mut self, bugs: crate::inject::Bugs) {
+        self.store.space.bugs = bugs;
+    }
+
+    /// The deliberate bugs switched on (none outside tests).
+    pub fn bugs(&self) -> crate::inject::Bugs {
+        self.store.space.bugs
+    }
+
     /// The last durable generation.
     pub fn committed_generation(&self) -> u64 {
         self.store.space.committed
@@ -580,13 +591,19 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.store.cache.drain_device(&mut self.store.dev);
         let need = self.op_blocks();
         space::drain(&mut self.free, &mut self.store, need)?;
-        let st = &mut self.store;
-        st.cache.write_back_all(&mut st.dev)?;
-        let geo = st.dev.geometry();
-        if geo.volatile_cache {
-            crate::device::flush(&mut st.dev)?;
+        let early_superblock = self
+            .store
+            .space
+            .bugs
+            .has(crate::inject::Bugs::SUPERBLOCK_BEFORE_NODES);
+        if !early_superblock {
+            let st = &mut self.store;
+            st.cache.write_back_all(&mut st.dev)?;
+            if st.dev.geometry().volatile_cache {
+                crate::device::flush(&mut st.dev)?;
+            }
         }
-        let gen = st.generation;
+        let gen = self.store.generation;
         let sb = &mut self.sb;
         sb.header.generation = gen.into();
         let root = |r: Root| TreeRoot {
@@ -601,13 +618,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             start: r.start.into(),
             len: r.len.into(),
         };
-        sb.reserve = st.space.reserve.map(ext);
-        sb.free_blocks = st.space.free_blocks.into();
+        sb.reserve = self.store.space.reserve.map(ext);
+        sb.free_blocks = self.store.space.free_blocks.into();
         if both_copies {
             self.write_superblock_copy(0, true)?;
             self.write_superblock_copy(1, true)?;
         } else {
             self.write_superblock_copy((gen % 2) as usize, true)?;
+        }
+        if early_superblock {
+            let st = &mut self.store;
+            st.cache.write_back_all(&mut st.dev)?;
+            if st.dev.geometry().volatile_cache {
+                crate::device::flush(&mut st.dev)?;
+            }
         }
         debug!("checkpoint {} durable", gen);
         self.store.space.committed = gen;
