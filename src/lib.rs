@@ -34,6 +34,7 @@ pub mod error;
 pub mod fs;
 pub mod fsck;
 pub mod inject;
+pub mod shared;
 pub mod space;
 pub mod volume;
 pub mod wire;

@@ -14,6 +14,7 @@ mod dir;
 mod handle;
 mod inode;
 mod journal;
+mod nowait_read;
 mod path;
 mod pipeline;
 
@@ -22,6 +23,7 @@ pub use check::FsckReport;
 pub use data::MAX_FILE_SIZE;
 pub use dir::{DirEntry, ReadDir};
 pub use handle::{Fd, OpenFlags};
+pub use nowait_read::ReadFlags;
 pub use pipeline::{Ticket, WriteFlags, WriteStatus, MAX_TICKETS, MAX_TICKET_BLOCKS};
 
 use handle::Handles;

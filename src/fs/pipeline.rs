@@ -242,8 +242,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Report one finished queued write, advancing every one in flight first. Never blocks.
     pub fn poll(&mut self) -> Option<(Ticket, Result<usize>)> {
-        if let Err(e) = self.advance() {
-            // A device error fails every write still waiting; the volume is read-only now.
+        // An error has been handed to every ticket it concerns.
+        let _ = self.step();
+        let i = self
+            .pipe
+            .queued
+            .iter()
+            .position(|q| q.stage == Stage::Finished)?;
+        let q = self.pipe.queued.swap_remove(i);
+        Some((q.ticket, q.result))
+    }
+
+    /// One step of every queued write (reaping at most one completion), without reporting
+    /// any. A device error fails every write still waiting (the volume is read-only then) and
+    /// is returned too.
+    pub(crate) fn step(&mut self) -> Result<()> {
+        let r = self.advance();
+        if let Err(e) = r {
             for q in self
                 .pipe
                 .queued
@@ -255,13 +270,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             self.pipe.group = None;
         }
-        let i = self
-            .pipe
-            .queued
-            .iter()
-            .position(|q| q.stage == Stage::Finished)?;
-        let q = self.pipe.queued.swap_remove(i);
-        Some((q.ticket, q.result))
+        r
     }
 
     /// A one-line summary of the pipeline (for logs and test failures).
@@ -292,19 +301,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub(crate) fn quiesce(&mut self) -> Result<()> {
         let mut spins: u64 = 0;
         while self.pipe.busy() {
-            if let Err(e) = self.advance() {
-                for q in self
-                    .pipe
-                    .queued
-                    .iter_mut()
-                    .filter(|q| q.stage != Stage::Finished)
-                {
-                    q.stage = Stage::Finished;
-                    q.result = Err(e);
-                }
-                self.pipe.group = None;
-                return Err(e);
-            }
+            self.step()?;
             spins += 1;
             if spins > 100_000_000 {
                 return Err(Error::Io(crate::IoError::Timeout));
