@@ -3,7 +3,7 @@
 //! A checker that has never caught anything proves nothing. The crash harness and the
 //! pipeline's trace checker run once with each of these switched on and must report a
 //! violation. The switches exist in every build (one byte in the allocator state), but only
-//! the `inject-bugs` feature exposes a way to turn them on ([`crate::fs::Fs::inject_bugs`]),
+//! the `inject-bugs` feature exposes a way to turn them on (`Fs::inject_bugs`),
 //! and nothing in the library turns them on by itself.
 
 use bitflags::bitflags;

@@ -11,7 +11,7 @@
 //!
 //! Two locks are provided: [`CsLock`] on `critical-section` (works on any target that has a
 //! critical-section implementation; the step runs with that implementation's guarantee, e.g.
-//! interrupts masked on a single-core MCU) and, with the `std` feature, [`StdLock`] on
+//! interrupts masked on a single-core MCU) and, with the `std` feature, `StdLock` on
 //! `std::sync::Mutex`. Another lock can be plugged in through [`StepLock`].
 //!
 //! Limits, stated plainly: a step may still do a rare synchronous device request under the

@@ -19,7 +19,7 @@
 //!   every node it touches has been copied in this transaction.
 //!
 //! Before each tree operation the volume makes sure the reserve holds enough blocks for the
-//! worst case of that operation ([`ensure`]), so an operation either starts with the space
+//! worst case of that operation ([`ensure_reserve`]), so an operation either starts with the space
 //! it needs or fails with `NoSpace` before changing anything.
 
 use zerocopy::little_endian::U64;

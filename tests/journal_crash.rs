@@ -158,10 +158,18 @@ fn read_tree(fs: &mut F<'_>, dir: &str, out: &mut Tree) {
     }
 }
 
-fn base() -> Vec<u8> {
+/// The device: out of order, volatile cache, with or without FUA.
+fn dcfg(bytes: u64, seed: u64, fua: bool) -> bonsaifs::device::QueuedConfig {
+    bonsaifs::device::QueuedConfig {
+        fua,
+        ..cfg(bytes, seed)
+    }
+}
+
+fn base(fua: bool) -> Vec<u8> {
     let mut m = mem(4096);
     let dev = FaultInjector::new(
-        QueuedRamDisk::new(cfg(4 << 20, 21)),
+        QueuedRamDisk::new(dcfg(4 << 20, 21, fua)),
         FaultPlan::None,
         IoError::Media,
     );
@@ -175,8 +183,9 @@ fn run_until_cut<'b>(
     image: &[u8],
     m: &'b mut [u8],
     cut: Option<u64>,
+    fua: bool,
 ) -> (QueuedRamDisk<'b>, usize, u64) {
-    let dev = QueuedRamDisk::from_image(cfg(image.len() as u64, 22), image.to_vec());
+    let dev = QueuedRamDisk::from_image(dcfg(image.len() as u64, 22, fua), image.to_vec());
     let dev = FaultInjector::new(dev, FaultPlan::None, IoError::Media);
     let mut fs = F::mount(dev, m).unwrap();
     let start = fs.volume().device().submitted();
@@ -199,7 +208,15 @@ fn run_until_cut<'b>(
 
 #[test]
 fn power_cut_at_every_request_of_a_mixed_workload() {
-    let image = base();
+    // With FUA the data and records go with FUA; without it, records carry data sums and
+    // share one flush with the data.
+    for fua in [true, false] {
+        power_cut_at_every_request(fua);
+    }
+}
+
+fn power_cut_at_every_request(fua: bool) {
+    let image = base(fua);
     // The model after each op.
     let mut snaps = vec![Tree::new()];
     let mut t = Tree::new();
@@ -208,7 +225,7 @@ fn power_cut_at_every_request_of_a_mixed_workload() {
         snaps.push(t.clone());
     }
     let mut m = mem(4096);
-    let (_, acked, total) = run_until_cut(&image, &mut m, None);
+    let (_, acked, total) = run_until_cut(&image, &mut m, None, fua);
     assert_eq!(
         acked,
         workload().len() - 1,
@@ -218,7 +235,7 @@ fn power_cut_at_every_request_of_a_mixed_workload() {
     for cut in 0..=total {
         for keep_completed in [false, true] {
             let mut m = mem(4096);
-            let (mut dev, acked, _) = run_until_cut(&image, &mut m, Some(cut));
+            let (mut dev, acked, _) = run_until_cut(&image, &mut m, Some(cut), fua);
             if keep_completed {
                 dev.power_cut_keeping(|_| true);
             } else {
@@ -227,7 +244,7 @@ fn power_cut_at_every_request_of_a_mixed_workload() {
             let after = dev.durable_image().to_vec();
             let mut m2 = mem(4096);
             let dev = FaultInjector::new(
-                QueuedRamDisk::from_image(cfg(after.len() as u64, 23), after),
+                QueuedRamDisk::from_image(dcfg(after.len() as u64, 23, fua), after),
                 FaultPlan::None,
                 IoError::Media,
             );
@@ -235,13 +252,16 @@ fn power_cut_at_every_request_of_a_mixed_workload() {
                 F::mount(dev, &mut m2).unwrap_or_else(|e| panic!("cut {cut}: mount {e:?}"));
             let mut scratch = vec![0u8; fs.fsck_scratch_len()];
             let rep = fs.fsck(&mut scratch).unwrap();
-            assert!(rep.is_clean(), "cut {cut} keep {keep_completed}: {rep:?}");
+            assert!(
+                rep.is_clean(),
+                "fua {fua} cut {cut} keep {keep_completed}: {rep:?}"
+            );
             let mut got = Tree::new();
             read_tree(&mut fs, "/", &mut got);
             let ok = snaps[acked..].contains(&got);
-            assert!(ok, "cut {cut}/{total} keep {keep_completed}: state matches no op at or after the last acknowledged sync point (op {acked})");
+            assert!(ok, "fua {fua} cut {cut}/{total} keep {keep_completed}: state matches no op at or after the last acknowledged sync point (op {acked})");
             states += 1;
         }
     }
-    println!("{states} crash states of a {total}-request workload checked");
+    println!("fua {fua}: {states} crash states of a {total}-request workload checked");
 }

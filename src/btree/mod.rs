@@ -8,7 +8,7 @@
 //! * Inserts split full nodes on the way down (so a split never has to climb back up);
 //!   removals merge or rebalance under-full nodes on the way back up, and a root with one
 //!   child is collapsed.
-//! * Depth is bounded by [`MAX_DEPTH`](crate::wire::MAX_DEPTH): deeper trees are corrupt,
+//! * Depth is bounded by [`crate::wire::MAX_DEPTH`]: deeper trees are corrupt,
 //!   and every loop is bounded by the depth, so a hostile image cannot make a walk hang.
 
 mod store;

@@ -25,7 +25,9 @@ use crate::error::{Error, Result};
 use crate::space::Run;
 use crate::volume::MAX_RECORD;
 use crate::wire::items::{inode_flags, FileKind};
-use crate::wire::log::{decode_op, ops, LogOp, LOG_COMMIT, LOG_HEADER_LEN};
+use crate::wire::log::{
+    data_sum_step, decode_op, ops, set_map_sum, LogOp, LOG_COMMIT, LOG_HEADER_LEN,
+};
 
 /// Writes up to this many bytes are logged by value.
 pub const SMALL_WRITE: usize = 256;
@@ -51,6 +53,11 @@ pub(crate) struct Journal {
     replaying: bool,
     /// While replaying: the number of the commit group being replayed.
     replay_group: u64,
+    /// Times data sums were taken in this checkpoint generation: each moves
+    /// [`Fs::write_gen`] on, so summed blocks are never rewritten in place afterwards.
+    sum_bumps: u64,
+    /// The checkpoint generation `sum_bumps` counts in.
+    sum_epoch: u64,
 }
 
 /// Generations handed out while replaying lie above every generation a running volume uses
@@ -71,11 +78,16 @@ impl Journal {
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Generation stamped on newly written data blocks: it changes at every checkpoint and
     /// every log record, and blocks of an older one are never rewritten in place.
-    pub(crate) fn write_gen(&self) -> u64 {
+    pub(crate) fn write_gen(&mut self) -> u64 {
+        if self.journal.sum_epoch != self.vol.generation() {
+            self.journal.sum_epoch = self.vol.generation();
+            self.journal.sum_bumps = 0;
+        }
         if self.journal.replaying {
             return REPLAY_GEN_BASE + 2 * self.journal.replay_group + 1;
         }
-        (self.vol.generation() << 24) | (self.vol.log_records() & 0xff_ffff)
+        let n = self.vol.log_records() + self.journal.sum_bumps;
+        (self.vol.generation() << 24) | (n & 0xff_ffff)
     }
 
     /// Generation of blocks a replayed `MAP` points at (0 outside replay).
@@ -162,6 +174,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 block,
                 count,
                 size,
+                sum: None,
             });
             let run = Run {
                 start: block,
@@ -212,7 +225,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         for (r, _) in self.journal.runs.iter() {
             let _ = runs.push(*r);
         }
-        self.vol.log_sync_data(&runs)?;
+        // Write the data back; then either every MAP carries the sum of its blocks (they
+        // become durable with the record, under its flush) or the data is flushed first.
+        self.vol.log_sync_data(&runs, false)?;
+        let end = self.journal.pending.len();
+        if !(self.vol.needs_flush() && self.journal_seal_sums(end)?) {
+            self.vol.log_sync_data(&runs, true)?;
+        }
         let max = self.vol.log_max_payload();
         let total = self.journal.pending.len();
         let (mut start, mut at, mut nops) = (0usize, 0usize, 0u32);
@@ -283,6 +302,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 complete = seen;
             }
         }
+        // A group whose data sums do not match its blocks did not reach stable media whole:
+        // it, and anything after it, is not committed.
+        let complete = self.summed_prefix(complete)?;
         if complete == 0 {
             return Ok(());
         }
@@ -292,6 +314,48 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         r?;
         debug!("replayed {} log records", complete);
         self.vol.checkpoint()
+    }
+
+    /// The records, of the first `records`, that end before the first commit group with a
+    /// `MAP` whose data sum does not match the blocks on the device.
+    fn summed_prefix(&mut self, records: u64) -> Result<u64> {
+        let mut rec = [0u8; MAX_RECORD];
+        let mut cur = self.vol.log_cursor();
+        let mut group_start = 0;
+        for i in 0..records {
+            let (n, commit) = self.read_record(&mut cur, &mut rec)?;
+            let mut rest = rec.get(..n).unwrap_or(&[]);
+            while !rest.is_empty() {
+                if let LogOp::Map {
+                    block,
+                    count,
+                    sum: Some(sum),
+                    ..
+                } = decode_op(&mut rest)?
+                {
+                    if self.device_data_sum(block, count)? != sum {
+                        debug!("log group at record {} lacks its data", group_start);
+                        return Ok(group_start);
+                    }
+                }
+            }
+            if commit {
+                group_start = i + 1;
+            }
+        }
+        Ok(records)
+    }
+
+    /// The data sum of blocks `block..block + count` as they are on the device.
+    fn device_data_sum(&mut self, block: u64, count: u64) -> Result<u32> {
+        let mut acc = 0;
+        for i in 0..count {
+            let id = self.vol.pin_data(block.saturating_add(i))?;
+            let r = self.vol.slot(id).map(|b| data_sum_step(acc, i, b));
+            self.vol.unpin(id);
+            acc = r?;
+        }
+        Ok(acc)
     }
 
     fn replay_records(&mut self, records: u64) -> Result<()> {
@@ -388,6 +452,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 block,
                 count,
                 size,
+                ..
             } => self.replay_map(ino, fblk, block, count, size),
         }
     }
@@ -479,6 +544,47 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         for (_, e) in self.journal.runs.iter_mut() {
             *e -= end;
         }
+    }
+
+    /// Give every `MAP` among the first `end` pending bytes the sum of its blocks, taken from
+    /// the cache (no I/O). True when all of them have one: the data may then reach stable
+    /// media under the record's own flush. False when some block is not cached and clean (the
+    /// caller flushes the data before the record instead). Either way, summed blocks are
+    /// never rewritten in place from here on (the write generation moves).
+    pub(crate) fn journal_seal_sums(&mut self, end: usize) -> Result<bool> {
+        let (mut pos, mut all, mut any) = (0usize, true, false);
+        while pos < end {
+            let mut rest = self.journal.pending.get(pos..end).unwrap_or(&[]);
+            let before = rest.len();
+            let op = decode_op(&mut rest)?;
+            let len = before - rest.len();
+            if let LogOp::Map {
+                block,
+                count,
+                sum: None,
+                ..
+            } = op
+            {
+                match self.vol.cached_data_sum(block, count) {
+                    Some(sum) => {
+                        let dst = self
+                            .journal
+                            .pending
+                            .get_mut(pos..pos + len)
+                            .ok_or(Error::Corrupt { block: 0 })?;
+                        set_map_sum(dst, sum)?;
+                        any = true;
+                    }
+                    None => all = false,
+                }
+            }
+            pos += len;
+        }
+        if any {
+            self.write_gen();
+            self.journal.sum_bumps += 1;
+        }
+        Ok(all)
     }
 
     /// Start writing the data blocks that pending `MAP`s of blocking writes point at.

@@ -7,11 +7,15 @@
 //! completions and never skipped:
 //!
 //! ```text
-//! data submitted → data complete → (flush, unless the data went with FUA) → log record
-//! submitted → log record complete → (flush, unless the record went with FUA) → reported
+//! data submitted → data complete → (flush, unless the data went with FUA or the record
+//! carries the data's sums) → log record submitted → log record complete → (flush, unless
+//! the record went with FUA) → reported
 //! ```
 //!
-//! A flush is only ever submitted after every write it must cover has completed. `DSYNC`
+//! On a device with FUA a `DSYNC` write costs its data and a record, both FUA, and no flush.
+//! Without FUA the record carries a sum of each data run it maps (see [`crate::wire::log`]),
+//! so one flush after the record covers both; replay refuses a group whose data did not
+//! arrive. A flush is only ever submitted after every write it must cover has completed. `DSYNC`
 //! tickets whose data completes while a group is forming share its log record and flushes
 //! (group commit). Without `DSYNC` a ticket is reported once its data is on the device.
 //!
@@ -21,7 +25,8 @@
 //! device queue or cache. The in-memory update then runs; the written data stays in cache slots
 //! (the data lives in the cache while queued, the caller's buffer is free at return), and
 //! those slots go to the device by value. Blocking calls drive the same machine to its end
-//! first, and nothing holds a lock while waiting.
+//! first, and nothing holds a lock while waiting ([`crate::shared::SharedFs`] runs it in
+//! steps for several tasks; `NOWAIT` reads are in `nowait_read.rs`).
 
 use bitflags::bitflags;
 
@@ -112,6 +117,9 @@ struct Group {
     phase: Phase,
     /// A request of the current phase is in flight.
     waiting: bool,
+    /// Checkpoint generation the group's operations follow: a checkpoint since then made
+    /// them durable (and emptied the pending log the group's offsets point into).
+    epoch: u64,
 }
 
 /// The queued writes and the commit group in progress.
@@ -326,7 +334,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 q.stage = Stage::Finished;
             }
         }
-        if self.pipe.group.is_some() && self.journal_epoch_of() != epoch {
+        if self
+            .pipe
+            .group
+            .is_some_and(|g| g.epoch != epoch || self.journal_epoch_of() != epoch)
+        {
             self.pipe.group = None;
         }
         // Reap one completion.
@@ -417,6 +429,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 end,
                 phase: Phase::Data,
                 waiting: false,
+                epoch: self.journal_epoch_of(),
             });
         }
         let Some(mut g) = self.pipe.group else {
@@ -431,7 +444,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     // The bug: flush (and log) without waiting for the data.
                     g.phase = Phase::PreFlush;
                 } else if self.mapped_data_done()? {
-                    g.phase = if self.vol.needs_flush() {
+                    // Without FUA the data needs a flush before the record, unless every MAP
+                    // carries a data sum: then the record's own flush covers both.
+                    let summed = self.vol.needs_flush() && self.journal_seal_sums(g.end)?;
+                    g.phase = if self.vol.needs_flush() && !summed {
                         Phase::PreFlush
                     } else {
                         Phase::Record { at: 0 }

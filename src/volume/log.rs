@@ -105,9 +105,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             .saturating_sub(LOG_HEADER_LEN)
     }
 
-    /// Write back the cached data blocks of `runs` that are dirty, then flush the device, so
-    /// that a record mapping them may follow.
-    pub fn log_sync_data(&mut self, runs: &[Run]) -> Result<()> {
+    /// Write back the cached data blocks of `runs` that are dirty, then (if `flush`) flush the
+    /// device, so that a record mapping them without data sums may follow.
+    pub fn log_sync_data(&mut self, runs: &[Run], flush: bool) -> Result<()> {
         let st = &mut self.store;
         for r in runs {
             for b in r.start..r.start.saturating_add(r.len) {
@@ -117,7 +117,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         // Flush even when nothing was written just now: blocks written back earlier (to make
         // room in the cache) may still sit in the device's volatile cache.
         let geo = st.dev.geometry();
-        if !runs.is_empty() && geo.volatile_cache && !st.space.bugs.has(Bugs::SKIP_DEFERRED_FLUSH) {
+        if flush
+            && !runs.is_empty()
+            && geo.volatile_cache
+            && !st.space.bugs.has(Bugs::SKIP_DEFERRED_FLUSH)
+        {
             crate::device::flush(&mut st.dev)?;
         }
         Ok(())
@@ -332,6 +336,24 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     pub fn prefetch_data(&mut self, block: u64) -> Result<()> {
         let st = &mut self.store;
         st.cache.read(&mut st.dev, block, false).map(|_| ())
+    }
+
+    /// The [`data_sum`](crate::wire::log::data_sum) of blocks `start..start + count` as they
+    /// are on the device, if every one is cached, clean (written) and not in flight; `None`
+    /// otherwise. Never does I/O.
+    pub fn cached_data_sum(&self, start: u64, count: u64) -> Option<u32> {
+        let cache = &self.store.cache;
+        let end = start.checked_add(count)?;
+        let clean = |b: u64| {
+            cache
+                .find(b)
+                .filter(|&id| !cache.is_dirty(id) && cache.is_resident(b))
+                .and_then(|id| cache.data(id).ok())
+        };
+        if (start..end).any(|b| clean(b).is_none()) {
+            return None;
+        }
+        Some(crate::wire::log::data_sum((start..end).filter_map(clean)))
     }
 
     /// Is `block` cached and dirty?

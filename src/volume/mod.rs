@@ -589,6 +589,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         // Whatever is in flight (queued writes, a log record) finishes first; their
         // completions stay with the cache for the journal to see.
         self.store.cache.drain_device(&mut self.store.dev);
+        // A log record or flush the pipeline started has finished: the checkpoint supersedes
+        // it (the pipeline drops its commit group when the epoch moves), but its buffer must
+        // come back, the superblock is written from the first one.
+        while self.poll_io().is_some() {}
         let need = self.op_blocks();
         space::drain(&mut self.free, &mut self.store, need)?;
         let early_superblock = self

@@ -18,7 +18,13 @@
 //! | `RENAME` | from dir, to dir, from name, to name | rename (replacing) |
 //! | `SET_SIZE` | ino, size | truncate / extend |
 //! | `WRITE` | ino, offset, bytes | write the bytes (small writes travel inside the record) |
-//! | `MAP` | ino, file block, disk block, count, size | point the file blocks at disk blocks written (and made durable) before the record |
+//! | `MAP` | ino, file block, disk block, count, size, sum flag, sum | point the file blocks at disk blocks written before the record |
+//!
+//! A `MAP`'s blocks are either made durable before its record is written (flag 0), or they
+//! carry a *data sum* (flag 1: see [`data_sum`]) and reach stable media with the record, under
+//! the same flush. Replay then checks the sums of a commit group before applying it, and a
+//! group whose data did not all arrive is treated like a torn record: replay stops there. The
+//! sum saves the flush between data and record on devices without FUA.
 //!
 //! Replaying from the same checkpoint gives the same result every time, so a crash during
 //! replay is harmless.
@@ -141,7 +147,40 @@ pub enum LogOp<'a> {
         count: u64,
         /// File size after the write.
         size: u64,
+        /// The blocks' [`data_sum`], when they travel to stable media with the record
+        /// rather than before it.
+        sum: Option<u32>,
     },
+}
+
+/// Where a `MAP`'s sum flag lies in its encoding (the sum follows it).
+const MAP_SUM_AT: usize = 1 + 5 * 8;
+
+/// The data sum of a `MAP`'s blocks: crc32c of each block, each rotated left by its index
+/// within the run (so blocks cannot trade places), xor-ed together.
+pub fn data_sum<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    blocks
+        .into_iter()
+        .enumerate()
+        .fold(0, |acc, (i, b)| data_sum_step(acc, i as u64, b))
+}
+
+/// One step of [`data_sum`]: fold in block number `index` of the run.
+pub fn data_sum_step(acc: u32, index: u64, block: &[u8]) -> u32 {
+    acc ^ super::header::crc32c(block).rotate_left((index % 32) as u32)
+}
+
+/// Set the sum of the encoded `MAP` operation at the start of `op` (which must be one).
+pub fn set_map_sum(op: &mut [u8], sum: u32) -> Result<()> {
+    if op.first() != Some(&op::MAP) {
+        return Err(Error::InvalidArgument);
+    }
+    let dst = op
+        .get_mut(MAP_SUM_AT..MAP_SUM_AT + 5)
+        .ok_or(Error::InvalidArgument)?;
+    dst[0] = 1;
+    dst[1..].copy_from_slice(&sum.to_le_bytes());
+    Ok(())
 }
 
 impl LogOp<'_> {
@@ -153,7 +192,7 @@ impl LogOp<'_> {
             LogOp::Rename { from, to, .. } => 8 + 8 + 1 + 1 + from.len() + to.len(),
             LogOp::SetSize { .. } => 16,
             LogOp::Write { data, .. } => 8 + 8 + 2 + data.len(),
-            LogOp::Map { .. } => 40,
+            LogOp::Map { .. } => 45,
         }
     }
 
@@ -214,11 +253,14 @@ impl LogOp<'_> {
                 block,
                 count,
                 size,
+                sum,
             } => {
                 w.u8(op::MAP);
                 for v in [ino, fblk, block, count, size] {
                     w.u64(v);
                 }
+                w.u8(u8::from(sum.is_some()));
+                w.bytes(&sum.unwrap_or(0).to_le_bytes());
             }
         }
         Ok(())
@@ -476,6 +518,16 @@ pub fn decode_op<'a>(rest: &mut &'a [u8]) -> Result<LogOp<'a>> {
             block: r.u64()?,
             count: r.u64()?,
             size: r.u64()?,
+            sum: {
+                let flag = r.u8()?;
+                let b = r.bytes(4)?;
+                let sum = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                match flag {
+                    0 => None,
+                    1 => Some(sum),
+                    _ => return Err(Error::Corrupt { block: 0 }),
+                }
+            },
         },
         _ => return Err(Error::Corrupt { block: 0 }),
     };
@@ -485,6 +537,37 @@ pub fn decode_op<'a>(rest: &mut &'a [u8]) -> Result<LogOp<'a>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_map_sum_is_set_in_place_and_data_sums_see_order() {
+        let op = LogOp::Map {
+            ino: 3,
+            fblk: 0,
+            block: 77,
+            count: 2,
+            size: 8192,
+            sum: None,
+        };
+        let mut b = [0u8; 46];
+        op.encode(&mut b).unwrap();
+        set_map_sum(&mut b, 0x1234_5678).unwrap();
+        let mut rest = &b[..];
+        assert_eq!(
+            decode_op(&mut rest).unwrap(),
+            LogOp::Map {
+                ino: 3,
+                fblk: 0,
+                block: 77,
+                count: 2,
+                size: 8192,
+                sum: Some(0x1234_5678),
+            }
+        );
+        assert!(set_map_sum(&mut b[1..], 1).is_err());
+        let (x, y) = ([1u8; 64], [2u8; 64]);
+        assert_ne!(data_sum([&x[..], &y[..]]), data_sum([&y[..], &x[..]]));
+        assert_ne!(data_sum([&x[..], &x[..]]), 0);
+    }
+
     use super::*;
     use std::vec::Vec;
 
@@ -524,6 +607,15 @@ mod tests {
                 block: 900,
                 count: 3,
                 size: 20000,
+                sum: None,
+            },
+            LogOp::Map {
+                ino: 17,
+                fblk: 5,
+                block: 1000,
+                count: 1,
+                size: 24000,
+                sum: Some(0xdead_beef),
             },
         ];
         for op in &all {
