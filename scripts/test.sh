@@ -68,6 +68,14 @@ cargo test --workspace 2>&1 | tee "$TEST_LOG"
 section "cargo test -p bonsaifs-hal --features std (host drivers)"
 cargo test -p bonsaifs-hal --features std 2>&1 | tee -a "$TEST_LOG"
 
+section "read-only build: an image made by the host tool, read by a --features read-only build"
+RO_IMG=$(mktemp)
+cargo run -q -p bonsaifs-cli --bin bonsaifs -- mkfs "$RO_IMG" --size 8M
+cargo run -q -p bonsaifs-cli --bin bonsaifs -- put src/lib.rs "$RO_IMG:/lib.rs"
+BONSAIFS_RO_IMAGE="$RO_IMG" cargo test -p bonsaifs --features read-only --test read_only 2>&1 \
+  | tee -a "$TEST_LOG"
+rm -f "$RO_IMG"
+
 section "bench smoke: cargo run --release -p bonsaifs-bench --bin compare -- --quick"
 cargo run --release -p bonsaifs-bench --bin compare -- --quick
 

@@ -131,7 +131,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// holds it, taking the buffer out of `self.bufs` (the caller hands it to the device and
     /// puts it back from the completion). `NoSpace` when the log is full.
     fn seal_next(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<Sealed<'b>> {
-        if self.read_only {
+        if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
         let ss = self.store.dev.geometry().sector_size as usize;

@@ -109,7 +109,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     pub fn format(dev: D, mem: &'b mut [u8], opts: FormatOptions) -> Result<Self> {
         let geo = dev.geometry();
         let bs = opts.block_size;
-        if geo.read_only {
+        if geo.read_only || cfg!(feature = "read-only") {
             return Err(Error::ReadOnly);
         }
         if !bs.is_power_of_two()
@@ -266,7 +266,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Checkpoint and give the device back.
     pub fn unmount(mut self) -> Result<D> {
-        if !self.read_only {
+        if !self.is_read_only() {
             self.checkpoint()?;
         }
         Ok(self.store.dev)
@@ -310,7 +310,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Is the volume refusing writes (mounted read-only, or after a failed write)?
     pub fn is_read_only(&self) -> bool {
-        self.read_only
+        // With the `read-only` feature this is a constant: every write path behind it is
+        // dead code the compiler drops.
+        cfg!(feature = "read-only") || self.read_only
     }
 
     /// Space counters.
@@ -380,7 +382,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         &mut self,
         op: impl FnOnce(&mut Tree, &mut Store<'b, D, N>) -> Result<R>,
     ) -> Result<R> {
-        if self.read_only {
+        if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
         let need = self.op_blocks();
@@ -421,7 +423,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// changes anything, or completes. Operations that add data also leave room for later
     /// deletes (`keep_for_deletes`), so a full volume can always be emptied.
     pub fn begin_op(&mut self, tree_ops: u64, keep_for_deletes: bool) -> Result<()> {
-        if self.read_only {
+        if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
         let keep = if keep_for_deletes { DELETE_KEEP_OPS } else { 0 };
@@ -463,7 +465,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Allocate up to `want` contiguous blocks for file data (at least one). The blocks are
     /// the caller's to reference from an extent item in this transaction, or to free.
     pub fn alloc_data(&mut self, want: u64) -> Result<Run> {
-        if self.read_only {
+        if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
         // Leave room for the extent updates that map these blocks, and for deletes.
@@ -478,7 +480,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Take `run` out of free space for journal replay (see [`space::claim`]).
     pub fn claim(&mut self, run: Run) -> Result<bool> {
-        if self.read_only {
+        if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
         let need = self.op_blocks();
@@ -575,7 +577,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Make the running transaction durable (see the module docs for the order of writes).
     pub fn checkpoint(&mut self) -> Result<()> {
-        if self.read_only {
+        if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
         let r = self.checkpoint_inner(false);
