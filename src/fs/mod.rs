@@ -380,7 +380,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(())
     }
 
-    /// Make the file's data (and the metadata needed to read it) durable.
+    /// Make the file's data (and the metadata needed to read it) durable. The log never
+    /// carries timestamp-only changes (replay stamps its own times), so the record is the same
+    /// one `fsync` writes: both cost the data blocks, one record and at most one flush.
     pub fn fdatasync(&mut self, fd: Fd) -> Result<()> {
         self.fsync(fd)
     }
