@@ -399,21 +399,26 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// Choose a slot to (re)use: an empty one, else the least recently used unpinned clean
     /// one, else write back the least recently used unpinned dirty one.
     fn victim<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> Result<SlotId> {
-        if let Some(i) = self.slots.iter().position(|s| s.state == State::Empty) {
+        // One pass over the slots: it runs on every miss.
+        // (lru, slot) of the least recently used unpinned clean and dirty slots.
+        let mut clean: Option<(u32, SlotId)> = None;
+        let mut dirty: Option<(u32, SlotId)> = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            let best = match s.state {
+                State::Empty => return Ok(i),
+                _ if s.pins > 0 => continue,
+                State::Clean => &mut clean,
+                State::Dirty => &mut dirty,
+                State::Reading | State::Writing => continue,
+            };
+            if best.is_none_or(|(lru, _)| s.lru < lru) {
+                *best = Some((s.lru, i));
+            }
+        }
+        if let Some((_, i)) = clean {
             return Ok(i);
         }
-        let pick = |want: State, slots: &heapless::Vec<Slot<'b>, N>| {
-            slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.state == want && s.pins == 0)
-                .min_by_key(|(_, s)| s.lru)
-                .map(|(i, _)| i)
-        };
-        if let Some(i) = pick(State::Clean, &self.slots) {
-            return Ok(i);
-        }
-        let Some(i) = pick(State::Dirty, &self.slots) else {
+        let Some((_, i)) = dirty else {
             return Err(Error::CacheFull);
         };
         if self.no_io {
@@ -480,6 +485,27 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         block: u64,
         meta: bool,
     ) -> Result<SlotId> {
+        self.claim(dev, block, meta, true)
+    }
+
+    /// Like [`create`](Self::create) for a data block the caller overwrites whole before
+    /// anyone reads it: the slot keeps whatever bytes it held (zeroing 4 KiB per appended
+    /// block was a fifth of the cost of a sequential write).
+    pub fn create_overwritten<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        block: u64,
+    ) -> Result<SlotId> {
+        self.claim(dev, block, false, false)
+    }
+
+    fn claim<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        block: u64,
+        meta: bool,
+        zero: bool,
+    ) -> Result<SlotId> {
         let id = match self.find(block) {
             Some(id) => {
                 self.wait_slot(dev, id)?;
@@ -493,7 +519,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         s.checked = true;
         s.state = State::Dirty;
         s.error = None;
-        if let Some(b) = s.buf.as_deref_mut() {
+        if let (true, Some(b)) = (zero, s.buf.as_deref_mut()) {
             b.fill(0);
         }
         self.touch(id);

@@ -93,6 +93,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// The extent of `ino` that covers file block `fblk`, if any.
     pub(crate) fn extent_at(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
+        let changes = self.vol.changes();
+        if let Some(e) = self.memo.extent(changes, ino, fblk) {
+            return Ok(Some(e));
+        }
+        let e = self.extent_lookup(ino, fblk)?;
+        if let Some(e) = e {
+            self.memo.set_extent(changes, ino, e);
+        }
+        Ok(e)
+    }
+
+    fn extent_lookup(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
         let bs = self.bs();
         let before = ext_key(ino, (fblk + 1) * bs);
         let r = self.vol.prev(&before, |k, v| (k, v.to_vec_stack()))?;
@@ -311,7 +323,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             })?
             .ok_or(Error::Corrupt { block: ino })?;
         let run = self.vol.alloc_data(1)?;
-        let id = self.vol.pin_new_data(run.start)?;
+        let id = self.vol.pin_new_data(run.start, false)?;
         let r = self.vol.slot_mut(id).map(|s| {
             if let (Some(d), Some(src)) = (s.get_mut(..n), buf.get(..n)) {
                 d.copy_from_slice(src);
@@ -394,7 +406,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     ) -> Result<()> {
         let whole = in_off == 0 && n == self.bs();
         let id = if fresh || whole {
-            self.vol.pin_new_data(phys)?
+            // A whole block is overwritten: no need to zero it first.
+            self.vol.pin_new_data(phys, whole)?
         } else {
             self.vol.pin_data(phys)?
         };
@@ -424,7 +437,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     ) -> Result<()> {
         let old = e.block + (fblk - e.fblk);
         let run = self.vol.alloc_data(1)?;
-        let new_id = self.vol.pin_new_data(run.start)?;
+        // Every byte is written below: the old block's bytes, then the new ones.
+        let new_id = self.vol.pin_new_data(run.start, true)?;
         let r = (|| -> Result<()> {
             if n < self.bs() {
                 let old_id = self.vol.pin_data(old)?;

@@ -24,9 +24,16 @@ pub(crate) fn decode_inode(ino: u64, v: &[u8]) -> Result<InodeItem> {
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The inode `ino`, or `NotFound`.
     pub(crate) fn read_inode(&mut self, ino: u64) -> Result<InodeItem> {
-        self.vol
+        let changes = self.vol.changes();
+        if let Some(i) = self.memo.inode(changes, ino) {
+            return Ok(i);
+        }
+        let i = self
+            .vol
             .get(&inode_key(ino), |v| decode_inode(ino, v))?
-            .ok_or(Error::NotFound)?
+            .ok_or(Error::NotFound)??;
+        self.memo.set_inode(changes, ino, i);
+        Ok(i)
     }
 
     /// Replace inode `ino`.

@@ -14,6 +14,7 @@ mod dir;
 mod handle;
 mod inode;
 mod journal;
+mod memo;
 mod nowait_read;
 mod path;
 mod pipeline;
@@ -92,6 +93,7 @@ pub struct Fs<'b, D: BlockDevice<'b>, const N: usize, const H: usize = 8> {
     clock: Option<fn() -> u64>,
     journal: Journal,
     pipe: pipeline::Pipeline,
+    memo: memo::Memo,
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
@@ -110,6 +112,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             clock: None,
             journal: Journal::default(),
             pipe: pipeline::Pipeline::default(),
+            memo: memo::Memo::default(),
         };
         let mut root = crate::wire::items::InodeItem::new_zeroed();
         root.kind = Kind::Dir as u8;
@@ -137,6 +140,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             clock: None,
             journal: Journal::default(),
             pipe: pipeline::Pipeline::default(),
+            memo: memo::Memo::default(),
         };
         match fs.read_inode(ROOT_INO) {
             Ok(i) if i.kind == Kind::Dir as u8 => {}

@@ -88,6 +88,8 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
     read_only: bool,
     /// Nesting depth of [`Volume::begin_op`].
     op_depth: u32,
+    /// Changes to the filesystem tree so far (see [`Volume::changes`]).
+    changes: u64,
 }
 
 /// Tree changes' worth of space that adding data always leaves free, so deletes (which need
@@ -161,6 +163,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             log_buf_in_flight: None,
             read_only: false,
             op_depth: 0,
+            changes: 0,
         };
         vol.log = LogState {
             start: sb_blocks * u64::from(bs / geo.sector_size),
@@ -261,6 +264,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             bufs,
             log_buf_in_flight: None,
             op_depth: 0,
+            changes: 0,
         })
     }
 
@@ -365,6 +369,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.fs.prev(&mut self.store, before, f)
     }
 
+    /// How many times the filesystem tree has been changed (or asked to change) since mount:
+    /// a copy of an item read when this count was `c` is current while it is still `c`.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// Insert or replace an item of the filesystem tree.
     pub fn insert(&mut self, key: Key, value: &[u8], mode: InsertMode) -> Result<()> {
         self.write_op(|fs, st| fs.insert(st, key, value, mode))
@@ -382,6 +392,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         &mut self,
         op: impl FnOnce(&mut Tree, &mut Store<'b, D, N>) -> Result<R>,
     ) -> Result<R> {
+        self.changes = self.changes.wrapping_add(1);
         if self.is_read_only() {
             return Err(Error::ReadOnly);
         }
@@ -518,11 +529,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         Ok(id)
     }
 
-    /// A pinned cache slot for data block `block` whose old contents do not matter (zeroed).
-    pub fn pin_new_data(&mut self, block: u64) -> Result<SlotId> {
+    /// A pinned cache slot for data block `block` whose old contents do not matter: zeroed,
+    /// or (`overwrite`) left as they are because the caller writes every byte before
+    /// unpinning it.
+    pub fn pin_new_data(&mut self, block: u64, overwrite: bool) -> Result<SlotId> {
         self.check_data_block(block)?;
         let st = &mut self.store;
-        let id = st.cache.create(&mut st.dev, block, false)?;
+        let id = if overwrite {
+            st.cache.create_overwritten(&mut st.dev, block)?
+        } else {
+            st.cache.create(&mut st.dev, block, false)?
+        };
         st.cache.pin(id);
         Ok(id)
     }
