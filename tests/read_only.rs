@@ -32,7 +32,11 @@ fn cfg(len: usize) -> QueuedConfig {
 fn a_read_only_build_reads_and_refuses_every_write() {
     let img = image();
     let mut m = vec![0u8; memory_needed(512, 4096, 16)];
-    let mut fs = F::mount(QueuedRamDisk::from_image(cfg(img.len()), img.clone()), &mut m).unwrap();
+    let mut fs = F::mount(
+        QueuedRamDisk::from_image(cfg(img.len()), img.clone()),
+        &mut m,
+    )
+    .unwrap();
     assert!(fs.volume().is_read_only());
     // Reads: the file is there, byte for byte.
     let want = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/lib.rs")).unwrap();
@@ -48,7 +52,10 @@ fn a_read_only_build_reads_and_refuses_every_write() {
     assert_eq!(names, ["lib.rs"]);
     // Writes: refused, and nothing reaches the device.
     let rw = OpenFlags::READ | OpenFlags::WRITE;
-    assert_eq!(fs.open("/new", rw | OpenFlags::CREATE).err(), Some(Error::ReadOnly));
+    assert_eq!(
+        fs.open("/new", rw | OpenFlags::CREATE).err(),
+        Some(Error::ReadOnly)
+    );
     assert_eq!(fs.mkdir("/d").err(), Some(Error::ReadOnly));
     assert_eq!(fs.unlink("/lib.rs").err(), Some(Error::ReadOnly));
     assert_eq!(fs.rename("/lib.rs", "/x").err(), Some(Error::ReadOnly));
@@ -62,9 +69,16 @@ fn a_read_only_build_reads_and_refuses_every_write() {
         );
     }
     let dev = fs.unmount().unwrap();
-    assert!(dev.durable_image() == &img[..], "a read-only build changed the image");
+    assert!(
+        dev.durable_image() == &img[..],
+        "a read-only build changed the image"
+    );
     // Formatting is refused too.
     let mut m2 = vec![0u8; memory_needed(512, 4096, 16)];
-    let r = F::format(QueuedRamDisk::new(cfg(8 << 20)), &mut m2, FormatOptions::default());
+    let r = F::format(
+        QueuedRamDisk::new(cfg(8 << 20)),
+        &mut m2,
+        FormatOptions::default(),
+    );
     assert_eq!(r.err(), Some(Error::ReadOnly));
 }

@@ -9,9 +9,14 @@
 //! | driver | status | where it runs |
 //! |---|---|---|
 //! | `image_file::ImageFile` (feature `std`) | available | a host image file or raw block device, for `mkfs`/`fsck` and tests |
-//! | virtio-blk over MMIO and PCI | planned | QEMU and other hypervisors (bare-metal / unikernel guests) |
-//! | NVMe over PCIe | planned | NVMe controllers, with a real submission/completion queue pair |
-//! | SD card over SPI | planned | MCUs through `embedded-hal` 1.0 `SpiDevice` (completes at submit time) |
+//! | [`virtio::VirtioBlk`] | available | virtio-blk 1.x over MMIO v2 ([`virtio::MmioTransport`]) or PCI ([`virtio::PciTransport`]): split virtqueue of configurable size, queued flush, out-of-order completions; passes [`conformance`] in QEMU |
+//! | [`nvme::Nvme`] | available | NVMe controllers on PCIe (one I/O queue pair, PRP lists, out-of-order completions, timeouts); passes [`conformance`] in QEMU |
+//! | [`sd::SdCard`] | available | SD cards over SPI through `embedded-hal` 1.0 `SpiDevice` + `DelayNs` (completes at submit time); [`sifive_spi::SifiveSpi`] is one such bus |
+//!
+//! The DMA drivers (virtio-blk, NVMe) get memory, bus addresses, register mappings, cache
+//! maintenance and barriers from the board through one small trait,
+//! [`platform::Platform`]; [`pci`] enumerates PCIe functions and assigns their BARs (nothing
+//! else does on bare metal).
 //!
 //! The RAM disks live in the core crate ([`bonsaifs::device::RamDisk`],
 //! [`bonsaifs::device::QueuedRamDisk`]) because the core's own tests use them.
@@ -25,5 +30,14 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod conformance;
 #[cfg(feature = "std")]
 pub mod image_file;
+pub mod nvme;
+pub mod pci;
+pub mod platform;
+pub mod sd;
+#[cfg(feature = "sdmmc")]
+pub mod sdmmc_adapter;
+pub mod sifive_spi;
+pub mod virtio;
