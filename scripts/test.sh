@@ -31,8 +31,10 @@ if [ "${SKIP_MIRI:-0}" != 1 ]; then
 fi
 
 # libclang-dev: the benches. fuse3 (fusermount3), fio, sqlite3, git, tar: the FUSE mount test
-# (cli/tests/fuse.rs), which skips what is missing.
-APT_PKGS=(libclang-dev fuse3 fio sqlite3 git tar)
+# (cli/tests/fuse.rs), which skips what is missing. gcc-arm-none-eabi, its binutils and newlib:
+# the footprint comparison with littlefs's C build.
+APT_PKGS=(libclang-dev fuse3 fio sqlite3 git tar gcc-arm-none-eabi binutils-arm-none-eabi
+  libnewlib-arm-none-eabi)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -47,6 +49,30 @@ else
   echo "installing: apt packages ${missing[*]}"
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# QEMU: the firmware end-to-end test (qemu-system-misc: riscv64) and the footprint's stack
+# measurement (qemu-system-arm). From bookworm-backports: bookworm's own qemu-system-* conflict
+# with the newer qemu-utils this machine has.
+BACKPORTS_PKGS=(qemu-system-misc qemu-system-arm)
+missing=()
+for p in "${BACKPORTS_PKGS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "apt packages already present: ${BACKPORTS_PKGS[*]}"
+elif [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "skipping apt: cannot install ${missing[*]} (the QEMU tests need them)"
+else
+  if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "installing: apt source bookworm-backports (a copy of debian.sources' first stanza)"
+    sed -n '1,/^$/p' /etc/apt/sources.list.d/debian.sources |
+      sed 's/^Suites:.*/Suites: bookworm-backports/' >/etc/apt/sources.list.d/backports.sources
+  fi
+  echo "installing: apt packages ${missing[*]} (bookworm-backports)"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    -t bookworm-backports "${missing[@]}"
 fi
 
 if [ "${SKIP_FUZZ:-0}" != 1 ] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
@@ -78,6 +104,19 @@ rm -f "$RO_IMG"
 
 section "bench smoke: cargo run --release -p bonsaifs-bench --bin compare -- --quick"
 cargo run --release -p bonsaifs-bench --bin compare -- --quick
+
+section "queue-depth bench smoke: cargo run --release -p bonsaifs-bench --bin qd -- --quick"
+cargo run --release -p bonsaifs-bench --bin qd -- --quick
+
+section "crc32c builds: the check value with --features crc-fast and crc-small"
+cargo test -p bonsaifs --lib --features crc-fast wire::header 2>&1 | tee -a "$TEST_LOG"
+cargo test -p bonsaifs --lib --features crc-small wire::header 2>&1 | tee -a "$TEST_LOG"
+
+section "footprint: bash scripts/footprint.sh (thumbv7em firmware vs littlefs C, stack in QEMU)"
+bash scripts/footprint.sh
+
+section "QEMU end to end: bash scripts/qemu-e2e.sh (every firmware, then ${KILL_RUNS:-10} kill runs)"
+KILL_RUNS=${KILL_RUNS:-10} bash scripts/qemu-e2e.sh
 
 for t in "${TARGETS[@]}"; do
   section "cargo build -p bonsaifs --target $t"

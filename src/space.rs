@@ -35,9 +35,14 @@ pub const FREE_EXTENT: u8 = 1;
 /// Blocks one tree operation (plus the draining it causes) may need, at most.
 pub const BLOCKS_PER_OP: u64 = 4 * (MAX_DEPTH as u64 + 1);
 
-/// Runs the reserve can hold: enough that fragmented free space still adds up to what one
-/// operation needs.
+/// Reserve runs a superblock records.
 pub const RESERVE_RUNS: usize = crate::wire::RESERVE_RUNS;
+
+/// Runs the reserve holds in memory: enough that fragmented free space still adds up to what
+/// one operation needs (copy-on-write overwrites scattered over a half-full volume leave free
+/// space in runs of a few blocks). Runs beyond the [`RESERVE_RUNS`] a superblock records go
+/// back to the free-space tree before each checkpoint ([`spill_reserve`]).
+pub const RESERVE_SLOTS: usize = 4 * RESERVE_RUNS;
 
 /// The value of a free-space tree item.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -69,7 +74,7 @@ impl Run {
 #[derive(Debug, Clone)]
 pub struct Space {
     /// Runs taken out of the free-space tree, used first to last.
-    pub reserve: [Run; RESERVE_RUNS],
+    pub reserve: [Run; RESERVE_SLOTS],
     /// Free blocks on the volume: in the tree, in the reserve, or queued to be freed.
     pub free_blocks: u64,
     /// The last durable checkpoint's generation.
@@ -86,7 +91,11 @@ pub struct Space {
 
 impl Space {
     /// Allocator state as loaded from a superblock.
-    pub fn new(reserve: [Run; RESERVE_RUNS], free_blocks: u64, committed: u64) -> Self {
+    pub fn new(persisted: [Run; RESERVE_RUNS], free_blocks: u64, committed: u64) -> Self {
+        let mut reserve = [Run::default(); RESERVE_SLOTS];
+        for (slot, run) in reserve.iter_mut().zip(persisted) {
+            *slot = run;
+        }
         Space {
             reserve,
             free_blocks,
@@ -96,6 +105,19 @@ impl Space {
             cursor: 0,
             bugs: crate::inject::Bugs::empty(),
         }
+    }
+
+    /// The reserve as a superblock records it; [`spill_reserve`] must have emptied the slots
+    /// beyond [`RESERVE_RUNS`] first.
+    pub fn persisted_reserve(&self) -> Result<[Run; RESERVE_RUNS]> {
+        if self.reserve.iter().skip(RESERVE_RUNS).any(|r| r.len > 0) {
+            return Err(Error::InvalidArgument);
+        }
+        let mut out = [Run::default(); RESERVE_RUNS];
+        for (o, r) in out.iter_mut().zip(self.reserve) {
+            *o = r;
+        }
+        Ok(out)
     }
 
     /// Blocks left in the reserve.
@@ -118,7 +140,7 @@ impl Space {
 
     /// Move empty reserve slots to the end, keeping the order of the others.
     fn compact(&mut self) {
-        let mut out = [Run::default(); RESERVE_RUNS];
+        let mut out = [Run::default(); RESERVE_SLOTS];
         let mut n = 0;
         for r in self.reserve.iter().filter(|r| r.len > 0) {
             if let Some(o) = out.get_mut(n) {
@@ -275,8 +297,8 @@ pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()>
         if s.space().bugs.has(crate::inject::Bugs::EARLY_REUSE) {
             // The bug: the freed run becomes the next one allocated from.
             let sp = s.space();
-            let last = sp.reserve[RESERVE_RUNS - 1];
-            sp.reserve.copy_within(0..RESERVE_RUNS - 1, 1);
+            let last = sp.reserve[RESERVE_SLOTS - 1];
+            sp.reserve.copy_within(0..RESERVE_SLOTS - 1, 1);
             sp.reserve[0] = run;
             let committed = sp.committed;
             if last.len > 0 {
@@ -292,15 +314,33 @@ pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()>
     })
 }
 
+/// Give the runs the superblock cannot record (slots from [`RESERVE_RUNS`] on) back to the
+/// free-space tree. They were never used, so they are reusable at once.
+pub fn spill_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
+    // Allocating tree nodes compacts the reserve, moving runs between slots: look again after
+    // every insert.
+    for _ in 0..RESERVE_SLOTS {
+        let sp = s.space();
+        sp.compact();
+        let Some(slot) = sp.reserve.iter_mut().skip(RESERVE_RUNS).find(|r| r.len > 0) else {
+            return Ok(());
+        };
+        let run = core::mem::take(slot);
+        let committed = sp.committed;
+        insert_free(free, s, run, committed)?;
+    }
+    Err(Error::NoSpace)
+}
+
 /// Make sure the reserve holds at least `need` blocks, cutting runs from the tree.
 pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()> {
-    for _ in 0..4 * RESERVE_RUNS {
+    for _ in 0..4 * RESERVE_SLOTS {
         if s.space().reserved() >= need {
             return Ok(());
         }
         let sp = s.space();
         sp.compact();
-        if sp.reserve[RESERVE_RUNS - 1].len != 0 {
+        if sp.reserve[RESERVE_SLOTS - 1].len != 0 {
             // Every slot holds a short run: give the shortest back (no tree ever used it, so it
             // is reusable at once) and refill its slot with the next run.
             let (i, back) = sp
@@ -366,7 +406,7 @@ pub fn claim<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run) -> Result<bool
         return Ok(true);
     }
     // In a reserve run: keep the larger piece there, give the other back to the tree.
-    for i in 0..RESERVE_RUNS {
+    for i in 0..RESERVE_SLOTS {
         let r = s.space().reserve[i];
         if r.start <= run.start && run.end() <= r.end() {
             let head = Run {

@@ -465,9 +465,19 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             Phase::Record { at } => {
                 let (chunk_end, nops, last) = self.journal_chunk(at, g.end)?;
                 let (bytes, vol) = self.journal_bytes_and_vol(at, chunk_end);
-                if vol.log_start(bytes, nops, last)? {
-                    g.phase = Phase::Record { at: chunk_end };
-                    g.waiting = true;
+                match vol.log_start(bytes, nops, last) {
+                    Ok(true) => {
+                        g.phase = Phase::Record { at: chunk_end };
+                        g.waiting = true;
+                    }
+                    Ok(false) => {}
+                    // The log is full: a checkpoint makes every queued write durable instead
+                    // (and starts an empty log); the epoch change reports them.
+                    Err(Error::NoSpace) => {
+                        self.pipe.group = None;
+                        return self.vol.checkpoint();
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -508,6 +518,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         self.journal_drop_prefix(g.end);
         self.pipe.group = None;
+        if self.vol.log_free_sectors() < self.vol.log_sectors() / 4 {
+            // Past three quarters full: empty the log now, between groups, rather than stall a
+            // group on a full log later. (A blocking step: it waits for the data in flight.)
+            self.vol.checkpoint()?;
+        }
         Ok(())
     }
 }

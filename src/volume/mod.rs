@@ -613,7 +613,24 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         // come back, the superblock is written from the first one.
         while self.poll_io().is_some() {}
         let need = self.op_blocks();
-        space::drain(&mut self.free, &mut self.store, need)?;
+        // Queued frees into the tree, and the reserve down to the runs a superblock records.
+        // Each may cause the other (spilling copies free-tree nodes, whose old blocks are
+        // freed; draining may refill the reserve), but copied nodes are rewritten in place
+        // from then on, so this settles within a few rounds.
+        let mut settled = false;
+        for _ in 0..8 {
+            space::drain(&mut self.free, &mut self.store, need)?;
+            space::spill_reserve(&mut self.free, &mut self.store)?;
+            if self.store.space.deferred() == 0 {
+                settled = true;
+                break;
+            }
+        }
+        if !settled {
+            return Err(Error::Corrupt {
+                block: self.free.root.block,
+            });
+        }
         let early_superblock = self
             .store
             .space
@@ -641,7 +658,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             start: r.start.into(),
             len: r.len.into(),
         };
-        sb.reserve = self.store.space.reserve.map(ext);
+        sb.reserve = self.store.space.persisted_reserve()?.map(ext);
         sb.free_blocks = self.store.space.free_blocks.into();
         if both_copies {
             self.write_superblock_copy(0, true)?;
