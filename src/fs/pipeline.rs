@@ -90,6 +90,9 @@ struct Queued {
     dsync: bool,
     blocks: heapless::Vec<u64, MAX_TICKET_BLOCKS>,
     submitted: usize,
+    /// Leading blocks whose writes are known to have finished (each poll looks only past
+    /// them, and stops at the first still in flight: a cache lookup per block is not free).
+    written: usize,
     stage: Stage,
     result: Result<usize>,
     /// Checkpoint generation when queued: a later checkpoint made it durable.
@@ -199,6 +202,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             dsync: flags.contains(WriteFlags::DSYNC),
             blocks,
             submitted: 0,
+            written: 0,
             stage: Stage::Data,
             result: Ok(n),
             epoch,
@@ -363,25 +367,32 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             let mut stage = Stage::Data;
             let mut result = q.result;
-            if submitted == q.blocks.len() {
-                let states: heapless::Vec<_, MAX_TICKET_BLOCKS> = q
-                    .blocks
-                    .iter()
-                    .map(|&b| self.vol.block_write_state(b))
-                    .collect();
-                if states.iter().all(Option::is_some) {
-                    if let Some(Some(Err(e))) = states.iter().find(|s| matches!(s, Some(Err(_)))) {
-                        result = Err(*e);
-                        stage = Stage::Finished;
-                    } else if q.dsync {
-                        stage = Stage::Logged;
-                    } else {
-                        stage = Stage::Finished;
+            let mut written = q.written;
+            while written < submitted {
+                let Some(&b) = q.blocks.get(written) else {
+                    break;
+                };
+                match self.vol.block_write_state(b) {
+                    None => break,
+                    Some(Err(e)) => {
+                        // The first error is the ticket's; the rest still finish first.
+                        if result.is_ok() {
+                            result = Err(e);
+                        }
                     }
+                    Some(Ok(())) => {}
                 }
+                written += 1;
+            }
+            if written == q.blocks.len() {
+                stage = match (result, q.dsync) {
+                    (Err(_), _) | (Ok(_), false) => Stage::Finished,
+                    (Ok(_), true) => Stage::Logged,
+                };
             }
             if let Some(q) = self.pipe.queued.get_mut(i) {
                 q.submitted = submitted;
+                q.written = written;
                 q.stage = stage;
                 q.result = result;
             }
