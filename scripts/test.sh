@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 START=$(date +%s)
-section() { printf '\n==== %s ====\n' "$*"; }
+section() { printf '\n==== %s ==== (at %ss)\n' "$*" "$(( $(date +%s) - START ))"; }
 elapsed() { echo "elapsed: $(( $(date +%s) - START ))s"; }
 trap 'rc=$?; if [ $rc -ne 0 ]; then echo "FAILED (exit $rc)"; elapsed; fi' EXIT
 
