@@ -78,8 +78,12 @@ impl Marks<'_> {
 
     /// Claim `run`; returns how many of its blocks were already claimed or out of range.
     fn claim(&mut self, run: Run) -> u64 {
-        let mut dup = 0;
-        for b in run.start..run.start.saturating_add(run.len) {
+        // The length comes from the disk: only the part inside the area is walked (a hostile
+        // length must not make this loop for hours); the rest counts as out of range at once.
+        let end = run.start.saturating_add(run.len);
+        let inside = run.start.max(self.start)..end.min(self.end);
+        let mut dup = run.len - (inside.end.saturating_sub(inside.start));
+        for b in inside {
             if b < self.start || b >= self.end {
                 dup += 1;
                 continue;

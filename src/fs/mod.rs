@@ -223,6 +223,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.begin_op(tree_ops, adds)?;
         let r = f(self);
         self.vol.end_op();
+        if let Err(Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull) = r {
+            // The operation may have stopped half-way (a block allocated but not mapped, a
+            // name removed but not added): nothing of it may reach a checkpoint or the log.
+            // The durable state is whole; a remount continues from it.
+            self.vol.fail();
+        }
         r
     }
 

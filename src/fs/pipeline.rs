@@ -271,6 +271,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub(crate) fn step(&mut self) -> Result<()> {
         let r = self.advance();
         if let Err(e) = r {
+            // A write, record or flush failed: which of the pending operations reached the
+            // device is unknown, so none may be logged again (replay would apply them twice).
+            self.vol.fail();
             for q in self
                 .pipe
                 .queued

@@ -369,6 +369,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.fs.prev(&mut self.store, before, f)
     }
 
+    /// Turn read-only after an error that may have left the running transaction half done:
+    /// no checkpoint and no log record will write it. The last durable state stays whole.
+    pub fn fail(&mut self) {
+        warn!("volume turns read-only after a failed operation");
+        self.read_only = true;
+    }
+
     /// How many times the filesystem tree has been changed (or asked to change) since mount:
     /// a copy of an item read when this count was `c` is current while it is still `c`.
     pub fn changes(&self) -> u64 {
