@@ -91,6 +91,9 @@ section "cargo test --workspace"
 TEST_LOG=$(mktemp)
 cargo test --workspace 2>&1 | tee "$TEST_LOG"
 
+section "crash harness, CI set with its summary: cargo run --release -p bonsaifs-harness -- ci"
+cargo run --release -p bonsaifs-harness -- ci
+
 section "cargo test -p bonsaifs-hal --features std (host drivers)"
 cargo test -p bonsaifs-hal --features std 2>&1 | tee -a "$TEST_LOG"
 
