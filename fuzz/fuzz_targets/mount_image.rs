@@ -5,9 +5,8 @@
 //! Input: one flags byte, then an image in the harness's run-length form
 //! (`bonsaifs_harness::image::rle_encode`), decoded to a 1 MiB image. Flag bit 0 re-seals the
 //! superblock copies and every block that starts with the block magic, so that mutations past
-//! the checksums reach the decoders' semantic checks; fsck is skipped then, until its loop over
-//! a hostile run length is fixed (harness/tests/core_bugs.rs). The seeds in
-//! `fuzz/corpus/mount_image` are real images (`bonsaifs-harness fuzz-seeds`).
+//! the checksums reach the decoders' semantic checks. The seeds in `fuzz/corpus/mount_image`
+//! are real images (`bonsaifs-harness fuzz-seeds`).
 #![no_main]
 
 use bonsaifs::device::RamDisk;
@@ -33,8 +32,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut image = rle_decode(rest, IMAGE_BYTES);
-    let resealed = flags & 1 != 0;
-    if resealed {
+    if flags & 1 != 0 {
         reseal(&mut image);
     }
     let mut mem = vec![0u8; mount_mem_len()];
@@ -44,12 +42,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut fs) = HFs::mount(budgeted(dev), &mut mem) else {
         return;
     };
-    if !resealed {
-        let need = fs.fsck_scratch_len();
-        if need <= 16 << 20 {
-            let mut scratch = vec![0u8; need];
-            let _ = fs.fsck(&mut scratch);
-        }
+    let need = fs.fsck_scratch_len();
+    if need <= 16 << 20 {
+        let mut scratch = vec![0u8; need];
+        let _ = fs.fsck(&mut scratch);
     }
     let _ = walk(&mut fs, &Budget::default());
     let _ = fs.statfs();

@@ -7,7 +7,7 @@
 //! | [`crash_seq2`] | a seeded sample of seq-2 workloads per device, same checks |
 //! | [`powercut_mixed`] | every power-cut point of the fixed mixed workload, both devices |
 //! | [`faults_mixed`] | every fault point (read / write / flush error) of the mixed workload, both devices; violations of a known core bug ([`KNOWN_CORE_BUGS`]) are counted apart |
-//! | [`hostile_image`] | every byte of every metadata block flipped; re-sealed bit flips on every 4th byte (without fsck until its known hang is fixed) |
+//! | [`hostile_image`] | every byte of every metadata block flipped; re-sealed bit flips on every 4th byte |
 //! | [`injected`] | each deliberate bug on: the checker must report violations |
 
 use std::sync::Arc;
@@ -146,14 +146,10 @@ pub struct KnownBug {
     pub context: &'static str,
 }
 
-/// Core bugs whose violations the CI fault part tolerates (and counts) until they are fixed.
-/// Remove an entry when its reproducer passes.
-pub const KNOWN_CORE_BUGS: [KnownBug; 1] = [KnownBug {
-    test: "read_error_inside_a_write_leaks_a_block_into_the_next_checkpoint",
-    kind: "fsck",
-    detail: "leaked: 1,",
-    context: "(read), crash after the run",
-}];
+/// Core bugs whose violations the CI fault part tolerates (and counts) until they are fixed:
+/// none today. (The one that needed it, `read_error_inside_a_write_leaks_a_block_into_the_next_
+/// checkpoint`, is fixed.) Add an entry only with a reproducer; remove it when that passes.
+pub const KNOWN_CORE_BUGS: [KnownBug; 0] = [];
 
 /// Take the violations that match a known core bug out of `t`; returns how many matched each.
 pub fn take_known(t: &mut Tally) -> Vec<(KnownBug, usize)> {
@@ -220,9 +216,7 @@ pub fn hostile_image(threads: usize) -> Summary {
         }
     };
     let mut jobs = Vec::new();
-    // Re-sealed flips run without fsck until its hang on a hostile run length is fixed
-    // (harness/tests/core_bugs.rs: fsck_loops_over_a_hostile_extent_length).
-    for (mode, stride) in [(Mode::Flip, 1), (Mode::ResealedNoFsck, 4)] {
+    for (mode, stride) in [(Mode::Flip, 1), (Mode::Resealed, 4)] {
         for chunk in all_mutations(&pop, stride, mode).chunks(512) {
             jobs.push((mode, chunk.to_vec()));
         }
@@ -233,7 +227,7 @@ pub fn hostile_image(threads: usize) -> Summary {
         });
     Summary {
         what: format!(
-            "hostile image ({} metadata regions: every byte flipped; every 4th bit-flipped and re-sealed, fsck skipped there)",
+            "hostile image ({} metadata regions: every byte flipped, every 4th bit-flipped and re-sealed)",
             pop.regions.len()
         ),
         tally,

@@ -132,10 +132,6 @@ struct HostileArgs {
     /// Flip one bit and re-seal the checksum (reaches the semantic checks).
     #[arg(long)]
     resealed: bool,
-    /// With --resealed: skip fsck (it loops on some hostile run lengths; see
-    /// harness/tests/core_bugs.rs), so that a long run is not stalled by abandoned threads.
-    #[arg(long, requires = "resealed")]
-    skip_fsck: bool,
     /// Check one mutation: region index (as violations print it) ...
     #[arg(long, requires = "offset")]
     region: Option<usize>,
@@ -264,6 +260,14 @@ fn finish(summary: &Summary, show: usize) -> ExitCode {
     if summary.tally.violations.len() > show {
         println!("... and {} more", summary.tally.violations.len() - show);
     }
+    let mut kinds = std::collections::BTreeMap::new();
+    for v in &summary.tally.violations {
+        *kinds.entry(v.kind.as_str()).or_insert(0u64) += 1;
+    }
+    if !kinds.is_empty() {
+        let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("violations by kind: {}", list.join(", "));
+    }
     println!("{summary}");
     if summary.tally.violations.is_empty() {
         ExitCode::SUCCESS
@@ -342,6 +346,8 @@ fn campaign(mode: &str, c: &Campaign) -> ExitCode {
                 &w,
                 &FaultOptions {
                     run: *run,
+                    // Every fault point, so that the breakdown by kind is complete.
+                    max_violations: usize::MAX,
                     ..FaultOptions::default()
                 },
                 s,
@@ -369,10 +375,10 @@ fn hostile(h: &HostileArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mode = match (h.resealed, h.skip_fsck) {
-        (false, _) => Mode::Flip,
-        (true, false) => Mode::Resealed,
-        (true, true) => Mode::ResealedNoFsck,
+    let mode = if h.resealed {
+        Mode::Resealed
+    } else {
+        Mode::Flip
     };
     if let (Some(ri), Some(off)) = (h.region, h.offset) {
         let Some(&region) = pop.regions.get(ri) else {
