@@ -53,11 +53,9 @@ pub(crate) struct Journal {
     replaying: bool,
     /// While replaying: the number of the commit group being replayed.
     replay_group: u64,
-    /// Times data sums were taken in this checkpoint generation: each moves
+    /// `(checkpoint generation, times data sums were taken in it)`: each moves
     /// [`Fs::write_gen`] on, so summed blocks are never rewritten in place afterwards.
-    sum_bumps: u64,
-    /// The checkpoint generation `sum_bumps` counts in.
-    sum_epoch: u64,
+    sum_bumps: (u64, u64),
 }
 
 /// Generations handed out while replaying lie above every generation a running volume uses
@@ -78,16 +76,20 @@ impl Journal {
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Generation stamped on newly written data blocks: it changes at every checkpoint and
     /// every log record, and blocks of an older one are never rewritten in place.
-    pub(crate) fn write_gen(&mut self) -> u64 {
-        if self.journal.sum_epoch != self.vol.generation() {
-            self.journal.sum_epoch = self.vol.generation();
-            self.journal.sum_bumps = 0;
-        }
+    pub(crate) fn write_gen(&self) -> u64 {
         if self.journal.replaying {
             return REPLAY_GEN_BASE + 2 * self.journal.replay_group + 1;
         }
-        let n = self.vol.log_records() + self.journal.sum_bumps;
+        let n = self.vol.log_records() + self.sum_bumps();
         (self.vol.generation() << 24) | (n & 0xff_ffff)
+    }
+
+    /// Data sums taken in the running checkpoint generation.
+    fn sum_bumps(&self) -> u64 {
+        match self.journal.sum_bumps {
+            (gen, n) if gen == self.vol.generation() => n,
+            _ => 0,
+        }
     }
 
     /// Generation of blocks a replayed `MAP` points at (0 outside replay).
@@ -290,21 +292,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Replay the log after mount, then checkpoint if anything was replayed.
     pub(crate) fn replay(&mut self) -> Result<()> {
-        // Pass 1: how many records form complete groups.
-        let mut cur = self.vol.log_cursor();
-        let (mut seen, mut complete) = (0u64, 0u64);
-        while let Some(commit) = self
-            .vol
-            .log_read(&mut cur, |h, _| h.flags.get() & LOG_COMMIT != 0)?
-        {
-            seen += 1;
-            if commit {
-                complete = seen;
-            }
-        }
-        // A group whose data sums do not match its blocks did not reach stable media whole:
-        // it, and anything after it, is not committed.
-        let complete = self.summed_prefix(complete)?;
+        let complete = self.committed_records()?;
         if complete == 0 {
             return Ok(());
         }
@@ -316,14 +304,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.checkpoint()
     }
 
-    /// The records, of the first `records`, that end before the first commit group with a
-    /// `MAP` whose data sum does not match the blocks on the device.
-    fn summed_prefix(&mut self, records: u64) -> Result<u64> {
+    /// Pass 1 of replay: how many records, from the start of the log, form complete commit
+    /// groups whose data arrived. A group whose `MAP` sums do not match the blocks on the
+    /// device did not reach stable media whole: it, and anything after it, is not committed.
+    fn committed_records(&mut self) -> Result<u64> {
         let mut rec = [0u8; MAX_RECORD];
         let mut cur = self.vol.log_cursor();
-        let mut group_start = 0;
-        for i in 0..records {
-            let (n, commit) = self.read_record(&mut cur, &mut rec)?;
+        let (mut seen, mut complete) = (0u64, 0u64);
+        while let Some((n, commit)) = self.read_record(&mut cur, &mut rec)? {
             let mut rest = rec.get(..n).unwrap_or(&[]);
             while !rest.is_empty() {
                 if let LogOp::Map {
@@ -334,16 +322,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 } = decode_op(&mut rest)?
                 {
                     if self.device_data_sum(block, count)? != sum {
-                        debug!("log group at record {} lacks its data", group_start);
-                        return Ok(group_start);
+                        debug!("log group after record {} lacks its data", complete);
+                        return Ok(complete);
                     }
                 }
             }
+            seen += 1;
             if commit {
-                group_start = i + 1;
+                complete = seen;
             }
         }
-        Ok(records)
+        Ok(complete)
     }
 
     /// The data sum of blocks `block..block + count` as they are on the device.
@@ -363,7 +352,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Pass 2: claim every data block the records map, before anything allocates.
         let mut cur = self.vol.log_cursor();
         for _ in 0..records {
-            let (n, _) = self.read_record(&mut cur, &mut rec)?;
+            let (n, _) = self
+                .read_record(&mut cur, &mut rec)?
+                .ok_or(Error::Corrupt { block: 0 })?;
             let mut rest = rec.get(..n).unwrap_or(&[]);
             while !rest.is_empty() {
                 if let LogOp::Map { block, count, .. } = decode_op(&mut rest)? {
@@ -386,7 +377,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let r = (|| {
             self.journal.replay_group = 0;
             for _ in 0..records {
-                let (n, commit) = self.read_record(&mut cur, &mut rec)?;
+                let (n, commit) = self
+                    .read_record(&mut cur, &mut rec)?
+                    .ok_or(Error::Corrupt { block: 0 })?;
                 let mut rest = rec.get(..n).unwrap_or(&[]);
                 while !rest.is_empty() {
                     let op = decode_op(&mut rest)?;
@@ -403,12 +396,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Copy the payload of the record at `cur` into `out`; returns its length and whether the
-    /// record ends a commit group.
+    /// record ends a commit group, or `None` past the last valid record of the chain.
     fn read_record(
         &mut self,
         cur: &mut crate::volume::LogCursor,
         out: &mut [u8],
-    ) -> Result<(usize, bool)> {
+    ) -> Result<Option<(usize, bool)>> {
         let got = self.vol.log_read(cur, |h, rec| -> Result<(usize, bool)> {
             let mut n = 0;
             for op in ops(rec, h) {
@@ -420,7 +413,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             Ok((n, h.flags.get() & LOG_COMMIT != 0))
         })?;
-        got.ok_or(Error::Corrupt { block: 0 })?
+        got.transpose()
     }
 
     /// Apply one replayed operation.
@@ -581,8 +574,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             pos += len;
         }
         if any {
-            self.write_gen();
-            self.journal.sum_bumps += 1;
+            self.journal.sum_bumps = (self.vol.generation(), self.sum_bumps() + 1);
         }
         Ok(all)
     }
