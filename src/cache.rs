@@ -35,6 +35,11 @@ enum State {
     Reading,
     /// A write of `block` is in flight; the slot becomes Clean (or Dirty, if redirtied) after.
     Writing,
+    /// The read of `block` failed (`error` says how); the contents are garbage. The block
+    /// number is kept so that the next reader of `block` — typically a `NOWAIT` caller
+    /// coming back after `WouldBlock` — is told, instead of starting the same read again for
+    /// ever. Reusable like an empty slot.
+    Failed,
 }
 
 struct Slot<'b> {
@@ -47,7 +52,9 @@ struct Slot<'b> {
     meta: bool,
     /// Contents were verified after the last read from the device (or created here).
     checked: bool,
-    /// The last I/O on this slot failed with this error.
+    /// The last I/O on this slot failed with this error. A failed read leaves the slot
+    /// `Failed`; a failed write leaves it `Dirty` (the bytes are still the newest) and the
+    /// error is for whoever waits for that write, never for readers of the block.
     error: Option<IoError>,
 }
 
@@ -76,6 +83,11 @@ pub struct BlockCache<'b, const N: usize> {
     sectors_per_block: u64,
     tick: u32,
     stats: CacheStats,
+    /// Changes to cached contents (a slot written, created or dropped while dirty): an
+    /// operation that failed with this count unchanged left nothing half done in memory.
+    mutations: u32,
+    /// Refuse every read and new slot (the volume shut down; see [`Error::ShutDown`]).
+    shut_down: bool,
 }
 
 impl<'b, const N: usize> BlockCache<'b, N> {
@@ -116,6 +128,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             sectors_per_block: (block_size / sector_size) as u64,
             tick: 0,
             stats: CacheStats::default(),
+            mutations: 0,
+            shut_down: false,
         })
     }
 
@@ -127,6 +141,30 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// Hit / miss counters.
     pub fn stats(&self) -> CacheStats {
         self.stats
+    }
+
+    /// How many times cached contents changed (wrapping): see the `mutations` field.
+    pub fn mutations(&self) -> u32 {
+        self.mutations
+    }
+
+    /// From now on refuse every read and every new slot with [`Error::ShutDown`]. In-flight
+    /// requests still complete into their slots (their buffers must come back).
+    pub fn shut_down(&mut self) {
+        self.shut_down = true;
+    }
+
+    /// Has [`shut_down`](Self::shut_down) been called?
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down
+    }
+
+    fn refuse_if_shut_down(&self) -> Result<()> {
+        if self.shut_down {
+            Err(Error::ShutDown)
+        } else {
+            Ok(())
+        }
     }
 
     fn slot(&self, id: SlotId) -> Result<&Slot<'b>> {
@@ -206,6 +244,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             return Err(Error::WouldBlock);
         }
         s.state = State::Dirty;
+        self.mutations = self.mutations.wrapping_add(1);
+        let s = self.slot_mut(id)?;
         s.buf.as_deref_mut().ok_or(Error::WouldBlock)
     }
 
@@ -222,6 +262,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             }
         }
         self.slot_mut(b)?.state = State::Dirty;
+        self.mutations = self.mutations.wrapping_add(1);
         let (lo, hi) = if a < b { (a, b) } else { (b, a) };
         let (left, right) = self.slots.split_at_mut(hi);
         let (sl, sh) = match (left.get_mut(lo), right.first_mut()) {
@@ -241,6 +282,9 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         if let Some(id) = self.find(block) {
             if let Some(s) = self.slots.get_mut(id) {
                 if matches!(s.state, State::Clean | State::Dirty) && s.pins == 0 {
+                    if s.state == State::Dirty {
+                        self.mutations = self.mutations.wrapping_add(1);
+                    }
                     s.state = State::Empty;
                     s.block = u64::MAX;
                     s.checked = false;
@@ -252,7 +296,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// Drop every clean and dirty slot (used after a failed transaction is abandoned).
     pub fn invalidate_all(&mut self) {
         for s in self.slots.iter_mut() {
-            if matches!(s.state, State::Clean | State::Dirty) {
+            if matches!(s.state, State::Clean | State::Dirty | State::Failed) {
                 s.state = State::Empty;
                 s.block = u64::MAX;
                 s.checked = false;
@@ -282,8 +326,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
                 s.error = None;
             }
             (State::Reading, Err(e)) => {
-                s.state = State::Empty;
-                s.block = u64::MAX;
+                s.state = State::Failed;
                 s.error = Some(e);
             }
             (_, Err(e)) => {
@@ -342,14 +385,35 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Poll the device until slot `id` has no I/O in flight; other completions are routed on
-    /// the way.
-    fn wait_slot<D: BlockDevice<'b>>(&mut self, dev: &mut D, id: SlotId) -> Result<()> {
+    /// the way. Says nothing about how that I/O went (see [`Self::read_result`] and
+    /// [`Self::write_result`]).
+    fn wait_idle<D: BlockDevice<'b>>(&mut self, dev: &mut D, id: SlotId) -> Result<()> {
         while matches!(self.slot(id)?.state, State::Reading | State::Writing) {
             self.poll_device(dev);
         }
-        match self.slot_mut(id)?.error.take() {
-            Some(e) => Err(Error::Io(e)),
-            None => Ok(()),
+        Ok(())
+    }
+
+    /// After a wait: the error of a failed read of slot `id`, reported once (the slot is
+    /// emptied, so the next reader tries the device again).
+    fn read_result(&mut self, id: SlotId) -> Result<()> {
+        let s = self.slot_mut(id)?;
+        if s.state != State::Failed {
+            return Ok(());
+        }
+        let e = s.error.take().unwrap_or(IoError::Media);
+        s.state = State::Empty;
+        s.block = u64::MAX;
+        s.checked = false;
+        Err(Error::Io(e))
+    }
+
+    /// After a wait: the error of a failed write of slot `id` (the slot stays dirty).
+    fn write_result(&mut self, id: SlotId) -> Result<()> {
+        let s = self.slot_mut(id)?;
+        match (s.state, s.error.take()) {
+            (State::Dirty, Some(e)) => Err(Error::Io(e)),
+            _ => Ok(()),
         }
     }
 
@@ -405,7 +469,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         let mut dirty: Option<(u32, SlotId)> = None;
         for (i, s) in self.slots.iter().enumerate() {
             let best = match s.state {
-                State::Empty => return Ok(i),
+                State::Empty | State::Failed => return Ok(i),
                 _ if s.pins > 0 => continue,
                 State::Clean => &mut clean,
                 State::Dirty => &mut dirty,
@@ -426,7 +490,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         }
         self.stats.evict_writes += 1;
         self.submit(dev, i, true, false)?;
-        self.wait_slot(dev, i)?;
+        self.wait_idle(dev, i)?;
+        self.write_result(i)?;
         Ok(i)
     }
 
@@ -438,12 +503,16 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         block: u64,
         meta: bool,
     ) -> Result<SlotId> {
+        self.refuse_if_shut_down()?;
         if let Some(id) = self.find(block) {
             if self.no_io && matches!(self.slot(id)?.state, State::Reading | State::Writing) {
                 return Err(Error::WouldBlock);
             }
-            self.wait_slot(dev, id)?;
-            if self.slot(id)?.state != State::Empty {
+            self.wait_idle(dev, id)?;
+            // A failed read is reported to this reader (once); a failed write is not: the
+            // slot still holds the newest bytes.
+            self.read_result(id)?;
+            if matches!(self.slot(id)?.state, State::Clean | State::Dirty) {
                 self.stats.hits += 1;
                 self.touch(id);
                 return Ok(id);
@@ -472,7 +541,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             };
         }
         self.submit(dev, id, false, false)?;
-        self.wait_slot(dev, id)?;
+        self.wait_idle(dev, id)?;
+        self.read_result(id)?;
         self.touch(id);
         Ok(id)
     }
@@ -506,13 +576,15 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         meta: bool,
         zero: bool,
     ) -> Result<SlotId> {
+        self.refuse_if_shut_down()?;
         let id = match self.find(block) {
             Some(id) => {
-                self.wait_slot(dev, id)?;
+                self.wait_idle(dev, id)?;
                 id
             }
             None => self.victim(dev)?,
         };
+        self.mutations = self.mutations.wrapping_add(1);
         let s = self.slot_mut(id)?;
         s.block = block;
         s.meta = meta;
@@ -535,12 +607,13 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         let Some(id) = self.find(block) else {
             return Ok(false);
         };
-        self.wait_slot(dev, id)?;
+        self.wait_idle(dev, id)?;
         if !self.is_dirty(id) {
             return Ok(false);
         }
         self.submit(dev, id, true, false)?;
-        self.wait_slot(dev, id)?;
+        self.wait_idle(dev, id)?;
+        self.write_result(id)?;
         Ok(true)
     }
 
@@ -557,6 +630,11 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         };
         if self.slot(id)?.state != State::Dirty {
             return Ok(true);
+        }
+        // The last write of this block failed: report it rather than retry in a loop (a
+        // caller polling for the write's end would otherwise resubmit it for ever).
+        if let Some(e) = self.slot_mut(id)?.error.take() {
+            return Err(Error::Io(e));
         }
         let spb = self.sectors_per_block;
         let s = self.slot_mut(id)?;
@@ -621,6 +699,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         let s = self.slots.get_mut(id)?;
         match (s.state, s.error) {
             (State::Writing, _) => None,
+            // A failed *read* of the block since says nothing about the write.
+            (State::Failed, _) => Some(Ok(())),
             (_, Some(e)) => Some(Err(Error::Io(e))),
             _ => Some(Ok(())),
         }
@@ -637,7 +717,9 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     pub fn reusable_slots(&self) -> usize {
         self.slots
             .iter()
-            .filter(|s| s.pins == 0 && matches!(s.state, State::Empty | State::Clean))
+            .filter(|s| {
+                s.pins == 0 && matches!(s.state, State::Empty | State::Clean | State::Failed)
+            })
             .count()
     }
 
@@ -739,6 +821,69 @@ mod tests {
                 .iter()
                 .all(|&x| x == b as u8 + 1));
         }
+    }
+
+    #[test]
+    fn a_failed_read_is_reported_to_the_next_reader_once() {
+        use crate::device::{FaultInjector, FaultPlan};
+        let mut store = [0u8; 512 * 8];
+        store[512 * 3] = 33;
+        let dev = RamDisk::new(&mut store, 512).unwrap();
+        let mut dev = FaultInjector::new(dev, FaultPlan::At(0), IoError::Media);
+        let mut mem = [0u8; 512 * 2];
+        let mut cache: BlockCache<'_, 2> = BlockCache::new(&mut mem, 512, 512).unwrap();
+        // A probe starts the read and does not wait; the read fails.
+        cache.set_no_io(true);
+        assert_eq!(cache.read(&mut dev, 3, false), Err(Error::WouldBlock));
+        cache.drain_device(&mut dev);
+        // The probe's next attempt is told, instead of starting the read again for ever.
+        assert_eq!(
+            cache.read(&mut dev, 3, false),
+            Err(Error::Io(IoError::Media))
+        );
+        // Told once: the attempt after that reads the device again.
+        assert_eq!(cache.read(&mut dev, 3, false), Err(Error::WouldBlock));
+        cache.drain_device(&mut dev);
+        let id = cache.read(&mut dev, 3, false).unwrap();
+        assert_eq!(cache.data(id).unwrap()[0], 33);
+    }
+
+    #[test]
+    fn a_failed_write_back_keeps_the_bytes_for_readers() {
+        use crate::device::{FaultInjector, FaultPlan};
+        let mut store = [0u8; 512 * 8];
+        let dev = RamDisk::new(&mut store, 512).unwrap();
+        let mut dev = FaultInjector::new(dev, FaultPlan::At(0), IoError::Media);
+        let mut mem = [0u8; 512 * 2];
+        let mut cache: BlockCache<'_, 2> = BlockCache::new(&mut mem, 512, 512).unwrap();
+        let id = cache.create(&mut dev, 5, false).unwrap();
+        cache.data_mut(id).unwrap()[0] = 55;
+        // The writer is told...
+        assert_eq!(
+            cache.write_back_block(&mut dev, 5),
+            Err(Error::Io(IoError::Media))
+        );
+        // ...readers are not: the slot still holds the newest bytes.
+        let id = cache.read(&mut dev, 5, false).unwrap();
+        assert_eq!(cache.data(id).unwrap()[0], 55);
+        assert!(cache.is_dirty(id));
+        assert_eq!(cache.write_back_block(&mut dev, 5), Ok(true));
+    }
+
+    #[test]
+    fn shut_down_refuses_reads_and_new_slots() {
+        let mut store = [0u8; 512 * 8];
+        let mut dev = RamDisk::new(&mut store, 512).unwrap();
+        let mut mem = [0u8; 512 * 2];
+        let mut cache: BlockCache<'_, 2> = BlockCache::new(&mut mem, 512, 512).unwrap();
+        let before = cache.mutations();
+        cache.read(&mut dev, 1, false).unwrap();
+        assert_eq!(cache.mutations(), before, "a read changes nothing");
+        cache.create(&mut dev, 2, false).unwrap();
+        assert_ne!(cache.mutations(), before);
+        cache.shut_down();
+        assert_eq!(cache.read(&mut dev, 1, false), Err(Error::ShutDown));
+        assert_eq!(cache.create(&mut dev, 3, false), Err(Error::ShutDown));
     }
 
     #[test]

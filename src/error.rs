@@ -73,6 +73,11 @@ pub enum Error {
     InvalidArgument,
     /// The volume was mounted read-only, or turned read-only after an I/O error.
     ReadOnly,
+    /// An I/O error stopped an operation after it had started changing the in-memory state.
+    /// Rather than show that operation half done, the volume refuses every call until it is
+    /// mounted again; mount recovers the durable state (journal included), which the error
+    /// did not touch.
+    ShutDown,
     /// The device does not hold a bonsaifs volume (no valid superblock).
     NotFormatted,
     /// The volume needs a feature this build does not know (incompat bits).
@@ -120,6 +125,7 @@ impl core::fmt::Display for Error {
             Error::TooLarge => f.write_str("too large for the on-disk format"),
             Error::InvalidArgument => f.write_str("invalid argument"),
             Error::ReadOnly => f.write_str("read-only volume"),
+            Error::ShutDown => f.write_str("volume shut down after an I/O error: mount it again"),
             Error::NotFormatted => f.write_str("no bonsaifs volume on this device"),
             Error::Unsupported => f.write_str("volume uses features this build does not support"),
         }

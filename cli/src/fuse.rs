@@ -71,6 +71,7 @@ pub fn errno(e: Error) -> Errno {
         Error::Corrupt { .. }
         | Error::Io(_)
         | Error::CacheFull
+        | Error::ShutDown
         | Error::NotFormatted
         | Error::Unsupported => Errno::EIO,
     }

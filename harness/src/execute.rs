@@ -116,9 +116,11 @@ pub struct LiveRun {
     pub live_tree: Result<Tree, String>,
     /// Whether any call failed unexpectedly.
     pub faulted: bool,
-    /// The volume had turned read-only by the end (after an error that may have left an
-    /// operation half done in memory).
+    /// The volume had turned read-only by the end (after an I/O error).
     pub read_only_at_end: bool,
+    /// The volume had shut down by the end (an I/O error stopped an operation that had
+    /// started changing the in-memory state): it must refuse every call.
+    pub shut_down_at_end: bool,
     /// The mount failed (nothing ran).
     pub mount_error: Option<Error>,
 }
@@ -189,6 +191,14 @@ impl Exec<'_, '_> {
                 }
             }
             (Err(e), _) if self.faulted => {
+                self.errors.push((what.to_string(), e));
+                Class::NoEffect
+            }
+            // A failure the caller has not been told of yet (a queued ticket's write failed;
+            // `poll` will report it) turned the volume read-only or shut it down: the call was
+            // refused before it did anything.
+            (Err(e @ (Error::ReadOnly | Error::ShutDown)), _) if self.injected => {
+                self.faulted = true;
                 self.errors.push((what.to_string(), e));
                 Class::NoEffect
             }
@@ -564,6 +574,7 @@ pub fn execute(base: &BaseImage, workload: &Workload, opts: &RunOptions) -> Live
         live_tree: Err("not run".into()),
         faulted: false,
         read_only_at_end: false,
+        shut_down_at_end: false,
         mount_error: None,
     };
     let mut fs = match LiveFs::mount(dev, &mut mem) {
@@ -624,6 +635,7 @@ pub fn execute(base: &BaseImage, workload: &Workload, opts: &RunOptions) -> Live
     let requests = ex.fs.volume().device().submitted() - start;
     let live_tree = walk(ex.fs, &Budget::default()).map_err(|e| e.to_string());
     run.read_only_at_end = ex.fs.volume().is_read_only();
+    run.shut_down_at_end = ex.fs.volume().is_shut_down();
     if !ex.faulted && ex.problems.is_empty() {
         match &live_tree {
             Ok(t) if *t == ex.model.tree() => {}

@@ -9,9 +9,11 @@
 //!    reports (every call succeeded although a request failed) is counted as *absorbed* when
 //!    every check below still holds — the filesystem retried it, e.g. the read a `NOWAIT`
 //!    probe starts again on the next attempt; the rest of the time a call returns `Io`;
-//! 2. the volume stays usable or turns read-only: the run's later calls answer as the model
-//!    says or fail cleanly (`ReadOnly`, `Io`), and what the filesystem shows in memory at the
-//!    end is the operations that succeeded, plus any of those that failed with `Io`;
+//! 2. the volume stays usable, turns read-only, or — when the failed operation had already
+//!    changed the in-memory state — shuts down: the run's later calls answer as the model says
+//!    or fail cleanly (`ReadOnly`, `Io`, `ShutDown`); what a usable or read-only volume shows
+//!    in memory at the end is the operations that succeeded, plus any of those that failed
+//!    with `Io`, each whole; a shut-down volume shows nothing (every call is refused);
 //! 3. after a power cut at the end (writes not yet durable lost, or all of them kept), mount,
 //!    fsck and the oracle's contract hold, with the acknowledgements the caller received;
 //! 4. the recovered volume is writable again: a file created and checkpointed on it survives a
@@ -149,12 +151,17 @@ pub fn check_faults(
         for v in live_violations(&run, w, &o, "faults") {
             push(&mut t, "fault-live", v.detail, ctx(kind));
         }
-        // 2. The in-memory volume: usable and whole, or turned read-only (the contract allows
-        // either; a read-only volume may show the failed operation half done until it is
-        // remounted, and the crash states below check what a remount finds).
+        // 2. The in-memory volume: whole (usable or read-only), or shut down and refusing.
         let oracle = Oracle::new(&base.model, &base.writes, run.record.clone());
         match &run.live_tree {
-            Ok(_) if run.read_only_at_end => {}
+            Ok(_) if run.shut_down_at_end => push(
+                &mut t,
+                "fault-in-memory",
+                "the volume shut down but walking it succeeded".into(),
+                ctx(kind),
+            ),
+            // The walk's first call is refused (`...: ShutDown`), nothing else.
+            Err(e) if run.shut_down_at_end && e.ends_with(": ShutDown") => {}
             Ok(tree) => {
                 if let Some(Err(e)) = oracle.check_in_memory(tree) {
                     push(&mut t, "fault-in-memory", e, ctx(kind));

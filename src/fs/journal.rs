@@ -214,8 +214,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// A sync point: make every operation so far durable with log records (or a checkpoint
     /// when the log cannot take them).
+    ///
+    /// A failure turns the volume read-only: which of the operations reached the device is
+    /// unknown, so no later sync point may claim to cover them (the failed one's data or
+    /// record may be missing while a later record, logged on top, would be reported durable).
     pub(crate) fn sync_log(&mut self) -> Result<()> {
         self.writable()?;
+        let r = self.sync_log_inner();
+        if r.is_err() {
+            self.vol.fail();
+        }
+        r
+    }
+
+    fn sync_log_inner(&mut self) -> Result<()> {
         self.journal_epoch();
         if self.journal.nops == 0 && !self.journal.overflow {
             return Ok(());

@@ -153,8 +153,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(fs)
     }
 
-    /// Finish queued writes, checkpoint, and give the device back.
+    /// Finish queued writes, checkpoint, and give the device back. A read-only or shut-down
+    /// volume writes nothing (see [`Error::ShutDown`]); its device comes back as it is.
     pub fn unmount(mut self) -> Result<D> {
+        if self.vol.is_shut_down() {
+            return Ok(self.vol.into_device());
+        }
         self.quiesce()?;
         self.vol.unmount()
     }
@@ -220,24 +224,27 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         f: impl FnOnce(&mut Self) -> Result<R>,
     ) -> Result<R> {
         self.writable()?;
+        let before = self.vol.mutations();
         self.vol.begin_op(tree_ops, adds)?;
         let r = f(self);
         self.vol.end_op();
-        if let Err(Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull) = r {
+        match r {
             // The operation may have stopped half-way (a block allocated but not mapped, a
-            // name removed but not added): nothing of it may reach a checkpoint or the log.
-            // The durable state is whole; a remount continues from it.
-            self.vol.fail();
+            // name removed but not added): nothing of it may reach a checkpoint or the log,
+            // and if it changed anything in memory the volume shuts down rather than show
+            // it. The durable state is whole; a remount continues from it.
+            Err(e @ (Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull | Error::NoSpace)) => {
+                if self.vol.fail_since(before, e) {
+                    self.fail_tickets(Error::ShutDown);
+                }
+                Err(e)
+            }
+            other => other,
         }
-        r
     }
 
     fn writable(&self) -> Result<()> {
-        if self.vol.is_read_only() {
-            Err(Error::ReadOnly)
-        } else {
-            Ok(())
-        }
+        self.vol.writable()
     }
 
     /// Open (and with `CREATE`, create) the file at `path`.

@@ -209,7 +209,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             log_end,
         };
         self.pipe.queued.push(q).map_err(|_| Error::WouldBlock)?;
-        self.advance()?;
+        // Start its I/O. A failure here is the ticket's (and every waiting one's): `poll`
+        // reports it, so the caller must get the ticket.
+        let _ = self.step();
         Ok(WriteStatus::Queued(ticket))
     }
 
@@ -269,23 +271,28 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// any. A device error fails every write still waiting (the volume is read-only then) and
     /// is returned too.
     pub(crate) fn step(&mut self) -> Result<()> {
-        let r = self.advance();
+        let r = self.vol.refuse_if_shut_down().and_then(|()| self.advance());
         if let Err(e) = r {
             // A write, record or flush failed: which of the pending operations reached the
             // device is unknown, so none may be logged again (replay would apply them twice).
             self.vol.fail();
-            for q in self
-                .pipe
-                .queued
-                .iter_mut()
-                .filter(|q| q.stage != Stage::Finished)
-            {
-                q.stage = Stage::Finished;
-                q.result = Err(e);
-            }
-            self.pipe.group = None;
+            self.fail_tickets(e);
         }
         r
+    }
+
+    /// Finish every ticket not yet finished with `e`, and drop the commit group.
+    pub(crate) fn fail_tickets(&mut self, e: Error) {
+        for q in self
+            .pipe
+            .queued
+            .iter_mut()
+            .filter(|q| q.stage != Stage::Finished)
+        {
+            q.stage = Stage::Finished;
+            q.result = Err(e);
+        }
+        self.pipe.group = None;
     }
 
     /// A one-line summary of the pipeline (for logs and test failures).
@@ -369,7 +376,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 submitted += 1;
             }
             let mut stage = Stage::Data;
-            let mut result = q.result;
             let mut written = q.written;
             while written < submitted {
                 let Some(&b) = q.blocks.get(written) else {
@@ -377,27 +383,25 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 };
                 match self.vol.block_write_state(b) {
                     None => break,
-                    Some(Err(e)) => {
-                        // The first error is the ticket's; the rest still finish first.
-                        if result.is_ok() {
-                            result = Err(e);
-                        }
-                    }
+                    // The write's operation is in the pending log, and so may be those of
+                    // later writes to the block: no record may map it now. `step` fails every
+                    // ticket still waiting and turns the volume read-only.
+                    Some(Err(e)) => return Err(e),
                     Some(Ok(())) => {}
                 }
                 written += 1;
             }
             if written == q.blocks.len() {
-                stage = match (result, q.dsync) {
-                    (Err(_), _) | (Ok(_), false) => Stage::Finished,
-                    (Ok(_), true) => Stage::Logged,
+                stage = if q.dsync {
+                    Stage::Logged
+                } else {
+                    Stage::Finished
                 };
             }
             if let Some(q) = self.pipe.queued.get_mut(i) {
                 q.submitted = submitted;
                 q.written = written;
                 q.stage = stage;
-                q.result = result;
             }
         }
         // Keep a quarter of the cache reusable, so NOWAIT writes do not stall on dirty tree

@@ -131,9 +131,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// holds it, taking the buffer out of `self.bufs` (the caller hands it to the device and
     /// puts it back from the completion). `NoSpace` when the log is full.
     fn seal_next(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<Sealed<'b>> {
-        if self.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.writable()?;
         let ss = self.store.dev.geometry().sector_size as usize;
         let idx = self
             .buf_for(LOG_HEADER_LEN + ops.len())

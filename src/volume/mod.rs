@@ -376,6 +376,62 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.read_only = true;
     }
 
+    /// Count of changes to cached contents, to pass to [`fail_since`](Self::fail_since).
+    pub fn mutations(&self) -> u32 {
+        self.store.cache.mutations()
+    }
+
+    /// An operation that started at mutation count `before` failed with `e` part-way. If it
+    /// changed nothing cached, what the volume shows is still whole: it only turns read-only
+    /// (or, for `NoSpace`, stays as it is). Otherwise the operation is half done in memory and
+    /// nothing can undo it: the volume shuts down (every later call answers
+    /// [`Error::ShutDown`]) rather than show it. The failed call itself still answers `e`,
+    /// the cause. Returns whether the volume shut down.
+    pub fn fail_since(&mut self, before: u32, e: Error) -> bool {
+        if self.store.cache.mutations() != before {
+            self.shut_down();
+            return true;
+        }
+        if e != Error::NoSpace {
+            self.fail();
+        }
+        false
+    }
+
+    /// Refuse every later call with [`Error::ShutDown`] (see [`fail_since`](Self::fail_since)).
+    /// The durable state is untouched; a new mount recovers it.
+    pub fn shut_down(&mut self) {
+        warn!("volume shuts down: an operation failed half done in memory");
+        self.read_only = true;
+        self.store.cache.shut_down();
+        // Copies of items read before (the filesystem's memos) are no longer current.
+        self.changes = self.changes.wrapping_add(1);
+    }
+
+    /// Has the volume shut down (see [`shut_down`](Self::shut_down))?
+    pub fn is_shut_down(&self) -> bool {
+        self.store.cache.is_shut_down()
+    }
+
+    /// `Err(ShutDown)` after a shutdown, `Err(ReadOnly)` on a read-only volume.
+    pub fn writable(&self) -> Result<()> {
+        self.refuse_if_shut_down()?;
+        if self.is_read_only() {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `Err(ShutDown)` once the volume has shut down.
+    pub fn refuse_if_shut_down(&self) -> Result<()> {
+        if self.is_shut_down() {
+            Err(Error::ShutDown)
+        } else {
+            Ok(())
+        }
+    }
+
     /// How many times the filesystem tree has been changed (or asked to change) since mount:
     /// a copy of an item read when this count was `c` is current while it is still `c`.
     pub fn changes(&self) -> u64 {
@@ -400,9 +456,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         op: impl FnOnce(&mut Tree, &mut Store<'b, D, N>) -> Result<R>,
     ) -> Result<R> {
         self.changes = self.changes.wrapping_add(1);
-        if self.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.writable()?;
+        let before = self.mutations();
         let need = self.op_blocks();
         if self.op_depth == 0 {
             // A single tree change is its own operation: a failure here changed nothing.
@@ -419,7 +474,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let r = r.and_then(|v| space::drain(&mut self.free, &mut self.store, need).map(|()| v));
         match r {
             Err(e @ (Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull | Error::NoSpace)) => {
-                warn!("volume turns read-only after {}", e);
+                warn!("tree change failed: {}", e);
+                // Inside a multi-step operation a NoSpace here is damage, not a full volume.
+                self.fail_since(before, e);
                 self.read_only = true;
                 Err(e)
             }
@@ -441,9 +498,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// changes anything, or completes. Operations that add data also leave room for later
     /// deletes (`keep_for_deletes`), so a full volume can always be emptied.
     pub fn begin_op(&mut self, tree_ops: u64, keep_for_deletes: bool) -> Result<()> {
-        if self.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.writable()?;
         let keep = if keep_for_deletes { DELETE_KEEP_OPS } else { 0 };
         let need = (tree_ops + keep) * self.op_blocks();
         if self.op_depth == 0 {
@@ -483,9 +538,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Allocate up to `want` contiguous blocks for file data (at least one). The blocks are
     /// the caller's to reference from an extent item in this transaction, or to free.
     pub fn alloc_data(&mut self, want: u64) -> Result<Run> {
-        if self.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.writable()?;
         // Leave room for the extent updates that map these blocks, and for deletes.
         let keep = (DATA_MAP_OPS + DELETE_KEEP_OPS) * self.op_blocks();
         if self.op_depth == 0 {
@@ -498,9 +551,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Take `run` out of free space for journal replay (see [`space::claim`]).
     pub fn claim(&mut self, run: Run) -> Result<bool> {
-        if self.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.writable()?;
         let need = self.op_blocks();
         space::ensure_reserve(&mut self.free, &mut self.store, need)?;
         let r = space::claim(&mut self.free, &mut self.store, run)
@@ -601,9 +652,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Make the running transaction durable (see the module docs for the order of writes).
     pub fn checkpoint(&mut self) -> Result<()> {
-        if self.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.writable()?;
         let r = self.checkpoint_inner(false);
         if r.is_err() {
             self.read_only = true;
