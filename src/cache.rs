@@ -324,6 +324,16 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         self.no_io = on;
     }
 
+    /// Is probing mode on (see the `no_io` field)?
+    pub fn is_no_io(&self) -> bool {
+        self.no_io
+    }
+
+    /// Device sectors per cache block.
+    pub fn sectors_per_block(&self) -> u64 {
+        self.sectors_per_block
+    }
+
     /// Poll until nothing is in flight on the device (foreign completions are kept).
     pub fn drain_device<D: BlockDevice<'b>>(&mut self, dev: &mut D) {
         while dev.in_flight() > 0 {

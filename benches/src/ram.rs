@@ -5,7 +5,7 @@
 //! [`WriteCache`] and `Trace`); littlefs and FAT run on [`RamImage`] over one, which counts
 //! the same things `Trace` counts.
 
-use bonsaifs::device::{BlockDevice, Busy, Completion, Geometry, Request};
+use bonsaifs::device::{BlockDevice, Busy, Completion, Geometry, IoError, Request};
 
 use crate::stats::Counters;
 
@@ -98,5 +98,11 @@ impl<'b, D: BlockDevice<'b>> BlockDevice<'b> for WriteCache<D> {
     }
     fn in_flight(&self) -> usize {
         self.inner.in_flight()
+    }
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        self.inner.read_now(lba, buf)
+    }
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        self.inner.write_now(lba, buf)
     }
 }

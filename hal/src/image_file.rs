@@ -191,6 +191,16 @@ impl<'b> BlockDevice<'b> for ImageFile<'b> {
     fn in_flight(&self) -> usize {
         self.done.len()
     }
+
+    /// The file is read at once (`pread`), into the caller's buffer.
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        Some(self.read(lba, buf))
+    }
+
+    /// The file is written at once (`pwrite`, not FUA), from the caller's buffer.
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        Some(self.write(lba, buf, false))
+    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ fn ext_key(ino: u64, byte_off: u64) -> Key {
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
-    fn bs(&self) -> u64 {
+    pub(crate) fn bs(&self) -> u64 {
         u64::from(self.vol.space_info().block_size)
     }
 
@@ -93,6 +93,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// The extent of `ino` that covers file block `fblk`, if any.
     pub(crate) fn extent_at(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
+        if let Some(e) = self.tail_extent(ino, fblk) {
+            return Ok(Some(e));
+        }
         let changes = self.vol.changes();
         if let Some(e) = self.memo.extent(changes, ino, fblk) {
             return Ok(Some(e));
@@ -129,7 +132,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.decode_ext(ino, k, v.as_slice()).map(Some)
     }
 
-    fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
+    pub(crate) fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
         let item = ExtentItem {
             block: e.block.into(),
             len: e.len.into(),
@@ -204,11 +207,29 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         while done < n {
             let pos = off + done as u64;
             let (fblk, in_off) = (pos / bs, (pos % bs) as usize);
+            let ext = self.extent_at(ino, fblk)?;
+            // Whole blocks of one extent: straight from the device when it can (no slot).
+            let whole = ((n - done) as u64 / bs)
+                .min(ext.map_or(0, |e| e.fblk.saturating_add(e.len) - fblk));
+            if let (Some(e), 0, 1..) = (ext, in_off, whole) {
+                let len = (whole * bs) as usize;
+                let dst = buf
+                    .get_mut(done..done + len)
+                    .ok_or(Error::InvalidArgument)?;
+                let phys = e
+                    .block
+                    .checked_add(fblk - e.fblk)
+                    .ok_or(Error::Corrupt { block: ino })?;
+                if self.vol.read_data_now(phys, dst)? {
+                    done += len;
+                    continue;
+                }
+            }
             let len = (bs as usize - in_off).min(n - done);
             let dst = buf
                 .get_mut(done..done + len)
                 .ok_or(Error::InvalidArgument)?;
-            match self.extent_at(ino, fblk)? {
+            match ext {
                 Some(e) => {
                     let id = self.vol.pin_data(e.block + (fblk - e.fblk))?;
                     let r = self.vol.slot(id).and_then(|s| {

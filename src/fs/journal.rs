@@ -168,25 +168,36 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             };
             let count = (e.fblk + e.len).min(end) - fblk;
             let block = e.block + (fblk - e.fblk);
-            self.log(&LogOp::Map {
-                ino,
-                fblk,
-                block,
-                count,
-                size,
-                sum: None,
-            });
-            let run = Run {
-                start: block,
-                len: count,
-            };
-            let end = self.journal.pending.len();
-            if self.journal.runs.push((run, end)).is_err() {
-                self.journal.overflow = true;
-            }
+            self.log_map(ino, fblk, block, count, size);
             fblk += count;
         }
         Ok(())
+    }
+
+    /// Record that file blocks `fblk..fblk + count` of `ino` now live in disk blocks
+    /// `block..` (written before the record that will carry this), and the size after it.
+    pub(crate) fn log_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) {
+        self.log(&LogOp::Map {
+            ino,
+            fblk,
+            block,
+            count,
+            size,
+            sum: None,
+        });
+        let run = Run {
+            start: block,
+            len: count,
+        };
+        let end = self.journal.pending.len();
+        if self.journal.runs.push((run, end)).is_err() {
+            self.journal.overflow = true;
+        }
+    }
+
+    /// Is the log being replayed (mount)?
+    pub(crate) fn replaying(&self) -> bool {
+        self.journal.replaying
     }
 
     /// Does `[offset, offset + len)` of `ino` lie (partly) in a block named by a pending MAP?
@@ -219,7 +230,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(());
         }
         if self.journal.overflow || !self.log_fits()? {
-            return self.vol.checkpoint();
+            return self.checkpoint();
         }
         let mut runs: heapless::Vec<Run, PENDING_RUNS> = heapless::Vec::new();
         for (r, _) in self.journal.runs.iter() {
@@ -263,7 +274,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.journal.clear(epoch);
         if self.vol.log_free_sectors() < self.vol.log_sectors() / 4 {
             // Past three quarters full: empty the log now rather than fail a later fsync.
-            self.vol.checkpoint()?;
+            self.checkpoint()?;
         }
         Ok(())
     }
@@ -313,7 +324,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.journal.replaying = false;
         r?;
         debug!("replayed {} log records", complete);
-        self.vol.checkpoint()
+        self.checkpoint()
     }
 
     /// The records, of the first `records`, that end before the first commit group with a

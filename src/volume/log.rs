@@ -331,6 +331,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.store.cache.set_no_io(on);
     }
 
+    /// Is probing mode on?
+    pub fn is_probing(&self) -> bool {
+        self.store.cache.is_no_io()
+    }
+
     /// Bring data block `block` into the cache (in probing mode: start the read and answer
     /// `WouldBlock`).
     pub fn prefetch_data(&mut self, block: u64) -> Result<()> {
