@@ -378,3 +378,79 @@ fn appends_unmount_clean() {
         assert!(got == model, "{dev:?}: {}", diff(&got, &model));
     }
 }
+
+/// Extent items of `ino` in the tree.
+fn extent_items(fs: &mut F<'_>, ino: u64) -> usize {
+    use bonsaifs::wire::{items::kind, Key};
+    let mut n = 0;
+    let mut from = Key::new(ino, kind::EXTENT, 0);
+    let mut incl = true;
+    while let Some(k) = fs.volume_mut().next(&from, incl, |k, _| k).unwrap() {
+        if k.id != ino || k.kind != kind::EXTENT {
+            break;
+        }
+        n += 1;
+        from = k;
+        incl = false;
+    }
+    n
+}
+
+/// A long run of appends made durable by `fsync` costs its data, one flush and one log
+/// record (one `MAP` for the whole run, not a checkpoint), and replays after a power cut to the
+/// same bytes in one extent.
+#[test]
+fn fsync_of_a_long_append_run_is_one_record_and_replays_to_one_extent() {
+    let dev = (true, true, true);
+    let image = base(dev);
+    let mut m = mem(4096);
+    let mut fs = F::mount(device(image, 36, dev), &mut m).unwrap();
+    let fd = fs
+        .open(
+            "/big",
+            OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE,
+        )
+        .unwrap();
+    let blocks = 512usize;
+    let data = bytes(blocks * B, 40);
+    let before = fs.volume().device().inner().unflushed_writes();
+    assert_eq!(before, 0);
+    let gen = fs.volume().committed_generation();
+    let start = fs.volume().device().submitted();
+    for chunk in data.chunks(B) {
+        assert_eq!(fs.write(fd, chunk).unwrap(), B);
+    }
+    fs.fsync(fd).unwrap();
+    let used = fs.volume().device().submitted() - start;
+    assert_eq!(
+        fs.volume().committed_generation(),
+        gen,
+        "the fsync logged, it did not checkpoint"
+    );
+    // Every data block once, one flush before the record, the record (FUA).
+    assert_eq!(
+        used,
+        blocks as u64 + 2,
+        "requests for {blocks} appends + fsync"
+    );
+    let ino = fs.fstat(fd).unwrap().ino;
+    let mut d = fs.into_device().into_inner();
+    d.power_cut();
+    let img = d.durable_image().to_vec();
+    let mut m2 = mem(4096);
+    let mut fs = F::mount(device(img, 37, dev), &mut m2).unwrap();
+    let mut scratch = vec![0u8; fs.fsck_scratch_len()];
+    assert!(fs.fsck(&mut scratch).unwrap().is_clean());
+    let got = read_files_at(&mut fs, "/big");
+    assert!(got == data, "replayed file differs");
+    assert_eq!(extent_items(&mut fs, ino), 1, "one extent after replay");
+}
+
+fn read_files_at(fs: &mut F<'_>, p: &str) -> Vec<u8> {
+    let fd = fs.open(p, OpenFlags::READ).unwrap();
+    let size = fs.fstat(fd).unwrap().size as usize;
+    let mut v = vec![0u8; size];
+    assert_eq!(fs.read_at(fd, 0, &mut v).unwrap(), size);
+    fs.close(fd).unwrap();
+    v
+}

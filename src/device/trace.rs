@@ -389,10 +389,61 @@ impl<'b, D: BlockDevice<'b>> Trace<D> {
 mod tests {
     use super::*;
     use crate::device::{
-        flush, read_blocks, run, write_blocks, IoError, QueuedConfig, QueuedRamDisk, RamDisk,
+        flush, read_blocks, run, write_blocks, FaultInjector, FaultPlan, IoError, QueuedConfig,
+        QueuedRamDisk, RamDisk,
     };
     use std::vec;
     use std::vec::Vec;
+
+    #[test]
+    fn synchronous_transfers_are_counted_and_logged() {
+        let mut m = [0u8; 16 * 512];
+        let mut d = Trace::new(FaultInjector::new(
+            RamDisk::new(&mut m, 512).unwrap(),
+            FaultPlan::At(2),
+            IoError::Media,
+        ));
+        d.set_logging(true);
+        let data = [7u8; 1024];
+        let mut back = [0u8; 1024];
+        assert_eq!(d.write_now(2, &data), Some(Ok(())));
+        assert_eq!(d.read_now(2, &mut back), Some(Ok(())));
+        assert_eq!(back, data);
+        // The third request fails, as the plan says, and counts as an error.
+        assert_eq!(d.write_now(2, &data), Some(Err(IoError::Media)));
+        let c = d.counters();
+        assert_eq!(
+            (c.writes, c.reads, c.bytes_written, c.sectors_read, c.errors),
+            (2, 1, 2048, 2, 1)
+        );
+        let log = d.take_log();
+        assert_eq!(log.len(), 6, "a Submit and a Complete per transfer");
+        assert!(matches!(
+            log[0].event,
+            TraceEvent::Submit {
+                tag: NOW_TAG,
+                kind: CommandKind::Write,
+                lba: 2,
+                sectors: 2
+            }
+        ));
+        assert!(matches!(
+            log[5].event,
+            TraceEvent::Complete {
+                tag: NOW_TAG,
+                ok: false,
+                ..
+            }
+        ));
+        assert_eq!(d.in_flight(), 0);
+        // Without the fast path the device answers None and nothing is counted.
+        let mut q = Trace::new(QueuedRamDisk::new(QueuedConfig {
+            sector_count: 16,
+            ..QueuedConfig::default()
+        }));
+        assert_eq!(q.write_now(0, &data), None);
+        assert_eq!(q.counters(), TraceCounters::default());
+    }
 
     #[test]
     fn counts_by_kind() {

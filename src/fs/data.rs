@@ -120,7 +120,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The first extent of `ino` at or after file block `fblk`.
-    fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
+    pub(crate) fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
         let bs = self.bs();
         let r = self
             .vol
@@ -529,6 +529,48 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             InsertMode::Create,
         )?;
         inode.blocks = (inode.blocks.get() + 1).into();
+        self.write_inode(ino, &inode)
+    }
+
+    /// Journal replay: map the hole at file blocks `fblk..fblk + count` of `ino` to disk
+    /// blocks `phys..` (already claimed) with one extent of the replay's `MAP` generation
+    /// (never rewritten in place: the blocks belong to a durable log record).
+    /// The file must not be inline.
+    pub(crate) fn map_hole(&mut self, ino: u64, fblk: u64, phys: u64, count: u64) -> Result<()> {
+        let mut inode = self.read_inode(ino)?;
+        if inode.flags.get() & inode_flags::INLINE != 0 {
+            return Err(Error::Corrupt { block: phys });
+        }
+        let gen = self.mapped_gen();
+        // Continue the extent before it when that one was mapped by the same commit group and
+        // ends where this starts, on disk too.
+        let prev = match fblk.checked_sub(1) {
+            Some(fb) => self.extent_at(ino, fb)?,
+            None => None,
+        };
+        match prev {
+            Some(p)
+                if p.gen == gen
+                    && p.fblk.checked_add(p.len) == Some(fblk)
+                    && p.block.checked_add(p.len) == Some(phys) =>
+            {
+                let len = p
+                    .len
+                    .checked_add(count)
+                    .ok_or(Error::Corrupt { block: phys })?;
+                self.put_ext(ino, Ext { len, ..p }, InsertMode::Replace)?;
+            }
+            _ => {
+                let e = Ext {
+                    fblk,
+                    block: phys,
+                    len: count,
+                    gen,
+                };
+                self.put_ext(ino, e, InsertMode::Create)?;
+            }
+        }
+        inode.blocks = inode.blocks.get().saturating_add(count).into();
         self.write_inode(ino, &inode)
     }
 

@@ -471,15 +471,35 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Point file blocks `fblk..fblk + count` of `ino` at disk blocks `block..`, freeing what
     /// they pointed at before (unless it is the same block), and set the size.
     fn replay_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) -> Result<()> {
-        for i in 0..count {
-            let fb = fblk + i;
-            let phys = block + i;
-            if let Some(e) = self.extent_at(ino, fb)? {
-                if e.block + (fb - e.fblk) == phys {
-                    continue;
+        let corrupt = Error::Corrupt { block };
+        let mut i = 0;
+        while i < count {
+            let fb = fblk.checked_add(i).ok_or(corrupt)?;
+            let phys = block.checked_add(i).ok_or(corrupt)?;
+            let inline = self.read_inode(ino)?.flags.get() & inode_flags::INLINE != 0;
+            match self.extent_at(ino, fb)? {
+                Some(e) if e.block.checked_add(fb - e.fblk) == Some(phys) => i += 1,
+                // (An inline file's bytes move into a block of their own first.)
+                Some(_) | None if inline => {
+                    self.op(8, false, |fs| fs.remap_block(ino, fb, phys))?;
+                    i += 1;
+                }
+                Some(_) => {
+                    self.op(8, false, |fs| fs.remap_block(ino, fb, phys))?;
+                    i += 1;
+                }
+                None => {
+                    // A hole (typically the blocks appended since the checkpoint): map as much
+                    // of the run as lies in it with one extent, not one per block.
+                    let next = match fb.checked_add(1) {
+                        Some(n) => self.extent_from(ino, n)?.map_or(u64::MAX, |e| e.fblk),
+                        None => u64::MAX,
+                    };
+                    let k = (count - i).min(next - fb);
+                    self.op(8, false, |fs| fs.map_hole(ino, fb, phys, k))?;
+                    i += k;
                 }
             }
-            self.op(8, false, |fs| fs.remap_block(ino, fb, phys))?;
         }
         self.op(8, true, |fs| {
             let mut inode = fs.read_inode(ino)?;
