@@ -8,7 +8,9 @@
 //! request back), and `poll` returns `None` when nothing has finished. Completions may arrive
 //! in any order; the caller matches them by [`Tag`]. Devices without a queue (a RAM disk, an SPI
 //! SD card) finish the work inside `submit` and return the completion on the next `poll`, so
-//! one code path serves both kinds.
+//! one code path serves both kinds. Such devices may also offer the optional synchronous fast
+//! path ([`BlockDevice::read_now`], [`BlockDevice::write_now`]), which copies straight to or
+//! from memory the caller keeps; nothing requires it.
 //!
 //! # Durability, as NVMe and virtio define it
 //!

@@ -10,6 +10,9 @@
 //! * Appends allocate from the start of the allocator's current run while tree nodes come from
 //!   its end, and a new run that continues the file's last extent (same transaction) extends
 //!   that extent instead of adding one, so sequential writes make few, long extents.
+//! * Whole-block appends through a handle take the fast path of `tail.rs` (the extent and inode
+//!   reach the tree once per run); whole blocks are read straight into the caller's buffer when
+//!   the device offers the synchronous fast path and the block is not cached.
 
 use zerocopy::{FromBytes, IntoBytes};
 

@@ -12,7 +12,9 @@
 //!    rewritten in place afterwards (later writes copy it).
 //!
 //! Small writes (at most [`SMALL_WRITE`] bytes, or any write to a file kept inline) travel in
-//! the record by value; larger ones by reference (`MAP`). A full buffer, a full log, or a log
+//! the record by value; larger ones by reference (`MAP`). A run of whole-block appends held by
+//! the append tail (`tail.rs`) is logged as one `MAP` when the tail settles, which happens
+//! before any other operation is logged. A full buffer, a full log, or a log
 //! past three quarters full turns the sync point into a checkpoint, which empties the log.
 //!
 //! Mount replays the records of the current epoch up to the last complete group: first it

@@ -110,9 +110,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     pub fn log_sync_data(&mut self, runs: &[Run], flush: bool) -> Result<()> {
         let st = &mut self.store;
         for r in runs {
-            for b in r.start..r.start.saturating_add(r.len) {
-                st.cache.write_back_block(&mut st.dev, b)?;
-            }
+            st.cache.write_back_run(&mut st.dev, r.start, r.len)?;
         }
         // Flush even when nothing was written just now: blocks written back earlier (to make
         // room in the cache) may still sit in the device's volatile cache.
