@@ -1,6 +1,8 @@
 //! The block cache: a fixed number of block-sized slots over memory the caller provides.
 //!
-//! Every byte of filesystem I/O goes through a slot, and every slot buffer is handed to the
+//! Every byte of filesystem I/O goes through a slot — except whole blocks of file data that
+//! are not cached, which may go straight between the caller's buffer and a device offering the
+//! synchronous fast path (`crate::volume` `direct.rs`) — and every slot buffer is handed to the
 //! device *by value* (as `&'b mut [u8]`) for the length of a request and returned with its
 //! completion. A slot with I/O in flight therefore has no buffer: it cannot be read, written
 //! or evicted, and the borrow checker enforces it (see [`crate::device`]).
@@ -367,6 +369,16 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         self.no_io = on;
     }
 
+    /// Is probing mode on (see the `no_io` field)?
+    pub fn is_no_io(&self) -> bool {
+        self.no_io
+    }
+
+    /// Device sectors per cache block.
+    pub fn sectors_per_block(&self) -> u64 {
+        self.sectors_per_block
+    }
+
     /// Poll until nothing is in flight on the device (foreign completions are kept).
     pub fn drain_device<D: BlockDevice<'b>>(&mut self, dev: &mut D) {
         while dev.in_flight() > 0 {
@@ -615,6 +627,38 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         self.wait_idle(dev, id)?;
         self.write_result(id)?;
         Ok(true)
+    }
+
+    /// Write every cached, dirty block of `start..start + len` now and wait for them (and for
+    /// any of them already in flight). One pass over the slots, however long the run: a
+    /// sync point after a long sequential write names thousands of blocks, few of them cached.
+    pub fn write_back_run<D: BlockDevice<'b>>(
+        &mut self,
+        dev: &mut D,
+        start: u64,
+        len: u64,
+    ) -> Result<()> {
+        let end = start.saturating_add(len);
+        for id in 0..self.slots.len() {
+            let in_run = self
+                .slots
+                .get(id)
+                .is_some_and(|s| {
+                    !matches!(s.state, State::Empty | State::Failed)
+                        && (start..end).contains(&s.block)
+                });
+            if !in_run {
+                continue;
+            }
+            self.wait_idle(dev, id)?;
+            if self.is_dirty(id) {
+                // (A write of it that failed before is simply tried again here.)
+                self.submit(dev, id, true, false)?;
+                self.wait_idle(dev, id)?;
+                self.write_result(id)?;
+            }
+        }
+        Ok(())
     }
 
     /// Start writing `block` if it is cached and dirty, without waiting (FUA if asked).

@@ -188,6 +188,26 @@ impl Space {
         Ok(run)
     }
 
+    /// Take up to `want` blocks for file data only if they start exactly at `start` (the
+    /// block after a file's last extent), from the current run, leaving at least `keep`
+    /// blocks in the reserve. Never touches a tree: `None` when the current run does not
+    /// start there or the reserve is short (the caller takes the general path).
+    pub fn alloc_data_at(&mut self, start: u64, want: u64, keep: u64) -> Option<Run> {
+        let spare = self.reserved().saturating_sub(keep);
+        let r = self.reserve.first_mut()?;
+        if r.start != start {
+            return None;
+        }
+        let n = want.min(spare).min(r.len);
+        if n == 0 {
+            return None;
+        }
+        r.start += n;
+        r.len -= n;
+        self.free_blocks = self.free_blocks.saturating_sub(n);
+        Some(Run { start, len: n })
+    }
+
     /// Queue `run` to be returned to the tree (reusable after the next durable checkpoint).
     pub fn defer_free(&mut self, run: Run) -> Result<()> {
         if run.len == 0 {

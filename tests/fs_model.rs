@@ -291,7 +291,13 @@ fn flags_strategy() -> impl Strategy<Value = u8> {
 }
 
 fn len_strategy() -> impl Strategy<Value = usize> {
-    prop_oneof![6 => 1..900usize, 2 => 900..8192usize, 1 => 8192..65536usize]
+    prop_oneof![
+        6 => 1..900usize,
+        2 => 900..8192usize,
+        1 => 8192..65536usize,
+        // Whole blocks: successive ones through a handle take the append fast path.
+        1 => (1..4usize).prop_map(|k| k * 4096),
+    ]
 }
 
 fn off_strategy() -> impl Strategy<Value = u64> {
@@ -998,7 +1004,10 @@ fn run(ops: &[Op], seed: u64) {
         .count();
     let mut mems: Vec<Vec<u8>> = (0..mounts).map(|_| mem(4096)).collect();
     let mut mems = mems.iter_mut();
-    let dev = QueuedRamDisk::from_image(cfg(DISK, seed), base_image().to_vec());
+    let mut dev = QueuedRamDisk::from_image(cfg(DISK, seed), base_image().to_vec());
+    // Half the sequences on a device with the synchronous fast path (whole data blocks then
+    // bypass the cache); the other half queue everything.
+    dev.set_sync_path(seed % 2 == 1);
     CTX.with(|c| *c.borrow_mut() = "the first mount".to_string());
     AT.with(|a| a.set(usize::MAX));
     let mut model = Model::new(inline_max());

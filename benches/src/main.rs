@@ -575,7 +575,9 @@ erases/discards) and `FUA/op` come from the counting layer under each filesystem
 ## Set-up
 
 * **Disk**: 32 MiB of RAM, 512-byte sectors; every (workload, filesystem) pair starts on a
-  freshly formatted one. The buffer is pre-faulted, so no run pays first-touch page faults.
+  freshly formatted one. The buffer is pre-faulted, so no run pays first-touch page faults,
+  and the same buffer (zeroed) serves every run, so no filesystem's copies depend on which
+  physical pages it happened to get.
 * **bonsaifs**: `Fs<Trace<WriteCache<RamDisk>>, {slots}>`: 4 KiB blocks, default
   `FormatOptions` (journal = 1/64 of the volume), a {slots}-slot block cache
   ({bram} KiB of RAM with the `Fs`). `WriteCache` only changes the advertised geometry to a

@@ -191,6 +191,16 @@ impl<'b> BlockDevice<'b> for ImageFile<'b> {
     fn in_flight(&self) -> usize {
         self.done.len()
     }
+
+    /// The file is read at once (`pread`), into the caller's buffer.
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        Some(self.read(lba, buf))
+    }
+
+    /// The file is written at once (`pwrite`, not FUA), from the caller's buffer.
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        Some(self.write(lba, buf, false))
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +243,23 @@ mod tests {
     /// `n` zeroed buffers of `len` bytes each.
     fn bufs(n: usize, len: usize) -> Vec<Vec<u8>> {
         vec![vec![0u8; len]; n]
+    }
+
+    #[test]
+    fn the_synchronous_fast_path_matches_submit() {
+        let p = TempPath::new("now");
+        let mut b = bufs(1, 2 * 512);
+        let mut dev = ImageFile::create(&p.0, 64 * 512, 512).unwrap();
+        let data = pattern(1024, 9);
+        assert_eq!(dev.write_now(3, &data), Some(Ok(())));
+        let c = read_blocks(&mut dev, 3, &mut b[0]);
+        assert_eq!(c.buf.as_deref(), Some(&data[..]));
+        let mut back = vec![0u8; 1024];
+        assert_eq!(dev.read_now(3, &mut back), Some(Ok(())));
+        assert_eq!(back, data);
+        assert_eq!(dev.read_now(63, &mut back), Some(Err(IoError::OutOfRange)));
+        assert_eq!(dev.write_now(0, &data[..7]), Some(Err(IoError::BadBuffer)));
+        assert_eq!(dev.in_flight(), 0);
     }
 
     #[test]

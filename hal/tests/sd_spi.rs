@@ -215,6 +215,38 @@ fn multi_block_transfers_round_trip_and_stop_correctly() {
 }
 
 #[test]
+fn the_synchronous_fast_path_matches_submit() {
+    let model = SdCardModel::new(ModelConfig::sdhc(SECTORS));
+    let mut dev: Card<'_> = open(&model);
+    // write_now, then a submitted read (and the card) see the bytes.
+    let data = pattern(5, 8 * 512);
+    assert_eq!(dev.write_now(40, &data), Some(Ok(())));
+    assert!(flush(&mut dev).is_ok());
+    assert_eq!(model.sector(41), data[512..1024].to_vec());
+    let c = read_blocks(&mut dev, 40, leak(vec![0u8; 8 * 512]));
+    assert_eq!(c.buf.as_deref(), Some(&data[..]));
+    // A submitted write, then read_now.
+    let data = pattern(6, 3 * 512);
+    assert!(write_blocks(&mut dev, 90, leak(data.clone()), false)
+        .result
+        .is_ok());
+    let mut back = vec![0u8; 3 * 512];
+    assert_eq!(dev.read_now(90, &mut back), Some(Ok(())));
+    assert_eq!(back, data);
+    // The same refusals as submit, and nothing left in flight.
+    assert_eq!(
+        dev.read_now(SECTORS - 1, &mut back),
+        Some(Err(IoError::OutOfRange))
+    );
+    assert_eq!(
+        dev.write_now(0, &data[..100]),
+        Some(Err(IoError::BadBuffer))
+    );
+    assert_eq!(dev.in_flight(), 0);
+    no_violations(&model);
+}
+
+#[test]
 fn flush_waits_out_the_busy_period_and_checks_status() {
     let mut cfg = ModelConfig::sdhc(SECTORS);
     cfg.write_busy = 500;

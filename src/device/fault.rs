@@ -113,4 +113,27 @@ impl<'b, D: BlockDevice<'b>> BlockDevice<'b> for FaultInjector<'b, D> {
     fn in_flight(&self) -> usize {
         self.failed.iter().filter(|c| c.is_some()).count() + self.inner.in_flight()
     }
+
+    /// Passed through when the inner device has the fast path; counted as a request like any
+    /// other, and failed when the plan says so (so the fast path meets the same faults).
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        if self.fails(self.count) {
+            self.count += 1;
+            return Some(Err(self.error));
+        }
+        let r = self.inner.read_now(lba, buf)?;
+        self.count += 1;
+        Some(r)
+    }
+
+    /// As [`read_now`](Self::read_now), for writes.
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        if self.fails(self.count) {
+            self.count += 1;
+            return Some(Err(self.error));
+        }
+        let r = self.inner.write_now(lba, buf)?;
+        self.count += 1;
+        Some(r)
+    }
 }

@@ -8,7 +8,9 @@
 //! request back), and `poll` returns `None` when nothing has finished. Completions may arrive
 //! in any order; the caller matches them by [`Tag`]. Devices without a queue (a RAM disk, an SPI
 //! SD card) finish the work inside `submit` and return the completion on the next `poll`, so
-//! one code path serves both kinds.
+//! one code path serves both kinds. Such devices may also offer the optional synchronous fast
+//! path ([`BlockDevice::read_now`], [`BlockDevice::write_now`]), which copies straight to or
+//! from memory the caller keeps; nothing requires it.
 //!
 //! # Durability, as NVMe and virtio define it
 //!
@@ -40,7 +42,7 @@ pub use fault::{FaultInjector, FaultPlan};
 #[cfg(any(test, feature = "std"))]
 pub use queued::{QueuedConfig, QueuedRamDisk};
 pub use ram::RamDisk;
-pub use trace::{Trace, TraceCounters, TraceEntry, TraceEvent};
+pub use trace::{Trace, TraceCounters, TraceEntry, TraceEvent, NOW_TAG};
 
 pub use crate::error::IoError;
 
@@ -178,6 +180,45 @@ pub trait BlockDevice<'b> {
 
     /// Number of requests submitted and not yet returned by `poll`.
     fn in_flight(&self) -> usize;
+
+    /// Optional synchronous fast path: fill `buf` from the sectors starting at `lba` before
+    /// returning, from memory the caller keeps. `None` (the default) means "not here, use
+    /// `submit`".
+    ///
+    /// Why it exists: a device that finishes every request inside `submit` anyway (a RAM disk,
+    /// an SPI SD card) can copy straight into the caller's memory. The filesystem then reads a
+    /// whole, aligned data block into the user's buffer without staging it in a cache slot:
+    /// one copy instead of two, and no slot search or eviction. A borrowed `&mut [u8]` cannot
+    /// follow the owned-buffer rules of a queued or DMA request, so drivers that queue or DMA
+    /// (NVMe, virtio-blk) keep the default, and nothing about their contract changes.
+    ///
+    /// Contract: `Some(result)` means the transfer is over, exactly as if the read had been
+    /// submitted and its completion reaped (same range and buffer rules as [`Command::Read`],
+    /// same errors), and `buf` is not referenced afterwards. A device may answer `None` at any
+    /// time (for example with requests in flight); the caller then submits the request
+    /// instead. It must never block on other requests.
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        let _ = (lba, buf);
+        None
+    }
+
+    /// Optional synchronous fast path: write `buf` to the sectors starting at `lba` before
+    /// returning (never FUA). `None` (the default) means "not here, use `submit`".
+    ///
+    /// Why it exists: the write twin of [`read_now`](Self::read_now). A whole, aligned block of
+    /// file data can go from the user's buffer to the device in one copy, without a cache
+    /// slot to fill first and write back later.
+    ///
+    /// Contract: `Some(result)` means the write has *completed*, exactly as if it had been
+    /// submitted and its completion reaped (same range and buffer rules as
+    /// [`Command::Write`]). Durability follows the module rules for a completed write: on a
+    /// device with a volatile cache it is durable only after a flush submitted afterwards
+    /// completes. A device may answer `None` at any time; it must never block on other
+    /// requests.
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        let _ = (lba, buf);
+        None
+    }
 }
 
 impl<'b, D: BlockDevice<'b> + ?Sized> BlockDevice<'b> for &mut D {
@@ -192,6 +233,12 @@ impl<'b, D: BlockDevice<'b> + ?Sized> BlockDevice<'b> for &mut D {
     }
     fn in_flight(&self) -> usize {
         (**self).in_flight()
+    }
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        (**self).read_now(lba, buf)
+    }
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        (**self).write_now(lba, buf)
     }
 }
 

@@ -139,6 +139,8 @@ pub struct QueuedRamDisk<'b> {
     /// Sequence number the next completed write gets.
     next_seq: u64,
     rng: SplitMix64,
+    /// Offers the synchronous fast path (see [`QueuedRamDisk::set_sync_path`]).
+    sync_path: bool,
 }
 
 impl<'b> QueuedRamDisk<'b> {
@@ -204,7 +206,19 @@ impl<'b> QueuedRamDisk<'b> {
             next_seq: 0,
             rng: SplitMix64(cfg.seed),
             cfg,
+            sync_path: false,
         }
+    }
+
+    /// Also offer the synchronous fast path ([`BlockDevice::read_now`],
+    /// [`BlockDevice::write_now`]): a transfer that takes effect at once, as a completed
+    /// request would, with the same durability rules (a `write_now` on a volatile cache waits
+    /// for a flush like any completed write). Off by default, as on NVMe and virtio; on, this
+    /// models a device that completes at submit but still has a volatile cache (an SD card
+    /// with its cache on), so tests can check the filesystem's fast path against crashes.
+    /// Answers `None` while requests are in flight.
+    pub fn set_sync_path(&mut self, on: bool) {
+        self.sync_path = on;
     }
 
     /// The configuration in use (with `sector_count` and the latency bounds as applied).
@@ -304,6 +318,46 @@ impl<'b> QueuedRamDisk<'b> {
         self.pending.retain(|p| p.live.iter().any(|&l| l));
     }
 
+    /// A read taking effect: copy from the volatile image.
+    fn read_at(&self, geo: &Geometry, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let count = check_range(geo, lba, buf.len())?;
+        let range = self.byte_range(lba, count).ok_or(IoError::OutOfRange)?;
+        match self.volatile.get(range) {
+            Some(src) if src.len() == buf.len() => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            _ => Err(IoError::OutOfRange),
+        }
+    }
+
+    /// A write completing: into the volatile image, and durable now or pending a flush.
+    fn write_at(&mut self, geo: &Geometry, lba: u64, buf: &[u8], fua: bool) -> Result<(), IoError> {
+        let count = check_range(geo, lba, buf.len())?;
+        let range = self.byte_range(lba, count).ok_or(IoError::OutOfRange)?;
+        match self.volatile.get_mut(range.clone()) {
+            Some(dst) if dst.len() == buf.len() => dst.copy_from_slice(buf),
+            _ => return Err(IoError::OutOfRange),
+        }
+        let durable_now = !self.cfg.volatile_cache || (fua && self.cfg.fua);
+        if durable_now {
+            if let Some(dst) = self.durable.get_mut(range) {
+                dst.copy_from_slice(buf);
+            }
+            self.supersede(lba, count);
+        } else {
+            let live = vec![true; buf.len() / self.cfg.sector_size as usize];
+            self.pending.push(PendingWrite {
+                seq: self.next_seq,
+                lba,
+                data: buf.to_vec(),
+                live,
+            });
+            self.next_seq += 1;
+        }
+        Ok(())
+    }
+
     /// Carries out a request at its completion instant.
     fn complete(&mut self, req: InFlight<'b>) -> Completion<'b> {
         let geo = self.geometry();
@@ -315,16 +369,7 @@ impl<'b> QueuedRamDisk<'b> {
         } = req;
         match command {
             Command::Read { lba, buf } => {
-                let result = check_range(&geo, lba, buf.len()).and_then(|count| {
-                    let range = self.byte_range(lba, count).ok_or(IoError::OutOfRange)?;
-                    match self.volatile.get(range) {
-                        Some(src) if src.len() == buf.len() => {
-                            buf.copy_from_slice(src);
-                            Ok(())
-                        }
-                        _ => Err(IoError::OutOfRange),
-                    }
-                });
+                let result = self.read_at(&geo, lba, buf);
                 Completion {
                     tag,
                     result,
@@ -332,30 +377,7 @@ impl<'b> QueuedRamDisk<'b> {
                 }
             }
             Command::Write { lba, buf, fua } => {
-                let result = check_range(&geo, lba, buf.len()).and_then(|count| {
-                    let range = self.byte_range(lba, count).ok_or(IoError::OutOfRange)?;
-                    match self.volatile.get_mut(range.clone()) {
-                        Some(dst) if dst.len() == buf.len() => dst.copy_from_slice(buf),
-                        _ => return Err(IoError::OutOfRange),
-                    }
-                    let durable_now = !self.cfg.volatile_cache || (fua && self.cfg.fua);
-                    if durable_now {
-                        if let Some(dst) = self.durable.get_mut(range) {
-                            dst.copy_from_slice(buf);
-                        }
-                        self.supersede(lba, count);
-                    } else {
-                        let live = vec![true; buf.len() / self.cfg.sector_size as usize];
-                        self.pending.push(PendingWrite {
-                            seq: self.next_seq,
-                            lba,
-                            data: buf.to_vec(),
-                            live,
-                        });
-                        self.next_seq += 1;
-                    }
-                    Ok(())
-                });
+                let result = self.write_at(&geo, lba, buf, fua);
                 Completion {
                     tag,
                     result,
@@ -461,6 +483,25 @@ impl<'b> BlockDevice<'b> for QueuedRamDisk<'b> {
 
     fn in_flight(&self) -> usize {
         self.queue.len()
+    }
+
+    /// With [`QueuedRamDisk::set_sync_path`] and nothing in flight: the read takes effect now.
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        if !self.sync_path || !self.queue.is_empty() {
+            return None;
+        }
+        let geo = self.geometry();
+        Some(self.read_at(&geo, lba, buf))
+    }
+
+    /// With [`QueuedRamDisk::set_sync_path`] and nothing in flight: the write completes now
+    /// (durable only after a later flush, on a volatile cache).
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        if !self.sync_path || !self.queue.is_empty() {
+            return None;
+        }
+        let geo = self.geometry();
+        Some(self.write_at(&geo, lba, buf, false))
     }
 }
 

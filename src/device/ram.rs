@@ -255,6 +255,16 @@ impl<'b, const Q: usize> BlockDevice<'b> for RamDisk<'_, 'b, Q> {
     fn in_flight(&self) -> usize {
         self.len
     }
+
+    /// Memory is read at once: the copy goes straight into the caller's buffer.
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        Some(self.read(lba, buf))
+    }
+
+    /// Memory is written at once (and, having no volatile cache, is durable at once).
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        Some(RamDisk::write(self, lba, buf))
+    }
 }
 
 impl<const Q: usize> fmt::Debug for RamDisk<'_, '_, Q> {

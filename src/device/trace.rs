@@ -22,7 +22,7 @@
 //!
 //! The wrapper never alters, reorders, delays or drops a request or a completion.
 
-use super::{BlockDevice, Busy, Command, CommandKind, Completion, Geometry, Request, Tag};
+use super::{BlockDevice, Busy, Command, CommandKind, Completion, Geometry, IoError, Request, Tag};
 
 #[cfg(any(test, feature = "std"))]
 use std::vec::Vec;
@@ -318,16 +318,132 @@ impl<'b, D: BlockDevice<'b>> BlockDevice<'b> for Trace<D> {
     fn in_flight(&self) -> usize {
         self.inner.in_flight()
     }
+
+    /// Passed through; a transfer the device carried out is counted as a read request and,
+    /// when logging, recorded as a `Submit` at once followed by its `Complete` (tag
+    /// [`NOW_TAG`]).
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        let r = self.inner.read_now(lba, buf)?;
+        self.count_now(CommandKind::Read, lba, buf.len(), r.is_ok());
+        Some(r)
+    }
+
+    /// Passed through; counted and recorded like [`read_now`](Self::read_now), as a write.
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        let r = self.inner.write_now(lba, buf)?;
+        self.count_now(CommandKind::Write, lba, buf.len(), r.is_ok());
+        Some(r)
+    }
+}
+
+/// The tag a [`Trace`] log gives the transfers of [`BlockDevice::read_now`] and
+/// [`BlockDevice::write_now`], which carry none: their `Submit` and `Complete` are adjacent.
+pub const NOW_TAG: Tag = Tag::MAX - 1;
+
+impl<'b, D: BlockDevice<'b>> Trace<D> {
+    /// Count (and log) one synchronous transfer of `len` bytes that already finished.
+    fn count_now(&mut self, kind: CommandKind, lba: u64, len: usize, ok: bool) {
+        let ss = self.inner.geometry().sector_size;
+        let sectors = if ss == 0 {
+            0
+        } else {
+            (len / ss as usize) as u64
+        };
+        let c = &mut self.counters;
+        let add = |n: &mut u64, v: u64| *n = n.saturating_add(v);
+        if kind == CommandKind::Read {
+            add(&mut c.reads, 1);
+            add(&mut c.sectors_read, sectors);
+            add(&mut c.bytes_read, len as u64);
+        } else {
+            add(&mut c.writes, 1);
+            add(&mut c.sectors_written, sectors);
+            add(&mut c.bytes_written, len as u64);
+        }
+        if !ok {
+            add(&mut c.errors, 1);
+        }
+        #[cfg(any(test, feature = "std"))]
+        if self.logging {
+            let tag = NOW_TAG;
+            self.record(TraceEvent::Submit {
+                tag,
+                kind,
+                lba,
+                sectors,
+            });
+            self.record(TraceEvent::Complete {
+                tag,
+                kind,
+                lba,
+                sectors,
+                ok,
+            });
+        }
+        #[cfg(not(any(test, feature = "std")))]
+        let _ = lba;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::{
-        flush, read_blocks, run, write_blocks, IoError, QueuedConfig, QueuedRamDisk, RamDisk,
+        flush, read_blocks, run, write_blocks, FaultInjector, FaultPlan, IoError, QueuedConfig,
+        QueuedRamDisk, RamDisk,
     };
     use std::vec;
     use std::vec::Vec;
+
+    #[test]
+    fn synchronous_transfers_are_counted_and_logged() {
+        let mut m = [0u8; 16 * 512];
+        let mut d = Trace::new(FaultInjector::new(
+            RamDisk::new(&mut m, 512).unwrap(),
+            FaultPlan::At(2),
+            IoError::Media,
+        ));
+        d.set_logging(true);
+        let data = [7u8; 1024];
+        let mut back = [0u8; 1024];
+        assert_eq!(d.write_now(2, &data), Some(Ok(())));
+        assert_eq!(d.read_now(2, &mut back), Some(Ok(())));
+        assert_eq!(back, data);
+        // The third request fails, as the plan says, and counts as an error.
+        assert_eq!(d.write_now(2, &data), Some(Err(IoError::Media)));
+        let c = d.counters();
+        assert_eq!(
+            (c.writes, c.reads, c.bytes_written, c.sectors_read, c.errors),
+            (2, 1, 2048, 2, 1)
+        );
+        let log = d.take_log();
+        assert_eq!(log.len(), 6, "a Submit and a Complete per transfer");
+        assert!(matches!(
+            log[0].event,
+            TraceEvent::Submit {
+                tag: NOW_TAG,
+                kind: CommandKind::Write,
+                lba: 2,
+                sectors: 2
+            }
+        ));
+        assert!(matches!(
+            log[5].event,
+            TraceEvent::Complete {
+                tag: NOW_TAG,
+                ok: false,
+                ..
+            }
+        ));
+        assert_eq!(d.in_flight(), 0);
+        // Without the fast path the device answers None and nothing is counted.
+        let mut q = Trace::new(QueuedRamDisk::new(QueuedConfig {
+            sector_count: 16,
+            ..QueuedConfig::default()
+        }));
+        assert_eq!(q.write_now(0, &data), None);
+        assert_eq!(q.counters(), TraceCounters::default());
+    }
 
     #[test]
     fn counts_by_kind() {

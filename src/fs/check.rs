@@ -90,6 +90,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Check the whole volume: blocks (see [`crate::fsck`]) and namespace. `scratch` must
     /// hold [`fsck_scratch_len`](Self::fsck_scratch_len) bytes.
     pub fn fsck(&mut self, scratch: &mut [u8]) -> Result<FsckReport> {
+        self.settle()?;
         let inos = self.vol.superblock().next_id.get();
         let ino_bytes = usize::try_from(inos.div_ceil(8)).map_err(|_| Error::InvalidArgument)?;
         let need = self.fsck_scratch_len();

@@ -10,6 +10,9 @@
 //! * Appends allocate from the start of the allocator's current run while tree nodes come from
 //!   its end, and a new run that continues the file's last extent (same transaction) extends
 //!   that extent instead of adding one, so sequential writes make few, long extents.
+//! * Whole-block appends through a handle take the fast path of `tail.rs` (the extent and inode
+//!   reach the tree once per run); whole blocks are read straight into the caller's buffer when
+//!   the device offers the synchronous fast path and the block is not cached.
 
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -68,7 +71,7 @@ fn ext_key(ino: u64, byte_off: u64) -> Key {
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
-    fn bs(&self) -> u64 {
+    pub(crate) fn bs(&self) -> u64 {
         u64::from(self.vol.space_info().block_size)
     }
 
@@ -93,6 +96,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// The extent of `ino` that covers file block `fblk`, if any.
     pub(crate) fn extent_at(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
+        if let Some(e) = self.tail_extent(ino, fblk) {
+            return Ok(Some(e));
+        }
         let changes = self.vol.changes();
         if let Some(e) = self.memo.extent(changes, ino, fblk) {
             return Ok(Some(e));
@@ -117,7 +123,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The first extent of `ino` at or after file block `fblk`.
-    fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
+    pub(crate) fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
         let bs = self.bs();
         let r = self
             .vol
@@ -129,7 +135,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.decode_ext(ino, k, v.as_slice()).map(Some)
     }
 
-    fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
+    pub(crate) fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
         let item = ExtentItem {
             block: e.block.into(),
             len: e.len.into(),
@@ -204,11 +210,29 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         while done < n {
             let pos = off + done as u64;
             let (fblk, in_off) = (pos / bs, (pos % bs) as usize);
+            let ext = self.extent_at(ino, fblk)?;
+            // Whole blocks of one extent: straight from the device when it can (no slot).
+            let whole = ((n - done) as u64 / bs)
+                .min(ext.map_or(0, |e| e.fblk.saturating_add(e.len) - fblk));
+            if let (Some(e), 0, 1..) = (ext, in_off, whole) {
+                let len = (whole * bs) as usize;
+                let dst = buf
+                    .get_mut(done..done + len)
+                    .ok_or(Error::InvalidArgument)?;
+                let phys = e
+                    .block
+                    .checked_add(fblk - e.fblk)
+                    .ok_or(Error::Corrupt { block: ino })?;
+                if self.vol.read_data_now(phys, dst)? {
+                    done += len;
+                    continue;
+                }
+            }
             let len = (bs as usize - in_off).min(n - done);
             let dst = buf
                 .get_mut(done..done + len)
                 .ok_or(Error::InvalidArgument)?;
-            match self.extent_at(ino, fblk)? {
+            match ext {
                 Some(e) => {
                     let id = self.vol.pin_data(e.block + (fblk - e.fblk))?;
                     let r = self.vol.slot(id).and_then(|s| {
@@ -508,6 +532,48 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             InsertMode::Create,
         )?;
         inode.blocks = (inode.blocks.get() + 1).into();
+        self.write_inode(ino, &inode)
+    }
+
+    /// Journal replay: map the hole at file blocks `fblk..fblk + count` of `ino` to disk
+    /// blocks `phys..` (already claimed) with one extent of the replay's `MAP` generation
+    /// (never rewritten in place: the blocks belong to a durable log record).
+    /// The file must not be inline.
+    pub(crate) fn map_hole(&mut self, ino: u64, fblk: u64, phys: u64, count: u64) -> Result<()> {
+        let mut inode = self.read_inode(ino)?;
+        if inode.flags.get() & inode_flags::INLINE != 0 {
+            return Err(Error::Corrupt { block: phys });
+        }
+        let gen = self.mapped_gen();
+        // Continue the extent before it when that one was mapped by the same commit group and
+        // ends where this starts, on disk too.
+        let prev = match fblk.checked_sub(1) {
+            Some(fb) => self.extent_at(ino, fb)?,
+            None => None,
+        };
+        match prev {
+            Some(p)
+                if p.gen == gen
+                    && p.fblk.checked_add(p.len) == Some(fblk)
+                    && p.block.checked_add(p.len) == Some(phys) =>
+            {
+                let len = p
+                    .len
+                    .checked_add(count)
+                    .ok_or(Error::Corrupt { block: phys })?;
+                self.put_ext(ino, Ext { len, ..p }, InsertMode::Replace)?;
+            }
+            _ => {
+                let e = Ext {
+                    fblk,
+                    block: phys,
+                    len: count,
+                    gen,
+                };
+                self.put_ext(ino, e, InsertMode::Create)?;
+            }
+        }
+        inode.blocks = inode.blocks.get().saturating_add(count).into();
         self.write_inode(ino, &inode)
     }
 

@@ -24,6 +24,9 @@ pub(crate) fn decode_inode(ino: u64, v: &[u8]) -> Result<InodeItem> {
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The inode `ino`, or `NotFound`.
     pub(crate) fn read_inode(&mut self, ino: u64) -> Result<InodeItem> {
+        if let Some(i) = self.tail_inode(ino) {
+            return Ok(i);
+        }
         let changes = self.vol.changes();
         if let Some(i) = self.memo.inode(changes, ino) {
             return Ok(i);

@@ -12,7 +12,9 @@
 //!    rewritten in place afterwards (later writes copy it).
 //!
 //! Small writes (at most [`SMALL_WRITE`] bytes, or any write to a file kept inline) travel in
-//! the record by value; larger ones by reference (`MAP`). A full buffer, a full log, or a log
+//! the record by value; larger ones by reference (`MAP`). A run of whole-block appends held by
+//! the append tail (`tail.rs`) is logged as one `MAP` when the tail settles, which happens
+//! before any other operation is logged. A full buffer, a full log, or a log
 //! past three quarters full turns the sync point into a checkpoint, which empties the log.
 //!
 //! Mount replays the records of the current epoch up to the last complete group: first it
@@ -170,25 +172,36 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             };
             let count = (e.fblk + e.len).min(end) - fblk;
             let block = e.block + (fblk - e.fblk);
-            self.log(&LogOp::Map {
-                ino,
-                fblk,
-                block,
-                count,
-                size,
-                sum: None,
-            });
-            let run = Run {
-                start: block,
-                len: count,
-            };
-            let end = self.journal.pending.len();
-            if self.journal.runs.push((run, end)).is_err() {
-                self.journal.overflow = true;
-            }
+            self.log_map(ino, fblk, block, count, size);
             fblk += count;
         }
         Ok(())
+    }
+
+    /// Record that file blocks `fblk..fblk + count` of `ino` now live in disk blocks
+    /// `block..` (written before the record that will carry this), and the size after it.
+    pub(crate) fn log_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) {
+        self.log(&LogOp::Map {
+            ino,
+            fblk,
+            block,
+            count,
+            size,
+            sum: None,
+        });
+        let run = Run {
+            start: block,
+            len: count,
+        };
+        let end = self.journal.pending.len();
+        if self.journal.runs.push((run, end)).is_err() {
+            self.journal.overflow = true;
+        }
+    }
+
+    /// Is the log being replayed (mount)?
+    pub(crate) fn replaying(&self) -> bool {
+        self.journal.replaying
     }
 
     /// Does `[offset, offset + len)` of `ino` lie (partly) in a block named by a pending MAP?
@@ -233,7 +246,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(());
         }
         if self.journal.overflow || !self.log_fits()? {
-            return self.vol.checkpoint();
+            return self.checkpoint();
         }
         let mut runs: heapless::Vec<Run, PENDING_RUNS> = heapless::Vec::new();
         for (r, _) in self.journal.runs.iter() {
@@ -277,7 +290,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.journal.clear(epoch);
         if self.vol.log_free_sectors() < self.vol.log_sectors() / 4 {
             // Past three quarters full: empty the log now rather than fail a later fsync.
-            self.vol.checkpoint()?;
+            self.checkpoint()?;
         }
         Ok(())
     }
@@ -313,7 +326,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.journal.replaying = false;
         r?;
         debug!("replayed {} log records", complete);
-        self.vol.checkpoint()
+        self.checkpoint()
     }
 
     /// Pass 1 of replay: how many records, from the start of the log, form complete commit
@@ -465,15 +478,35 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Point file blocks `fblk..fblk + count` of `ino` at disk blocks `block..`, freeing what
     /// they pointed at before (unless it is the same block), and set the size.
     fn replay_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) -> Result<()> {
-        for i in 0..count {
-            let fb = fblk + i;
-            let phys = block + i;
-            if let Some(e) = self.extent_at(ino, fb)? {
-                if e.block + (fb - e.fblk) == phys {
-                    continue;
+        let corrupt = Error::Corrupt { block };
+        let mut i = 0;
+        while i < count {
+            let fb = fblk.checked_add(i).ok_or(corrupt)?;
+            let phys = block.checked_add(i).ok_or(corrupt)?;
+            let inline = self.read_inode(ino)?.flags.get() & inode_flags::INLINE != 0;
+            match self.extent_at(ino, fb)? {
+                Some(e) if e.block.checked_add(fb - e.fblk) == Some(phys) => i += 1,
+                // (An inline file's bytes move into a block of their own first.)
+                Some(_) | None if inline => {
+                    self.op(8, false, |fs| fs.remap_block(ino, fb, phys))?;
+                    i += 1;
+                }
+                Some(_) => {
+                    self.op(8, false, |fs| fs.remap_block(ino, fb, phys))?;
+                    i += 1;
+                }
+                None => {
+                    // A hole (typically the blocks appended since the checkpoint): map as much
+                    // of the run as lies in it with one extent, not one per block.
+                    let next = match fb.checked_add(1) {
+                        Some(n) => self.extent_from(ino, n)?.map_or(u64::MAX, |e| e.fblk),
+                        None => u64::MAX,
+                    };
+                    let k = (count - i).min(next - fb);
+                    self.op(8, false, |fs| fs.map_hole(ino, fb, phys, k))?;
+                    i += k;
                 }
             }
-            self.op(8, false, |fs| fs.remap_block(ino, fb, phys))?;
         }
         self.op(8, true, |fs| {
             let mut inode = fs.read_inode(ino)?;

@@ -18,6 +18,7 @@ mod memo;
 mod nowait_read;
 mod path;
 mod pipeline;
+mod tail;
 
 pub use crate::wire::items::FileKind;
 pub use check::FsckReport;
@@ -94,6 +95,8 @@ pub struct Fs<'b, D: BlockDevice<'b>, const N: usize, const H: usize = 8> {
     journal: Journal,
     pipe: pipeline::Pipeline,
     memo: memo::Memo,
+    /// The file being appended to by whole blocks (see `tail.rs`).
+    tail: Option<tail::Tail>,
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
@@ -113,6 +116,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             journal: Journal::default(),
             pipe: pipeline::Pipeline::default(),
             memo: memo::Memo::default(),
+            tail: None,
         };
         let mut root = crate::wire::items::InodeItem::new_zeroed();
         root.kind = Kind::Dir as u8;
@@ -141,6 +145,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             journal: Journal::default(),
             pipe: pipeline::Pipeline::default(),
             memo: memo::Memo::default(),
+            tail: None,
         };
         match fs.read_inode(ROOT_INO) {
             Ok(i) if i.kind == Kind::Dir as u8 => {}
@@ -159,6 +164,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if self.vol.is_shut_down() {
             return Ok(self.vol.into_device());
         }
+        self.settle()?;
         self.quiesce()?;
         self.vol.unmount()
     }
@@ -173,9 +179,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         &self.vol
     }
 
-    /// The volume underneath, mutably.
+    /// The volume underneath, mutably. Appends the filesystem still holds in memory (see
+    /// `tail.rs`) are put into the tree first; if that fails the volume turns read-only.
     pub fn volume_mut(&mut self) -> &mut Volume<'b, D, N> {
+        // A failure has already turned the volume read-only; the caller sees that there.
+        let _ = self.settle();
         &mut self.vol
+    }
+
+    /// Checkpoint, with everything the filesystem holds in memory put into the tree first.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.settle()?;
+        self.vol.checkpoint()
     }
 
     /// Use `clock` for modification and change times (any monotonic unit).
@@ -256,6 +271,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if flags.contains(OpenFlags::TRUNC) && !flags.contains(OpenFlags::WRITE) {
             return Err(Error::InvalidArgument);
         }
+        if flags.intersects(OpenFlags::CREATE | OpenFlags::TRUNC) {
+            self.settle()?;
+        }
         let (dir, name) = self.resolve_parent(path)?;
         let ino = match self.lookup(dir, name.as_bytes())? {
             Some(f) if flags.contains(OpenFlags::CREATE | OpenFlags::EXCL) => {
@@ -285,6 +303,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Close a handle.
     pub fn close(&mut self, fd: Fd) -> Result<()> {
+        let o = self.handles.get(fd)?;
+        self.settle_ino(o.ino)?;
         self.handles.close(fd)
     }
 
@@ -324,11 +344,34 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Write at `offset` without moving the handle's position.
     pub fn write_at(&mut self, fd: Fd, offset: u64, data: &[u8]) -> Result<usize> {
+        self.write_at_inner(fd, offset, data, true)
+    }
+
+    /// [`write_at`](Self::write_at); `tail` lets whole-block appends take the fast path of
+    /// `tail.rs` (queued writes do not: their data and log operation must be in place at once).
+    fn write_at_inner(&mut self, fd: Fd, offset: u64, data: &[u8], tail: bool) -> Result<usize> {
         let o = self.handles.get(fd)?;
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
         self.writable()?;
+        if tail {
+            // The tail's file exists (unlinking it settles and drops the tail).
+            if let Some(n) = self.append_fast(o.ino, offset, data)? {
+                let rest = data.get(n..).unwrap_or(&[]);
+                if rest.is_empty() {
+                    return Ok(n);
+                }
+                // The rest (a partial block, or blocks the fast path could not place) goes the
+                // general way; if that fails, this is a short write of what is done.
+                let more = self
+                    .write_at_inner(fd, offset + n as u64, rest, false)
+                    .unwrap_or(0);
+                self.start_tail(o.ino, offset + (n + more) as u64);
+                return Ok(n + more);
+            }
+        }
+        self.settle()?;
         // A handle whose file was unlinked is stale, even for an empty write.
         self.read_inode(o.ino)?;
         // Up front, the space a copy-on-write of every block touched may take (split extent,
@@ -346,12 +389,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let n = match self.op(tree_ops, true, |fs| fs.write_data(o.ino, offset, data)) {
             // Space freed since the last checkpoint is reusable after one: take it and retry.
             Err(Error::NoSpace) if self.vol.pending_free() > 0 => {
-                self.vol.checkpoint()?;
+                self.checkpoint()?;
                 self.op(tree_ops, true, |fs| fs.write_data(o.ino, offset, data))?
             }
             r => r?,
         };
         self.log_write(o.ino, offset, data.get(..n).unwrap_or(data))?;
+        if tail {
+            self.start_tail(o.ino, offset + n as u64);
+        }
         Ok(n)
     }
 
@@ -377,6 +423,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
+        self.settle()?;
         self.resize(o.ino, size)
     }
 
@@ -385,6 +432,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
         let o = self.handles.get(fd)?;
         self.read_inode(o.ino)?;
+        self.settle()?;
         self.quiesce()?;
         self.sync_log()
     }
@@ -413,8 +461,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Make every change so far durable (a checkpoint).
     pub fn sync_all(&mut self) -> Result<()> {
+        self.settle()?;
         self.quiesce()?;
-        self.vol.checkpoint()
+        self.checkpoint()
     }
 
     /// Metadata of `path`.
@@ -457,6 +506,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Create the directory `path`.
     pub fn mkdir(&mut self, path: &str) -> Result<()> {
         self.writable()?;
+        self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
         self.create_in(dir, name.as_bytes(), Kind::Dir, None)
             .map(|_| ())
@@ -465,6 +515,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Remove the empty directory `path`.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
         self.writable()?;
+        self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
         self.remove_in(dir, name.as_bytes(), Some(Kind::Dir))
     }
@@ -473,6 +524,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// `NotFound`); its blocks are freed at once.
     pub fn unlink(&mut self, path: &str) -> Result<()> {
         self.writable()?;
+        self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
         self.remove_in(dir, name.as_bytes(), Some(Kind::File))
     }
@@ -482,6 +534,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// into itself or below itself (`InvalidPath`).
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
         self.writable()?;
+        self.settle()?;
         let (fdir, fname) = self.resolve_parent(from)?;
         let (tdir, tname) = self.resolve_parent(to)?;
         self.rename_in(fdir, fname.as_bytes(), tdir, tname.as_bytes())

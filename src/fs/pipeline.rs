@@ -182,10 +182,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         {
             return Err(Error::WouldBlock);
         }
+        // An append tail goes into the tree (and the pending log) first, so this write's log
+        // operation follows it; what that reads must be cached too.
+        self.probe_settle()?;
+        self.settle()?;
         // Probe: everything the write reads must be cached already.
         self.probe_write(o.ino, offset, data.len() as u64, bs)?;
-        // The in-memory update (and its log operation), as a blocking write would.
-        let n = self.write_at(fd, offset, data)?;
+        // The in-memory update (and its log operation), as a blocking write would (never
+        // the append fast path: the data must be in the cache and the operation logged now).
+        let n = self.write_at_inner(fd, offset, data, false)?;
         let epoch = self.vol.committed_generation();
         self.journal_epoch();
         let log_end = self.journal_len();
@@ -338,7 +343,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // durable now. It waits for all data in flight and writes the rest.
         if self.journal_overflowed() && self.pipe.queued.iter().any(|q| q.stage != Stage::Finished)
         {
-            self.vol.checkpoint()?;
+            self.checkpoint()?;
         }
         // A checkpoint since a write was queued made it durable: the checkpoint waited for
         // every write in flight and wrote every dirty block before its superblock.
@@ -493,7 +498,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     // (and starts an empty log); the epoch change reports them.
                     Err(Error::NoSpace) => {
                         self.pipe.group = None;
-                        return self.vol.checkpoint();
+                        return self.checkpoint();
                     }
                     Err(e) => return Err(e),
                 }
@@ -539,7 +544,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if self.vol.log_free_sectors() < self.vol.log_sectors() / 4 {
             // Past three quarters full: empty the log now, between groups, rather than stall a
             // group on a full log later. (A blocking step: it waits for the data in flight.)
-            self.vol.checkpoint()?;
+            self.checkpoint()?;
         }
         Ok(())
     }

@@ -110,9 +110,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     pub fn log_sync_data(&mut self, runs: &[Run], flush: bool) -> Result<()> {
         let st = &mut self.store;
         for r in runs {
-            for b in r.start..r.start.saturating_add(r.len) {
-                st.cache.write_back_block(&mut st.dev, b)?;
-            }
+            st.cache.write_back_run(&mut st.dev, r.start, r.len)?;
         }
         // Flush even when nothing was written just now: blocks written back earlier (to make
         // room in the cache) may still sit in the device's volatile cache.
@@ -327,6 +325,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Enter or leave probing mode: cache misses start their read and fail with `WouldBlock`.
     pub fn set_probing(&mut self, on: bool) {
         self.store.cache.set_no_io(on);
+    }
+
+    /// Is probing mode on?
+    pub fn is_probing(&self) -> bool {
+        self.store.cache.is_no_io()
     }
 
     /// Bring data block `block` into the cache (in probing mode: start the read and answer

@@ -15,6 +15,7 @@
 //! points at, untouched — as the newest valid one. Blocks freed by this transaction become
 //! reusable only after step 4 ([`crate::space`]).
 
+mod direct;
 mod log;
 mod store;
 

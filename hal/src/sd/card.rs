@@ -106,26 +106,42 @@ impl<'b, S: SpiDevice, D: DelayNs, const Q: usize> SdCard<'b, S, D, Q> {
         self.bus
     }
 
-    fn execute(&mut self, command: &mut Command<'b>) -> Result<(), IoError> {
-        let r = match command {
-            Command::Read { lba, buf } => {
-                check_range(&self.geo, *lba, buf.len())?;
-                self.bus.read_blocks(*lba, buf)
-            }
-            Command::Write { lba, buf, fua } => {
-                check_range(&self.geo, *lba, buf.len())?;
-                if self.geo.read_only {
-                    return Err(IoError::ReadOnly);
-                }
-                let fua = *fua;
-                self.bus.write_blocks(*lba, buf).and_then(|()| {
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        check_range(&self.geo, lba, buf.len())?;
+        let r = self.bus.read_blocks(lba, buf);
+        self.io_result(r)
+    }
+
+    fn write(&mut self, lba: u64, buf: &[u8], fua: bool) -> Result<(), IoError> {
+        check_range(&self.geo, lba, buf.len())?;
+        if self.geo.read_only {
+            return Err(IoError::ReadOnly);
+        }
+        let r =
+            self.bus.write_blocks(lba, buf).and_then(
+                |()| {
                     if fua {
                         self.bus.sync()
                     } else {
                         Ok(())
                     }
-                })
-            }
+                },
+            );
+        self.io_result(r)
+    }
+
+    /// Keep the detailed error of a failure and answer its [`IoError`].
+    fn io_result(&mut self, r: Result<(), SdError>) -> Result<(), IoError> {
+        r.map_err(|e| {
+            self.last_error = Some(e);
+            e.io_error()
+        })
+    }
+
+    fn execute(&mut self, command: &mut Command<'b>) -> Result<(), IoError> {
+        let r = match command {
+            Command::Read { lba, buf } => return self.read(*lba, buf),
+            Command::Write { lba, buf, fua } => return self.write(*lba, buf, *fua),
             Command::Flush => self.bus.sync(),
             Command::Discard { lba, count } => {
                 let bytes = usize::try_from(*count)
@@ -139,10 +155,7 @@ impl<'b, S: SpiDevice, D: DelayNs, const Q: usize> SdCard<'b, S, D, Q> {
                 self.bus.erase(*lba, *count)
             }
         };
-        r.map_err(|e| {
-            self.last_error = Some(e);
-            e.io_error()
-        })
+        self.io_result(r)
     }
 }
 
@@ -172,5 +185,16 @@ impl<'b, S: SpiDevice, D: DelayNs, const Q: usize> BlockDevice<'b> for SdCard<'b
 
     fn in_flight(&self) -> usize {
         self.done.len()
+    }
+
+    /// The card is read at once, into the caller's buffer (the same transfer `submit` does).
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        Some(self.read(lba, buf))
+    }
+
+    /// The card is written at once from the caller's buffer (not FUA: the card may still be
+    /// programming it, as after a completed `submit`; a flush waits for that).
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        Some(self.write(lba, buf, false))
     }
 }
