@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates README.md's "Performance" and "Footprint" sections and benches/RESULTS.md from
-# one run of the side-by-side bench (compare), the queue-depth bench (qd) and
-# scripts/footprint.sh, stamped with the machine and the date.
+# one run of the side-by-side bench (compare), the queue-depth bench (qd), the same in QEMU
+# (scripts/qemu-qd.sh) and scripts/footprint.sh, stamped with the machine and the date.
 #
 #   bash scripts/readme-perf.sh           # full runs (about 10 minutes), then rewrite the files
 #   bash scripts/readme-perf.sh --quick   # quick runs into a temporary directory, print only
@@ -52,6 +52,13 @@ echo "== qd ${FLAG[*]}" >&2
 "$BIN/qd" "${FLAG[@]}" --markdown "$WORK/qd.md" >&2
 echo "== footprint" >&2
 OUT="$WORK/footprint" bash scripts/footprint.sh >/dev/null
+echo "== qemu-qd" >&2
+if command -v qemu-system-riscv64 >/dev/null 2>&1; then
+  bash scripts/qemu-qd.sh >"$WORK/qemu-qd.md"
+else
+  echo "Not run: qemu-system-riscv64 is missing (\`bash scripts/test.sh\` installs it)." \
+    >"$WORK/qemu-qd.md"
+fi
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | sed -n '1p')
 CORES=$(nproc)
@@ -162,6 +169,18 @@ awk -F, -v tsv="$WORK/footprint/footprint.tsv" '
   echo "### Queue depth"
   echo
   cat "$WORK/qd.md"
+  echo
+  echo "#### In QEMU, on virtio-blk and NVMe"
+  echo
+  echo "\`bash scripts/qemu-qd.sh\` boots the bare-metal riscv64 firmware example"
+  echo "([examples/firmware](examples/firmware/README.md)) in QEMU (\`virt\`, software emulation) on"
+  echo "a fresh 64 MiB image, once per device and queue depth: its queued phase is 256"
+  echo "\`NOWAIT | DSYNC\` writes of 1–16 KiB into 8 files, kept at the given number of tickets in"
+  echo "flight and timed with the machine timer; flushes and device writes are the driver's own"
+  echo "counts. QEMU serves the UART, on which the firmware prints a line per ticket, in the same"
+  echo "thread as the disk: the figures compare depths and devices, they are not a device limit."
+  echo
+  cat "$WORK/qemu-qd.md"
   echo "<!-- readme-perf:performance:end -->"
 } >"$WORK/performance.block"
 
@@ -179,6 +198,10 @@ awk -F, -v tsv="$WORK/footprint/footprint.tsv" '
   echo "## Queue depth"
   echo
   cat "$WORK/qd.md"
+  echo
+  echo "### In QEMU (\`bash scripts/qemu-qd.sh\`)"
+  echo
+  cat "$WORK/qemu-qd.md"
   echo
   echo "## Footprint"
   echo

@@ -640,13 +640,9 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     ) -> Result<()> {
         let end = start.saturating_add(len);
         for id in 0..self.slots.len() {
-            let in_run = self
-                .slots
-                .get(id)
-                .is_some_and(|s| {
-                    !matches!(s.state, State::Empty | State::Failed)
-                        && (start..end).contains(&s.block)
-                });
+            let in_run = self.slots.get(id).is_some_and(|s| {
+                !matches!(s.state, State::Empty | State::Failed) && (start..end).contains(&s.block)
+            });
             if !in_run {
                 continue;
             }

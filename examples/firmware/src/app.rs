@@ -116,7 +116,7 @@ where
     match result {
         Ok((summary, dev)) => {
             summary.print();
-            describe(&dev);
+            describe(dev.inner());
             println!("PASS");
             exit(0)
         }

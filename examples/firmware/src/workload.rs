@@ -27,11 +27,12 @@
 //! | `SYNC-DONE` | `sync_all` completed: every earlier `RENAMED` is durable (`b` exists, `a` does not) |
 //! | `READBACK regions=<n> files=<m>` | everything written read back exactly |
 //! | `FSCK clean=1 inodes=<n> ...` | the in-guest check |
+//! | `QUEUED-IO writes=<n> fua_writes=<n> flushes=<n> reads=<n>` | device requests the filesystem made during the queued writes (counted by [`Trace`] under it) |
 //! | `SUMMARY ...` | counts: tickets, bytes, `WouldBlock`s, most tickets in flight, time |
 
 use core::fmt;
 
-use bonsaifs::device::{read_blocks, BlockDevice};
+use bonsaifs::device::{read_blocks, BlockDevice, Trace, TraceCounters};
 use bonsaifs::fs::{Fd, Fs, OpenFlags, Ticket, WriteFlags, WriteStatus};
 use bonsaifs::volume::FormatOptions;
 use bonsaifs::wire::{Superblock, SUPERBLOCK_OFFSETS};
@@ -54,8 +55,9 @@ pub const MAX_WRITE: usize = 16 * 1024;
 /// Polls without any progress before the workload declares the device stalled.
 const STALL_POLLS: u64 = 50_000_000;
 
-/// The filesystem type the firmware mounts.
-pub type FirmwareFs<D> = Fs<'static, D, SLOTS, HANDLES>;
+/// The filesystem type the firmware mounts: over the driver `D`, through a [`Trace`] that counts
+/// the requests the filesystem makes (for the `QUEUED-IO` line).
+pub type FirmwareFs<D> = Fs<'static, Trace<D>, SLOTS, HANDLES>;
 
 /// How much the workload does.
 #[derive(Debug, Clone, Copy)]
@@ -242,6 +244,7 @@ pub fn mount<D: BlockDevice<'static>>(
     }
     let (probe, _) = probe.split_at_mut(ss);
     let (blank, _) = is_blank(&mut dev, probe)?;
+    let dev = Trace::new(dev);
     let fs = if blank {
         let opts = FormatOptions {
             block_size: BLOCK_SIZE as u32,
@@ -360,6 +363,7 @@ fn queued_writes<D: BlockDevice<'static>>(
     let mut done = 0u32;
     let mut idle = 0u64;
     let begin = now_us();
+    let io_before = fs.volume().device().counters();
     println!(
         "WORKLOAD-START writes={total} depth={depth} files={}",
         cfg.files
@@ -431,10 +435,22 @@ fn queued_writes<D: BlockDevice<'static>>(
         }
     }
     sum.write_us = now_us().wrapping_sub(begin);
+    print_queued_io(&io_before, &fs.volume().device().counters());
     for fd in fds {
         fs.close(fd).map_err(|e| fail("close", e))?;
     }
     Ok(())
+}
+
+/// Print the `QUEUED-IO` line: the requests between two snapshots of the counters.
+fn print_queued_io(before: &TraceCounters, after: &TraceCounters) {
+    println!(
+        "QUEUED-IO writes={} fua_writes={} flushes={} reads={}",
+        after.writes.wrapping_sub(before.writes),
+        after.fua_writes.wrapping_sub(before.fua_writes),
+        after.flushes.wrapping_sub(before.flushes),
+        after.reads.wrapping_sub(before.reads)
+    );
 }
 
 /// Check a completed write's length and print its `DSYNC-DONE` line.
