@@ -138,17 +138,16 @@ impl Space {
         }
     }
 
-    /// Move empty reserve slots to the end, keeping the order of the others.
+    /// Move empty reserve slots to the end, keeping the order of the others. In place: a
+    /// copy of the array would cost a kilobyte of stack.
     fn compact(&mut self) {
-        let mut out = [Run::default(); RESERVE_SLOTS];
         let mut n = 0;
-        for r in self.reserve.iter().filter(|r| r.len > 0) {
-            if let Some(o) = out.get_mut(n) {
-                *o = *r;
+        for i in 0..self.reserve.len() {
+            if self.reserve[i].len > 0 {
+                self.reserve.swap(n, i);
                 n += 1;
             }
         }
-        self.reserve = out;
     }
 
     /// Take one block for a tree node, from the end of the current reserve run.

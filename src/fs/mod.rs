@@ -161,12 +161,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Finish queued writes, checkpoint, and give the device back. A read-only or shut-down
     /// volume writes nothing (see [`Error::ShutDown`]); its device comes back as it is.
     pub fn unmount(mut self) -> Result<D> {
-        if self.vol.is_shut_down() {
-            return Ok(self.vol.into_device());
+        // All the work happens in place; only the device moves out at the end (moving the
+        // whole volume by value cost kilobytes of stack on small targets).
+        if !self.vol.is_shut_down() {
+            self.settle()?;
+            self.quiesce()?;
+            self.vol.finish()?;
         }
-        self.settle()?;
-        self.quiesce()?;
-        self.vol.unmount()
+        Ok(self.vol.into_device())
     }
 
     /// Give the device back without writing anything (what a power cut does).

@@ -271,10 +271,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Checkpoint and give the device back.
     pub fn unmount(mut self) -> Result<D> {
-        if !self.is_read_only() {
-            self.checkpoint()?;
-        }
+        self.finish()?;
         Ok(self.store.dev)
+    }
+
+    /// What unmount writes: a checkpoint, unless the volume is read-only.
+    pub fn finish(&mut self) -> Result<()> {
+        if self.is_read_only() {
+            Ok(())
+        } else {
+            self.checkpoint()
+        }
     }
 
     /// Give the device back without writing anything (what a power cut does).
