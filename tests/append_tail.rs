@@ -379,23 +379,6 @@ fn appends_unmount_clean() {
     }
 }
 
-/// Extent items of `ino` in the tree.
-fn extent_items(fs: &mut F<'_>, ino: u64) -> usize {
-    use bonsaifs::wire::{items::kind, Key};
-    let mut n = 0;
-    let mut from = Key::new(ino, kind::EXTENT, 0);
-    let mut incl = true;
-    while let Some(k) = fs.volume_mut().next(&from, incl, |k, _| k).unwrap() {
-        if k.id != ino || k.kind != kind::EXTENT {
-            break;
-        }
-        n += 1;
-        from = k;
-        incl = false;
-    }
-    n
-}
-
 /// A long run of appends made durable by `fsync` costs its data, one flush and one log
 /// record (one `MAP` for the whole run, not a checkpoint), and replays after a power cut to the
 /// same bytes in one extent.
@@ -443,7 +426,7 @@ fn fsync_of_a_long_append_run_is_one_record_and_replays_to_one_extent() {
     assert!(fs.fsck(&mut scratch).unwrap().is_clean());
     let got = read_files_at(&mut fs, "/big");
     assert!(got == data, "replayed file differs");
-    assert_eq!(extent_items(&mut fs, ino), 1, "one extent after replay");
+    assert_eq!(count_extents(&mut fs, ino), 1, "one extent after replay");
 }
 
 fn read_files_at(fs: &mut F<'_>, p: &str) -> Vec<u8> {

@@ -16,7 +16,7 @@ use bonsaifs::volume::{memory_needed, FormatOptions};
 use bonsaifs::wire::items::kind;
 use bonsaifs::wire::Key;
 use bonsaifs::Error;
-use common::{cfg, mem, SLOTS};
+use common::{cfg, count_extents, mem, SLOTS};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -32,25 +32,6 @@ fn fsck<'b, D: BlockDevice<'b>, const N: usize, const H: usize>(
     let rep = fs.fsck(&mut scratch).expect("fsck ran");
     assert!(rep.is_clean(), "fsck: {rep:?}");
     rep.blocks
-}
-
-/// Number of EXTENT items of inode `ino`.
-fn count_extents<'b, D: BlockDevice<'b>, const N: usize, const H: usize>(
-    fs: &mut Fs<'b, D, N, H>,
-    ino: u64,
-) -> u64 {
-    let mut n = 0;
-    let mut from = Key::new(ino, kind::EXTENT, 0);
-    let mut incl = true;
-    while let Some(k) = fs.volume_mut().next(&from, incl, |k, _| k).unwrap() {
-        if k.id != ino || k.kind != kind::EXTENT {
-            break;
-        }
-        n += 1;
-        from = k;
-        incl = false;
-    }
-    n
 }
 
 // ------------------------------------------------------------------- a 10,000-entry directory

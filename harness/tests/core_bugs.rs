@@ -38,6 +38,14 @@ fn power_cut(fs: F<'_>) -> Vec<u8> {
     q.durable_image().to_vec()
 }
 
+/// Cut the power, mount what is durable and walk it: every path with its contents.
+fn after_power_cut(fs: F<'_>) -> bonsaifs_harness::model::Tree {
+    let mut image = power_cut(fs);
+    let mut mem = vec![0u8; mount_mem_len()];
+    let mut fs = mount_ram(&mut image, &mut mem).unwrap();
+    walk(&mut fs, &Budget::default()).unwrap()
+}
+
 /// Found by `faults --workload 4.3` (and the CI mixed workload, request 2): a read error inside
 /// `write_at` failed the call but left the volume writable, and the half-done write (a block
 /// allocated, not mapped) went into the next checkpoint: fsck found a leaked block. DESIGN.md:
@@ -79,12 +87,7 @@ fn read_error_inside_a_truncate_then_fsync_persists_half_of_it() {
     let synced = fs
         .open("/A/foo", RW)
         .is_ok_and(|fd| fs.write_at(fd, 4000, &[9u8; 300]).is_ok() && fs.fsync(fd).is_ok());
-    let mut image = power_cut(fs);
-    let mut mem = vec![0u8; mount_mem_len()];
-    let mut fs = mount_ram(&mut image, &mut mem).unwrap();
-    let got = walk(&mut fs, &Budget::default()).unwrap()["/A/foo"]
-        .clone()
-        .unwrap();
+    let got = after_power_cut(fs)["/A/foo"].clone().unwrap();
     // Allowed: the truncate wholly there or wholly absent; the write there if its fsync
     // succeeded, else there or not.
     let mut intact_w = before.clone();
@@ -138,12 +141,7 @@ fn read_error_inside_a_dsync_write_shows_zeros_in_memory() {
         assert_eq!(fs.sync_all(), Err(Error::ShutDown));
     }
     // A remount shows the file as it was.
-    let mut image = power_cut(fs);
-    let mut mem = vec![0u8; mount_mem_len()];
-    let mut fs = mount_ram(&mut image, &mut mem).unwrap();
-    let got = walk(&mut fs, &Budget::default()).unwrap()["/A/foo"]
-        .clone()
-        .unwrap();
+    let got = after_power_cut(fs)["/A/foo"].clone().unwrap();
     assert_eq!(got, want, "/A/foo after a remount");
 }
 
@@ -176,10 +174,7 @@ fn read_error_inside_a_rename_leaves_the_namespace_half_renamed_in_memory() {
         }
         Err(e) => assert_eq!(e, Error::ShutDown),
     }
-    let mut image = power_cut(fs);
-    let mut mem = vec![0u8; mount_mem_len()];
-    let mut fs = mount_ram(&mut image, &mut mem).unwrap();
-    let tree = walk(&mut fs, &Budget::default()).unwrap();
+    let tree = after_power_cut(fs);
     assert!(tree.contains_key("/A/foo") && !tree.contains_key("/A/qux"));
 }
 
@@ -478,12 +473,7 @@ fn fsync_after_a_failed_fsync_loses_the_earlier_write() {
         "a sync point after a failed one reported success"
     );
     assert!(fs.volume().is_read_only());
-    let mut image = power_cut(fs);
-    let mut mem = vec![0u8; mount_mem_len()];
-    let mut fs = mount_ram(&mut image, &mut mem).unwrap();
-    let got = walk(&mut fs, &Budget::default()).unwrap()["/B/foo"]
-        .clone()
-        .unwrap();
+    let got = after_power_cut(fs)["/B/foo"].clone().unwrap();
     // Neither write was acknowledged: each is wholly there or wholly absent.
     let before = base().model.tree()["/B/foo"].clone().unwrap();
     let first = &got[5000..7000];

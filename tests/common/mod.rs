@@ -1,8 +1,10 @@
 //! Shared helpers for the integration tests: devices over images, mounting, checking.
 #![allow(dead_code)]
 
-use bonsaifs::device::{QueuedConfig, QueuedRamDisk};
+use bonsaifs::device::{BlockDevice, QueuedConfig, QueuedRamDisk};
+use bonsaifs::fs::Fs;
 use bonsaifs::volume::{FormatOptions, Volume};
+use bonsaifs::wire::{items::kind, Key};
 
 /// Cache slots used by the tests.
 pub const SLOTS: usize = 32;
@@ -62,4 +64,23 @@ pub fn assert_clean(vol: &mut Vol<'_>) -> bonsaifs::fsck::Report {
     let rep = vol.fsck(&mut bits).expect("fsck ran");
     assert!(rep.is_clean(), "fsck: {rep:?}");
     rep
+}
+
+/// Number of EXTENT items of inode `ino` in the filesystem tree.
+pub fn count_extents<'b, D: BlockDevice<'b>, const N: usize, const H: usize>(
+    fs: &mut Fs<'b, D, N, H>,
+    ino: u64,
+) -> u64 {
+    let mut n = 0;
+    let mut from = Key::new(ino, kind::EXTENT, 0);
+    let mut incl = true;
+    while let Some(k) = fs.volume_mut().next(&from, incl, |k, _| k).unwrap() {
+        if k.id != ino || k.kind != kind::EXTENT {
+            break;
+        }
+        n += 1;
+        from = k;
+        incl = false;
+    }
+    n
 }
