@@ -13,8 +13,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use bonsaifs::device::{BlockDevice, QueuedRamDisk, RamDisk, Trace};
 use bonsaifs::fs::{Fs, OpenFlags};
 use bonsaifs::volume::{memory_needed, FormatOptions};
-use bonsaifs::wire::items::kind;
-use bonsaifs::wire::Key;
 use bonsaifs::Error;
 use common::{cfg, count_extents, mem, SLOTS};
 use rand::rngs::SmallRng;
