@@ -428,3 +428,73 @@ fn either_bad_copy_of_identical_checkpoints_loses_nothing() {
     corrupt_copy(&mut image, 1, 100, 0x01);
     mount_fails(&image).unwrap();
 }
+
+/// A log record whose checksum holds but whose `MAP` names a run far larger than the volume
+/// (a crafted image: a flipped bit re-sealed) makes mount answer `Corrupt` at once. Replay
+/// used to claim such a run block by block — 2^40 tree lookups, a hang.
+#[test]
+fn a_sealed_log_record_mapping_a_huge_run_is_corrupt_not_a_hang() {
+    use bonsaifs::fs::{Fs, OpenFlags};
+    use bonsaifs::volume::FormatOptions;
+    use bonsaifs::wire::log::{LogHeader, LogOp, RecordWriter, LOG_COMMIT, LOG_HEADER_LEN};
+    use bonsaifs::wire::Superblock;
+    use zerocopy::FromBytes;
+
+    type F<'m, 'b> = Fs<'b, RamDisk<'m, 'b>, SLOTS, 4>;
+    const SECTOR: usize = 512;
+    let mut image = vec![0u8; 8 << 20];
+    let mut mem = common::mem(BS);
+    // A file with an 8 KiB write made durable by fsync: a log record that maps blocks.
+    let ino = {
+        let dev = RamDisk::new(&mut image, SECTOR as u32).unwrap();
+        let opts = FormatOptions {
+            block_size: BS as u32,
+            ..FormatOptions::default()
+        };
+        let mut fs: F<'_, '_> = Fs::format(dev, &mut mem, opts).unwrap();
+        let fd = fs.open("/f", OpenFlags::WRITE | OpenFlags::CREATE).unwrap();
+        fs.write_at(fd, 0, &[7u8; 8192]).unwrap();
+        fs.fsync(fd).unwrap();
+        let ino = fs.fstat(fd).unwrap().ino;
+        drop(fs.into_device()); // a power cut: no checkpoint
+        ino
+    };
+    // Replace the first record with one of the same place in the chain holding one MAP of
+    // 2^40 blocks, sealed so its checksum holds.
+    let sb = Superblock::read_from_prefix(&image[SUPERBLOCK_OFFSETS[0] as usize..])
+        .unwrap()
+        .0;
+    let at = (sb.log_start.get() as usize) * BS;
+    let (h, _) = LogHeader::read_from_prefix(&image[at..]).unwrap();
+    assert_eq!(h.seq.get(), 0, "the first record of the log");
+    let sectors = h.sectors.get() as usize;
+    let mut rec = vec![0u8; sectors * SECTOR];
+    let mut w = RecordWriter::new(&mut rec).unwrap();
+    w.push(&LogOp::Map {
+        ino,
+        fblk: 0,
+        block: 100,
+        count: 1 << 40,
+        size: 8192,
+        sum: None,
+    })
+    .unwrap();
+    w.seal(SECTOR, h.epoch.get(), 0, h.prev_crc.get(), LOG_COMMIT)
+        .unwrap();
+    assert!(rec.len() > LOG_HEADER_LEN);
+    image[at..at + rec.len()].copy_from_slice(&rec);
+    // Mount replays the log: Corrupt, quickly. (On a thread with a deadline, so that a
+    // regression fails the test instead of hanging the suite.)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dev = RamDisk::new(&mut image, SECTOR as u32).unwrap();
+        let _ = tx.send(F::mount(dev, &mut mem).map(|_| ()));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("mount did not answer within 20 s");
+    assert!(
+        matches!(r, Err(Error::Corrupt { .. })),
+        "mount answered {r:?}"
+    );
+}

@@ -340,15 +340,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let mut rest = rec.get(..n).unwrap_or(&[]);
             while !rest.is_empty() {
                 if let LogOp::Map {
-                    block,
-                    count,
-                    sum: Some(sum),
-                    ..
+                    block, count, sum, ..
                 } = decode_op(&mut rest)?
                 {
-                    if self.device_data_sum(block, count)? != sum {
-                        debug!("log group after record {} lacks its data", complete);
-                        return Ok(complete);
+                    // A run outside the data area is damage, however well the record's
+                    // checksum holds: refuse it before reading or claiming that many blocks.
+                    self.vol.check_data_run(Run {
+                        start: block,
+                        len: count,
+                    })?;
+                    if let Some(sum) = sum {
+                        if self.device_data_sum(block, count)? != sum {
+                            debug!("log group after record {} lacks its data", complete);
+                            return Ok(complete);
+                        }
                     }
                 }
             }
@@ -383,12 +388,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let mut rest = rec.get(..n).unwrap_or(&[]);
             while !rest.is_empty() {
                 if let LogOp::Map { block, count, .. } = decode_op(&mut rest)? {
-                    // Whole runs when they are free, else block by block: a block rewritten in
-                    // place is named by several records and is claimed by the first.
-                    if !self.vol.claim(Run {
+                    let run = Run {
                         start: block,
                         len: count,
-                    })? {
+                    };
+                    // (Checked in pass 1 already; a record cannot change in between, but the
+                    // loop below must never depend on that.)
+                    self.vol.check_data_run(run)?;
+                    // Whole runs when they are free, else block by block: a block rewritten in
+                    // place is named by several records and is claimed by the first.
+                    if !self.vol.claim(run)? {
                         for b in block..block.saturating_add(count) {
                             self.vol.claim(Run { start: b, len: 1 })?;
                         }

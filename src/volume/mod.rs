@@ -570,6 +570,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         r
     }
 
+    /// `Corrupt` unless `run` lies inside the data area (a run named by a log record or an
+    /// extent read from the disk must, or walking it could take as long as a hostile length
+    /// says).
+    pub fn check_data_run(&self, run: Run) -> Result<()> {
+        let (first, end) = self.store.data;
+        match run.start.checked_add(run.len) {
+            Some(e) if run.start >= first && e <= end => Ok(()),
+            _ => Err(Error::Corrupt { block: run.start }),
+        }
+    }
+
     /// Set the next object id (journal replay recreates inodes with their logged numbers).
     pub fn set_next_id(&mut self, id: u64) {
         if id > self.sb.next_id.get() {
