@@ -456,7 +456,7 @@ fn a_sealed_log_record_mapping_a_huge_run_is_corrupt_not_a_hang() {
         fs.write_at(fd, 0, &[7u8; 8192]).unwrap();
         fs.fsync(fd).unwrap();
         let ino = fs.fstat(fd).unwrap().ino;
-        drop(fs.into_device()); // a power cut: no checkpoint
+        let _ = fs.into_device(); // a power cut: no checkpoint
         ino
     };
     // Replace the first record with one of the same place in the chain holding one MAP of
