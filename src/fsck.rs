@@ -71,7 +71,7 @@ impl Marks<'_> {
     fn claim_reported(&mut self, run: Run, rep: &mut Report, at: u64) {
         let d = self.claim(run);
         if d != 0 {
-            rep.double_refs += d;
+            rep.double_refs = rep.double_refs.saturating_add(d);
             rep.bad(at);
         }
     }
@@ -266,7 +266,7 @@ pub fn check<S: SpaceStore + DataArea>(
                         start: e.block.get(),
                         len: e.len.get(),
                     };
-                    rep.data_blocks += run.len;
+                    rep.data_blocks = rep.data_blocks.saturating_add(run.len);
                     marks.claim_reported(run, rep, run.start);
                 }
                 _ => {
@@ -291,7 +291,7 @@ pub fn check<S: SpaceStore + DataArea>(
                     start: k.id,
                     len: e.len.get(),
                 };
-                rep.free_run_blocks += run.len;
+                rep.free_run_blocks = rep.free_run_blocks.saturating_add(run.len);
                 marks.claim_reported(run, rep, k.id);
             }
             _ => {
@@ -304,12 +304,14 @@ pub fn check<S: SpaceStore + DataArea>(
 
     let reserve = s.space().reserve;
     for run in reserve {
-        rep.reserved_blocks += run.len;
+        rep.reserved_blocks = rep.reserved_blocks.saturating_add(run.len);
         marks.claim_reported(run, &mut rep, run.start);
     }
     let claimed: u64 = marks.bits.iter().map(|b| u64::from(b.count_ones())).sum();
     rep.leaked = (end - start) - claimed.min(end - start);
-    rep.counter_mismatch = s.space().free_blocks != rep.free_run_blocks + rep.reserved_blocks;
+    // Lengths from disk: sums saturate (a hostile run length must not overflow the report).
+    rep.counter_mismatch =
+        s.space().free_blocks != rep.free_run_blocks.saturating_add(rep.reserved_blocks);
     Ok(rep)
 }
 

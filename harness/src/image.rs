@@ -8,7 +8,10 @@ use std::sync::OnceLock;
 use bonsaifs::device::{BlockDevice, QueuedConfig, QueuedRamDisk, RamDisk};
 use bonsaifs::fs::{FileKind, Fs, OpenFlags};
 use bonsaifs::volume::{memory_needed, FormatOptions};
+use bonsaifs::wire::{BlockHeader, MAGIC, SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS};
 use bonsaifs::Error;
+
+use crate::bounded::budgeted;
 
 use crate::crash_disk::{fingerprint, Fingerprint};
 use crate::model::{Ino, Model, Node, Tree, ROOT};
@@ -395,6 +398,50 @@ pub fn rle_decode(mut data: &[u8], len: usize) -> Vec<u8> {
     }
     out.resize(len, 0);
     out
+}
+
+/// One `mount_image` fuzz case (`fuzz/fuzz_targets/mount_image.rs`), here so that a stable
+/// test can replay the committed corpus: one flags byte, then an image in [`rle_encode`]'s
+/// form. Flag bit 0 re-seals the superblock copies and every block that starts with the block
+/// magic, so that mutations past the checksums reach the decoders' semantic checks. Mount,
+/// fsck, a walk of the whole namespace and `statfs` run under the request budget; their
+/// answers do not matter, only that none panics, overflows or runs unbounded.
+pub fn mount_image_case(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let mut image = rle_decode(rest, IMAGE_BYTES);
+    if flags & 1 != 0 {
+        reseal(&mut image);
+    }
+    let mut mem = vec![0u8; mount_mem_len()];
+    let Ok(dev) = RamDisk::new(&mut image, 512) else {
+        return;
+    };
+    let Ok(mut fs) = HFs::mount(budgeted(dev), &mut mem) else {
+        return;
+    };
+    let need = fs.fsck_scratch_len();
+    if need <= 16 << 20 {
+        let mut scratch = vec![0u8; need];
+        let _ = fs.fsck(&mut scratch);
+    }
+    let _ = walk(&mut fs, &Budget::default());
+    let _ = fs.statfs();
+}
+
+/// Re-seal what a checksum guards: both superblock copies and every block starting with the
+/// block magic.
+fn reseal(image: &mut [u8]) {
+    for off in SUPERBLOCK_OFFSETS {
+        let off = off as usize;
+        BlockHeader::seal(&mut image[off..off + SUPERBLOCK_LEN]);
+    }
+    for block in image.chunks_mut(BLOCK).skip(2) {
+        if block[..4] == MAGIC.to_le_bytes() {
+            BlockHeader::seal(block);
+        }
+    }
 }
 
 /// A small real image for fuzz seeds: `/A/f` inline, `/B/g` sparse (a few bytes in two blocks),

@@ -84,7 +84,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub fn fsck_scratch_len(&self) -> usize {
         let blocks = self.vol.space_info().total_blocks;
         let inos = self.vol.superblock().next_id.get();
-        (blocks.div_ceil(8) + 2 * inos.div_ceil(8)) as usize
+        // `next_id` comes from disk: a hostile count saturates, and `fsck` then refuses the
+        // scratch as too small instead of overflowing.
+        let ino_bytes = inos.div_ceil(8).saturating_mul(2);
+        usize::try_from(blocks.div_ceil(8).saturating_add(ino_bytes)).unwrap_or(usize::MAX)
     }
 
     /// Check the whole volume: blocks (see [`crate::fsck`]) and namespace. `scratch` must
@@ -95,7 +98,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let ino_bytes = usize::try_from(inos.div_ceil(8)).map_err(|_| Error::InvalidArgument)?;
         let need = self.fsck_scratch_len();
         let scratch = scratch.get_mut(..need).ok_or(Error::InvalidArgument)?;
-        let (blockbits, rest) = scratch.split_at_mut(need - 2 * ino_bytes);
+        let both = ino_bytes.checked_mul(2).ok_or(Error::InvalidArgument)?;
+        let (blockbits, rest) =
+            scratch.split_at_mut(need.checked_sub(both).ok_or(Error::InvalidArgument)?);
         let (exists, named) = rest.split_at_mut(ino_bytes);
         exists.fill(0);
         named.fill(0);
@@ -189,7 +194,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                             rep.err(k.id, "overlapping extents");
                         }
                         cur.next_fblk = fblk.saturating_add(e.len.get());
-                        cur.extent_blocks += e.len.get();
+                        cur.extent_blocks = cur.extent_blocks.saturating_add(e.len.get());
                         if cur.next_fblk > cur.size.div_ceil(bs) {
                             rep.err(k.id, "extent past the end of the file");
                         }

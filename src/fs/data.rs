@@ -358,7 +358,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.remove(&key)?;
         self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
-        inode.blocks = (inode.blocks.get() + 1).into();
+        inode.blocks = inode.blocks.get().saturating_add(1).into();
         Ok(())
     }
 
@@ -531,7 +531,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             },
             InsertMode::Create,
         )?;
-        inode.blocks = (inode.blocks.get() + 1).into();
+        inode.blocks = inode.blocks.get().saturating_add(1).into();
         self.write_inode(ino, &inode)
     }
 

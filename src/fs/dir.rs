@@ -152,8 +152,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let idx = buf.get(used..total).ok_or(Error::TooLarge)?;
         self.vol
             .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
-        d.next_seq = (seq + 1).into();
-        d.size = (d.size.get() + 1).into();
+        // Both counters come from disk: a hostile inode at the top of the range is Corrupt, not
+        // an overflow (a real directory cannot see 2^64 insertions).
+        d.next_seq = seq
+            .checked_add(1)
+            .ok_or(Error::Corrupt { block: dir })?
+            .into();
+        d.size = d.size.get().saturating_add(1).into();
         let now = self.now();
         d.mtime = now.into();
         self.write_inode(dir, &d)
@@ -244,7 +249,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             })?;
         match r.transpose()?.flatten() {
             Some((seq, e)) => {
-                cursor.next = seq + 1;
+                // An index entry at the last sequence number only a hostile image holds.
+                cursor.next = seq.checked_add(1).ok_or(Error::Corrupt { block: dir })?;
                 Ok(Some(e))
             }
             None => Ok(None),
