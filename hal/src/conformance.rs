@@ -18,6 +18,7 @@
 //! | [`Check::QueueFull`] | at least `queue_depth` requests are accepted; then `submit` answers [`Busy`](bonsaifs::device::Busy) with the request intact; everything drains; the handed-back request then succeeds |
 //! | [`Check::OutOfOrder`] | many requests in flight with scrambled tags: each completes exactly once, with its own buffer and the right data, whatever the order |
 //! | [`Check::ReadOnly`] | on a read-only device: writes complete with [`IoError::ReadOnly`] and change nothing |
+//! | [`Check::FastPath`] | if the device offers `read_now` / `write_now` (else skipped): one- and multi-sector transfers agree with queued ones both ways, leave nothing in flight, and refuse out-of-range or partial buffers (or decline with `None`) without touching the medium; on a read-only device `write_now` changes nothing |
 //!
 //! Every completion is matched to its request by tag: a completion for a tag that is not in
 //! flight (unknown or duplicated), a buffer not handed back or swapped, a wrong result or a
@@ -58,6 +59,8 @@
 // it in, and it is built only once per run, on failure.
 #[allow(clippy::result_large_err)]
 mod checks;
+#[allow(clippy::result_large_err)]
+mod fast_path;
 mod message;
 mod pattern;
 #[allow(clippy::result_large_err)]
@@ -152,11 +155,13 @@ pub enum Check {
     OutOfOrder,
     /// A read-only device refuses writes.
     ReadOnly,
+    /// The synchronous fast path (`read_now` / `write_now`) agrees with queued requests.
+    FastPath,
 }
 
 impl Check {
     /// Every check, in the order [`run`] runs them.
-    pub const ALL: [Check; 14] = [
+    pub const ALL: [Check; 15] = [
         Check::Geometry,
         Check::IdlePoll,
         Check::SingleFirst,
@@ -171,6 +176,7 @@ impl Check {
         Check::QueueFull,
         Check::OutOfOrder,
         Check::ReadOnly,
+        Check::FastPath,
     ];
 
     /// A short name for logs.
@@ -190,6 +196,7 @@ impl Check {
             Check::QueueFull => "queue-full",
             Check::OutOfOrder => "out-of-order",
             Check::ReadOnly => "read-only",
+            Check::FastPath => "fast-path",
         }
     }
 }
@@ -224,7 +231,7 @@ pub struct Report {
     pub passed: u32,
     /// Checks that do not apply to this device (FUA on a device without it, discard on a
     /// device that answers `Unsupported`, read-only checks on a writable device, queue full on
-    /// a queue deeper than [`MAX_FLOOD`]).
+    /// a queue deeper than [`MAX_FLOOD`], the fast path on a device without one).
     pub skipped: u32,
     /// Checks that failed.
     pub failed: u32,

@@ -4,7 +4,8 @@
 //! of which must make the suite fail at the right check: the suite can fail.
 
 use bonsaifs::device::{
-    BlockDevice, Busy, Command, Completion, Geometry, QueuedConfig, QueuedRamDisk, RamDisk, Request,
+    BlockDevice, Busy, Command, Completion, Geometry, IoError, QueuedConfig, QueuedRamDisk,
+    RamDisk, Request,
 };
 use bonsaifs_hal::conformance::{self, Check, Config, Report};
 use bonsaifs_hal::image_file::ImageFile;
@@ -24,10 +25,11 @@ fn cfg() -> Config {
     }
 }
 
-/// A passing report on a writable device: everything but the read-only check ran.
-fn assert_passes_rw(report: &Report, fua: bool) {
+/// A passing report on a writable device: everything but the read-only check ran (and the
+/// FUA and fast-path checks, on a device without them).
+fn assert_passes_rw(report: &Report, fua: bool, fast: bool) {
     assert!(report.ok(), "{report}");
-    let skipped = if fua { 1 } else { 2 };
+    let skipped = 1 + u32::from(!fua) + u32::from(!fast);
     assert_eq!(report.skipped, skipped, "{report}");
     assert_eq!(
         report.run as usize,
@@ -46,7 +48,7 @@ fn ram_disk_passes_at_every_queue_depth_and_sector_size() {
         let mut m1 = vec![0u8; 2048 * ss];
         let mut d1: RamDisk<'_, '_, 1> = RamDisk::with_queue_depth(&mut m1, ss as u32).unwrap();
         let r = conformance::run(&mut d1, &mut s1, &cfg());
-        assert_passes_rw(&r, true);
+        assert_passes_rw(&r, true, true);
         assert_eq!(r.queue_accepted, 1);
         assert_eq!(r.max_in_flight, 1);
         assert_eq!(r.reordered, 0);
@@ -55,7 +57,7 @@ fn ram_disk_passes_at_every_queue_depth_and_sector_size() {
         let mut m8 = vec![0u8; 2048 * ss];
         let mut d8: RamDisk<'_, '_, 8> = RamDisk::with_queue_depth(&mut m8, ss as u32).unwrap();
         let r = conformance::run(&mut d8, &mut s8, &cfg());
-        assert_passes_rw(&r, true);
+        assert_passes_rw(&r, true, true);
         assert_eq!(r.queue_accepted, 8);
         assert_eq!(r.max_in_flight, 8);
 
@@ -63,7 +65,7 @@ fn ram_disk_passes_at_every_queue_depth_and_sector_size() {
         let mut m32 = vec![0u8; 2048 * ss];
         let mut d32 = RamDisk::new(&mut m32, ss as u32).unwrap();
         let r = conformance::run(&mut d32, &mut s32, &cfg());
-        assert_passes_rw(&r, true);
+        assert_passes_rw(&r, true, true);
         assert_eq!(r.queue_accepted, 32);
         // The first and the last sector hold the suite's data now.
         assert!(m32[..ss].iter().any(|&b| b != 0));
@@ -100,7 +102,8 @@ fn queued_ram_disk_passes_out_of_order() {
         };
         let mut d = QueuedRamDisk::new(qcfg);
         let r = conformance::run(&mut d, &mut s, &cfg());
-        assert_passes_rw(&r, true);
+        // The queued model has no synchronous fast path.
+        assert_passes_rw(&r, true, false);
         assert_eq!(r.queue_accepted, usize::from(qd));
         if qd > 1 {
             assert!(r.reordered > 0, "the model completes out of order: {r}");
@@ -117,7 +120,7 @@ fn queued_ram_disk_passes_out_of_order() {
         ..QueuedConfig::default()
     });
     let r = conformance::run(&mut d, &mut s, &cfg());
-    assert_passes_rw(&r, false);
+    assert_passes_rw(&r, false, false);
 }
 
 /// A unique temporary path, removed on drop.
@@ -149,7 +152,7 @@ fn image_file_passes_writable_and_read_only() {
             let mut s = scratch(ss as usize);
             let mut d = ImageFile::create(&p.0, 1024 * u64::from(ss), ss).unwrap();
             let r = conformance::run(&mut d, &mut s, &cfg());
-            assert_passes_rw(&r, true);
+            assert_passes_rw(&r, true, true);
             assert_eq!(
                 r.queue_accepted,
                 usize::from(bonsaifs_hal::image_file::QUEUE_DEPTH)
@@ -199,7 +202,7 @@ fn scratch_and_device_size_are_checked() {
     let mut m = vec![0u8; 1024 * 512];
     let mut d = RamDisk::new(&mut m, 512).unwrap();
     let r = conformance::run(&mut d, &mut s, &cfg());
-    assert_passes_rw(&r, true);
+    assert_passes_rw(&r, true, true);
 }
 
 // ---------------------------------------------------------------- broken devices
@@ -229,6 +232,12 @@ enum Fault {
     MiscountInFlight,
     /// The `n`-th completion is kept forever, still counted in flight (a hung request).
     HoldCompletion(usize),
+    /// `write_now` answers success but writes nothing.
+    FastWriteIgnored,
+    /// `read_now` reads from the next sector.
+    FastReadWrongSector,
+    /// `read_now` / `write_now` out of range go to sector 0 and succeed.
+    FastNoRangeCheck,
 }
 
 struct Broken<'b, D> {
@@ -366,6 +375,26 @@ impl<'b, D: BlockDevice<'b>> BlockDevice<'b> for Broken<'b, D> {
         self.out.pop_front()
     }
 
+    fn read_now(&mut self, mut lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        let g = self.inner.geometry();
+        match self.fault {
+            Fault::FastReadWrongSector if in_range(&g, lba + 1, buf.len()) => lba += 1,
+            Fault::FastNoRangeCheck if !in_range(&g, lba, buf.len()) => lba = 0,
+            _ => {}
+        }
+        self.inner.read_now(lba, buf)
+    }
+
+    fn write_now(&mut self, mut lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        let g = self.inner.geometry();
+        match self.fault {
+            Fault::FastWriteIgnored => return Some(Ok(())),
+            Fault::FastNoRangeCheck if !in_range(&g, lba, buf.len()) => lba = 0,
+            _ => {}
+        }
+        self.inner.write_now(lba, buf)
+    }
+
     fn in_flight(&self) -> usize {
         let n = self.inner.in_flight() + self.out.len() + usize::from(self.held.is_some());
         if self.fault == Fault::MiscountInFlight {
@@ -422,7 +451,7 @@ fn the_wrapper_without_a_fault_passes() {
     let mut m = vec![0u8; 1024 * 512];
     let d: RamDisk<'_, '_, 8> = RamDisk::with_queue_depth(&mut m, 512).unwrap();
     let mut d = Broken::new(d, Fault::DropCompletion(usize::MAX));
-    assert_passes_rw(&conformance::run(&mut d, &mut s, &cfg()), true);
+    assert_passes_rw(&conformance::run(&mut d, &mut s, &cfg()), true, true);
 }
 
 #[test]
@@ -513,14 +542,15 @@ fn swapped_buffers_fail() {
 
 #[test]
 fn a_read_only_device_that_writes_fails() {
-    // Its discard goes through first; then its writes do.
+    // Its discard goes through first; then its queued writes do, then its `write_now`.
     must_fail(Fault::FakeReadOnly, Check::Discard, "answered Ok(())");
     let mut s = scratch(512);
     let mut m = vec![0u8; 1024 * 512];
     let d = RamDisk::new(&mut m, 512).unwrap();
     let mut d = Broken::new(d, Fault::FakeReadOnly);
     let r = conformance::run(&mut d, &mut s, &cfg());
-    assert_eq!(r.failed, 2, "{r}");
+    assert_fails(&r, Fault::FakeReadOnly, Check::Discard, "answered Ok(())");
+    assert_eq!(r.failed, 3, "{r}");
 }
 
 #[test]
@@ -555,5 +585,24 @@ fn losing_or_duplicating_any_single_completion_fails() {
             assert!(!r.ok(), "{fault:?}: {r}");
             assert!(r.failed >= 1, "{fault:?}: {r}");
         }
+    }
+}
+
+#[test]
+fn a_broken_fast_path_fails_at_the_fast_path_check() {
+    // Only the RAM disk offers the fast path (the queued model declines it), so these run on
+    // the RAM disk alone; every queued check still passes.
+    for (fault, says) in [
+        (Fault::FastWriteIgnored, "read at lba 33 (tag"),
+        (Fault::FastReadWrongSector, "read_now at lba 32: byte 0"),
+        (Fault::FastNoRangeCheck, "answered Ok(())"),
+    ] {
+        let mut s = scratch(512);
+        let mut m = vec![0u8; 1024 * 512];
+        let d: RamDisk<'_, '_, 8> = RamDisk::with_queue_depth(&mut m, 512).unwrap();
+        let mut d = Broken::new(d, fault);
+        let r = conformance::run(&mut d, &mut s, &cfg());
+        assert_fails(&r, fault, Check::FastPath, says);
+        assert_eq!(r.failed, 1, "{fault:?}: only the fast path is broken: {r}");
     }
 }

@@ -71,20 +71,34 @@ impl<'b, D: BlockDevice<'b> + ?Sized> Suite<'_, 'b, D> {
     }
 
     /// Submits a write of fresh pattern data; returns the pattern's key.
-    fn write(&mut self, home: Home, lba: u64, fua: bool) -> Result<u64, super::suite::Fail> {
+    pub(super) fn write(
+        &mut self,
+        home: Home,
+        lba: u64,
+        fua: bool,
+    ) -> Result<u64, super::suite::Fail> {
         let (exp, key) = self.write_exp(home, lba, fua, Ok(()));
         self.submit(exp)?;
         Ok(key)
     }
 
     /// Submits a read expecting the pattern written under `key`.
-    fn read_pattern(&mut self, home: Home, lba: u64, key: u64) -> Result<(), super::suite::Fail> {
+    pub(super) fn read_pattern(
+        &mut self,
+        home: Home,
+        lba: u64,
+        key: u64,
+    ) -> Result<(), super::suite::Fail> {
         let exp = self.read_exp(home, lba, Ok(()), Verify::Pattern { lba, key });
         self.submit(exp)
     }
 
     /// Reads alone (nothing else in flight) and returns a hash of what came back.
-    fn lone_read_hash(&mut self, home: Home, lba: u64) -> Result<u64, super::suite::Fail> {
+    pub(super) fn lone_read_hash(
+        &mut self,
+        home: Home,
+        lba: u64,
+    ) -> Result<u64, super::suite::Fail> {
         let exp = self.read_exp(home, lba, Ok(()), Verify::Nothing);
         self.submit(exp)?;
         self.drain()?;
@@ -107,7 +121,7 @@ impl<'b, D: BlockDevice<'b> + ?Sized> Suite<'_, 'b, D> {
         Ok(Passed)
     }
 
-    fn last(&self) -> u64 {
+    pub(super) fn last(&self) -> u64 {
         self.geo.sector_count.saturating_sub(1)
     }
 

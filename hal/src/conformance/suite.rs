@@ -222,6 +222,7 @@ impl<'d, 'b, D: BlockDevice<'b> + ?Sized> Suite<'d, 'b, D> {
         self.step(Check::QueueFull, Self::check_queue_full);
         self.step(Check::OutOfOrder, Self::check_out_of_order);
         self.step(Check::ReadOnly, Self::check_read_only);
+        self.step(Check::FastPath, Self::check_fast_path);
         self.report
     }
 
@@ -334,6 +335,19 @@ impl<'d, 'b, D: BlockDevice<'b> + ?Sized> Suite<'d, 'b, D> {
     /// The device's own count of requests in flight.
     pub fn dev_in_flight(&self) -> usize {
         self.dev.in_flight()
+    }
+
+    /// Takes the buffer at `home`, lets `f` use it with the device (for the calls that bypass
+    /// the request queue, `read_now` / `write_now`), and puts it back.
+    pub fn with_buf<R>(
+        &mut self,
+        home: Home,
+        f: impl FnOnce(&mut D, &mut [u8]) -> R,
+    ) -> Result<R, Fail> {
+        let buf = self.take(home)?;
+        let r = f(self.dev, buf);
+        self.put(home, buf);
+        Ok(r)
     }
 
     /// Takes the buffer living at `home` out of the pool.
