@@ -392,4 +392,18 @@ impl<'b, D: embedded_sdmmc::BlockDevice, const Q: usize, const CHUNK: usize> Blo
     fn in_flight(&self) -> usize {
         self.done.len()
     }
+
+    /// Their driver is synchronous anyway: the read goes straight into the caller's buffer,
+    /// through the same range check and chunked transfer `submit` uses.
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        let r = bonsaifs::device::check_range(&self.geo, lba, buf.len());
+        Some(r.and_then(|_| self.read(lba, buf)))
+    }
+
+    /// As [`read_now`](Self::read_now), for a write (never FUA: durable after the next flush,
+    /// as a completed queued write).
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        let r = bonsaifs::device::check_range(&self.geo, lba, buf.len());
+        Some(r.and_then(|_| self.write(lba, buf)))
+    }
 }

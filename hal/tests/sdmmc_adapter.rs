@@ -217,9 +217,9 @@ fn their_sd_driver_passes_our_conformance_suite() {
     let scratch = leak(vec![0u8; conformance::scratch_len(512, &cfg)]);
     let report = conformance::run(&mut dev, scratch, &cfg);
     assert!(report.ok(), "{report}");
-    // No FUA and no discard (their trait has neither), not read-only, and the adapter keeps
-    // the default (no `read_now` / `write_now`): four checks skipped.
-    assert_eq!(report.skipped, 4, "{report}");
+    // No FUA and no discard (their trait has neither) and not read-only: three checks
+    // skipped. The fast path runs (their driver is synchronous).
+    assert_eq!(report.skipped, 3, "{report}");
     assert!(model.stats().blocks_written > 50);
     assert_eq!(model.violations(), Vec::<String>::new());
 }
