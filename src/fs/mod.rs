@@ -160,6 +160,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Finish queued writes, checkpoint, and give the device back. A read-only or shut-down
     /// volume writes nothing (see [`Error::ShutDown`]); its device comes back as it is.
+    ///
+    /// On an error the device is dropped with the filesystem. Firmware that must keep the
+    /// device whatever happens (to reset it, or to retry) calls [`sync_all`](Self::sync_all)
+    /// instead, which does the same work in place and leaves the filesystem mounted, and
+    /// then [`into_device`](Self::into_device), which cannot fail: after a successful
+    /// `sync_all` nothing is lost by it.
     pub fn unmount(mut self) -> Result<D> {
         // All the work happens in place; only the device moves out at the end (moving the
         // whole volume by value cost kilobytes of stack on small targets).
