@@ -261,6 +261,11 @@ fn item(k: Key, v: &[u8]) -> Result<Item> {
         return Err(Error::Corrupt { block: k.id });
     }
     let (len, freed) = decode(k.id, v)?;
+    // A run that wraps past the last block number is not a run: every sum of a start and a
+    // length below (merging neighbours, cutting pieces) relies on this.
+    if k.id.checked_add(len).is_none() {
+        return Err(Error::Corrupt { block: k.id });
+    }
     Ok((k.id, len, freed))
 }
 

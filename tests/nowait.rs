@@ -199,6 +199,42 @@ fn one_queued_dsync_write_is_reported_once() {
     assert_eq!(got, vec![(t, Ok(PIECE))]);
 }
 
+/// A queued write past the largest file size is refused as a blocking one is, before any
+/// arithmetic on its range (an offset near `u64::MAX` used to overflow it).
+#[test]
+fn a_queued_write_past_the_largest_file_is_too_large() {
+    let image = base(1 << 20, true);
+    let mut m = mem();
+    let dev = QueuedRamDisk::from_image(cfg(image.len() as u64, 5, true), image);
+    let mut fs = F::mount(dev, &mut m).unwrap();
+    let fd = fs
+        .open("/data", OpenFlags::READ | OpenFlags::WRITE)
+        .unwrap();
+    let flags = WriteFlags::NOWAIT | WriteFlags::DSYNC;
+    let max = bonsaifs::fs::MAX_FILE_SIZE;
+    for offset in [u64::MAX - 3, u64::MAX - 4096, max - 1, max] {
+        let r = fs.write_at_flags(fd, offset, &[1, 2, 3, 4, 5], flags);
+        assert_eq!(r, Err(Error::TooLarge), "offset {offset}");
+        assert_eq!(
+            fs.write_at(fd, offset, &[1, 2, 3, 4, 5]),
+            Err(Error::TooLarge)
+        );
+    }
+    // Up to the limit exactly is fine.
+    let st = fs
+        .write_at_flags(fd, max - 5, &[1, 2, 3, 4, 5], flags)
+        .unwrap();
+    let mut done = matches!(st, WriteStatus::Done(5));
+    for _ in 0..100_000 {
+        if done {
+            break;
+        }
+        done = matches!(fs.poll(), Some((_, Ok(5))));
+    }
+    assert!(done, "{st:?}");
+    assert_eq!(fs.fstat(fd).unwrap().size, max);
+}
+
 #[test]
 fn many_queued_dsync_writes_group_commit() {
     let image = base(8 << 20, true);

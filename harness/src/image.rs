@@ -404,8 +404,9 @@ pub fn rle_decode(mut data: &[u8], len: usize) -> Vec<u8> {
 /// test can replay the committed corpus: one flags byte, then an image in [`rle_encode`]'s
 /// form. Flag bit 0 re-seals the superblock copies and every block that starts with the block
 /// magic, so that mutations past the checksums reach the decoders' semantic checks. Mount,
-/// fsck, a walk of the whole namespace and `statfs` run under the request budget; their
-/// answers do not matter, only that none panics, overflows or runs unbounded.
+/// fsck, a walk of the whole namespace and `statfs` run under the request budget, then
+/// [`mutate`]'s writes, a `sync_all`, a second fsck and an unmount; their answers do not
+/// matter, only that none panics, overflows or runs unbounded.
 pub fn mount_image_case(data: &[u8]) {
     let Some((&flags, rest)) = data.split_first() else {
         return;
@@ -426,8 +427,62 @@ pub fn mount_image_case(data: &[u8]) {
         let mut scratch = vec![0u8; need];
         let _ = fs.fsck(&mut scratch);
     }
-    let _ = walk(&mut fs, &Budget::default());
+    let walked = walk(&mut fs, &Budget::default());
     let _ = fs.statfs();
+    let mut paths: Vec<(String, bool)> = match walked {
+        Ok(tree) => tree.into_iter().map(|(p, d)| (p, d.is_some())).collect(),
+        Err(_) => Vec::new(),
+    };
+    // The seed images' names, for a walk that stopped early: the writes still reach them.
+    for (p, file) in [
+        ("/A/f", true),
+        ("/B/g", true),
+        ("/M/001", true),
+        ("/M", false),
+    ] {
+        if !paths.iter().any(|(q, _)| q == p) {
+            paths.push((p.to_string(), file));
+        }
+    }
+    mutate(&mut fs, &paths);
+    let _ = fs.sync_all();
+    if need <= 16 << 20 {
+        let mut scratch = vec![0u8; need];
+        let _ = fs.fsck(&mut scratch);
+    }
+    let _ = fs.unmount();
+}
+
+/// Writes on a possibly hostile volume: these run the paths that decode what is on disk and
+/// then change it (extents cut and freed, directory entries removed, free runs merged), which
+/// a read-only walk never reaches. `paths` are `(path, is_file)`; at most 8 of each are used.
+fn mutate<'b, D: BlockDevice<'b>>(fs: &mut HFs<'b, D>, paths: &[(String, bool)]) {
+    let bytes: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
+    for (path, _) in paths.iter().filter(|(_, f)| *f).take(8) {
+        if let Ok(fd) = fs.open(path, OpenFlags::READ | OpenFlags::WRITE) {
+            let size = fs.fstat(fd).map(|m| m.size).unwrap_or(0);
+            let _ = fs.write_at(fd, 0, &bytes[..100]);
+            let _ = fs.write_at(fd, size, &bytes);
+            let _ = fs.truncate(fd, size / 2);
+            let _ = fs.fsync(fd);
+            let _ = fs.close(fd);
+        }
+        let _ = fs.rename(path, "/renamed");
+        let _ = fs.unlink("/renamed");
+    }
+    if let Ok(fd) = fs.open("/new", OpenFlags::WRITE | OpenFlags::CREATE) {
+        let _ = fs.write(fd, &bytes);
+        let _ = fs.fsync(fd);
+        let _ = fs.close(fd);
+    }
+    let _ = fs.mkdir("/nd");
+    let _ = fs.rename("/new", "/nd/new");
+    // Deepest first, so that emptied directories can go.
+    let mut dirs: Vec<&String> = paths.iter().filter(|(_, f)| !*f).map(|(p, _)| p).collect();
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for dir in dirs.into_iter().take(8) {
+        let _ = fs.rmdir(dir);
+    }
 }
 
 /// Re-seal what a checksum guards: both superblock copies and every block starting with the

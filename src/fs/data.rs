@@ -86,6 +86,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if k.offset % bs != 0 || e.len.get() == 0 {
             return Err(Error::Corrupt { block: ino });
         }
+        // Every later sum (a block inside the extent, its end in the file) relies on these:
+        // the blocks lie in the data area, and the file range does not wrap.
+        self.vol.check_data_run(Run {
+            start: e.block.get(),
+            len: e.len.get(),
+        })?;
+        if (k.offset / bs).checked_add(e.len.get()).is_none() {
+            return Err(Error::Corrupt { block: ino });
+        }
         Ok(Ext {
             fblk: k.offset / bs,
             block: e.block.get(),
@@ -409,7 +418,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                         d += n;
                     }
                     self.map_run(ino, fblk, run, (off + done_now) % bs == 0)?;
-                    inode.blocks = (inode.blocks.get() + run.len).into();
+                    inode.blocks = inode.blocks.get().saturating_add(run.len).into();
                     *done = d;
                 }
             }

@@ -60,7 +60,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol
             .insert(inode_key(ino), i.as_bytes(), InsertMode::Create)?;
         let n = self.vol.inode_count();
-        self.vol.set_inode_count(n + 1);
+        self.vol.set_inode_count(n.saturating_add(1));
         Ok((ino, i))
     }
 

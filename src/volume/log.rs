@@ -252,11 +252,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         c.result?;
         let Some(h) = hdr else { return Ok(None) };
         let sectors = h.sectors.get() as usize;
-        let Some(i) = self
-            .bufs
-            .iter()
-            .position(|b| b.as_ref().is_some_and(|b| b.len() == sectors * ss))
-        else {
+        let Some(i) = self.bufs.iter().position(|b| {
+            b.as_ref()
+                .is_some_and(|b| Some(b.len()) == sectors.checked_mul(ss))
+        }) else {
             return Ok(None);
         };
         let buf = self

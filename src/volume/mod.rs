@@ -590,7 +590,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Free a run of file data blocks (reusable after the next durable checkpoint).
     pub fn free_data(&mut self, run: Run) -> Result<()> {
-        for b in run.start..run.start.saturating_add(run.len) {
+        // The run comes from an extent on disk: a hostile length must neither wrap the free
+        // lists nor make this loop run for ages.
+        self.check_data_run(run)?;
+        for b in run.start..run.start + run.len {
             self.store.cache.forget(b);
         }
         self.write_op(|_, st| st.space.defer_free(run))

@@ -18,6 +18,11 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SUPERBLOCK_LEN: usize = 512;
 /// Byte offsets of the two superblock copies.
 pub const SUPERBLOCK_OFFSETS: [u64; 2] = [0, 4096];
+/// Generations stay below this (SPEC.md, superblock). A data block's write generation is
+/// `generation << 24` plus a count, and journal replay stamps generations from 2^62 up, so a
+/// larger generation could only come from a hostile image; no volume checkpoints 2^38 times.
+pub const MAX_GENERATION: u64 = 1 << 38;
+
 /// Bytes at the start of the device reserved for the superblocks.
 pub const SUPERBLOCK_REGION: u64 = 8192;
 
@@ -166,6 +171,9 @@ impl Superblock {
     fn check_geometry(&self) -> core::result::Result<(), ()> {
         let bs = self.block_size.get();
         if !bs.is_power_of_two() || !(super::MIN_BLOCK_SIZE..=super::MAX_BLOCK_SIZE).contains(&bs) {
+            return Err(());
+        }
+        if !(1..MAX_GENERATION).contains(&self.header.generation.get()) {
             return Err(());
         }
         let count = self.block_count.get();
