@@ -35,7 +35,9 @@ use bonsaifs::Error;
 
 use crate::bounded::{budget_spent, budgeted, run_limited, Cut};
 use crate::checker::{Tally, Violation};
-use crate::image::{mount_mem_len, queued_config, walk, Budget, HFs, BLOCK, SLOTS};
+use crate::image::{
+    mount_mem_len, queued_config, walk, writes_on_image, Budget, HFs, BLOCK, SLOTS,
+};
 use crate::model::Tree;
 use crate::pattern;
 
@@ -373,7 +375,12 @@ pub fn check_mutations(
         let r = run_limited(limit, move || {
             let mut img = p.image.clone();
             mutate(&mut img, region, off, mode);
-            judge(&mut img, &p, region, mode)
+            let mut for_writes = img.clone();
+            let outcome = judge(&mut img, &p, region, mode);
+            // Then change the damaged volume: the write paths must not panic or hang on it
+            // either (a panic here is reported like one in the judging).
+            writes_on_image(&mut for_writes);
+            outcome
         });
         let context = format!("{:?} byte {off} ({mode:?})", region.kind);
         let bad = |kind: &str, detail: String| Violation {

@@ -405,7 +405,7 @@ pub fn rle_decode(mut data: &[u8], len: usize) -> Vec<u8> {
 /// form. Flag bit 0 re-seals the superblock copies and every block that starts with the block
 /// magic, so that mutations past the checksums reach the decoders' semantic checks. Mount,
 /// fsck, a walk of the whole namespace and `statfs` run under the request budget, then
-/// [`mutate`]'s writes, a `sync_all`, a second fsck and an unmount; their answers do not
+/// [`exercise_writes`], a second fsck and an unmount; their answers do not
 /// matter, only that none panics, overflows or runs unbounded.
 pub fn mount_image_case(data: &[u8]) {
     let Some((&flags, rest)) = data.split_first() else {
@@ -429,11 +429,38 @@ pub fn mount_image_case(data: &[u8]) {
     }
     let walked = walk(&mut fs, &Budget::default());
     let _ = fs.statfs();
-    let mut paths: Vec<(String, bool)> = match walked {
-        Ok(tree) => tree.into_iter().map(|(p, d)| (p, d.is_some())).collect(),
-        Err(_) => Vec::new(),
+    exercise_writes(&mut fs, walked.ok());
+    if need <= 16 << 20 {
+        let mut scratch = vec![0u8; need];
+        let _ = fs.fsck(&mut scratch);
+    }
+    let _ = fs.unmount();
+}
+
+/// Mount `image` (under the request budget) and run [`exercise_writes`] on it; the answers do
+/// not matter, only that nothing panics, overflows or runs unbounded. The hostile-image checks
+/// call this after judging what an image reads as.
+pub fn writes_on_image(image: &mut [u8]) {
+    let mut mem = vec![0u8; mount_mem_len()];
+    let Ok(dev) = RamDisk::new(image, 512) else {
+        return;
     };
-    // The seed images' names, for a walk that stopped early: the writes still reach them.
+    let Ok(mut fs) = HFs::mount(budgeted(dev), &mut mem) else {
+        return;
+    };
+    let walked = walk(&mut fs, &Budget::default());
+    exercise_writes(&mut fs, walked.ok());
+    let _ = fs.unmount();
+}
+
+/// Writes on a possibly hostile volume, then `sync_all`: these run the paths that decode what
+/// is on disk and then change it (extents cut and freed, directory entries removed, free runs
+/// merged), which a read-only walk never reaches. `walked` is what a walk showed, if it
+/// finished; the seed images' names are tried as well.
+pub fn exercise_writes<'b, D: BlockDevice<'b>>(fs: &mut HFs<'b, D>, walked: Option<Tree>) {
+    let mut paths: Vec<(String, bool)> = walked
+        .map(|tree| tree.into_iter().map(|(p, d)| (p, d.is_some())).collect())
+        .unwrap_or_default();
     for (p, file) in [
         ("/A/f", true),
         ("/B/g", true),
@@ -444,19 +471,13 @@ pub fn mount_image_case(data: &[u8]) {
             paths.push((p.to_string(), file));
         }
     }
-    mutate(&mut fs, &paths);
+    write_paths(fs, &paths);
     let _ = fs.sync_all();
-    if need <= 16 << 20 {
-        let mut scratch = vec![0u8; need];
-        let _ = fs.fsck(&mut scratch);
-    }
-    let _ = fs.unmount();
 }
 
-/// Writes on a possibly hostile volume: these run the paths that decode what is on disk and
-/// then change it (extents cut and freed, directory entries removed, free runs merged), which
-/// a read-only walk never reaches. `paths` are `(path, is_file)`; at most 8 of each are used.
-fn mutate<'b, D: BlockDevice<'b>>(fs: &mut HFs<'b, D>, paths: &[(String, bool)]) {
+/// [`exercise_writes`]'s operations. `paths` are `(path, is_file)`; at most 8 of each kind
+/// are used.
+fn write_paths<'b, D: BlockDevice<'b>>(fs: &mut HFs<'b, D>, paths: &[(String, bool)]) {
     let bytes: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
     for (path, _) in paths.iter().filter(|(_, f)| *f).take(8) {
         if let Ok(fd) = fs.open(path, OpenFlags::READ | OpenFlags::WRITE) {
