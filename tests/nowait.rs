@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bonsaifs::device::{QueuedConfig, QueuedRamDisk};
-use bonsaifs::fs::{Fs, OpenFlags, Ticket, WriteFlags, WriteStatus};
+use bonsaifs::fs::{Fd, Fs, OpenFlags, Ticket, WriteFlags, WriteStatus};
 use bonsaifs::volume::{memory_needed, FormatOptions};
 use bonsaifs::Error;
 use rand::rngs::SmallRng;
@@ -175,15 +175,21 @@ fn seed_regression_nowait_dsync_survives_power_cut() {
     println!("{total} reported NOWAIT|DSYNC writes checked after power cuts");
 }
 
-#[test]
-fn one_queued_dsync_write_is_reported_once() {
+/// A 1 MiB `/data` written and checkpointed, mounted on a FUA device, and opened for writing.
+fn mount_data(m: &mut [u8]) -> (F<'_>, Fd) {
     let image = base(1 << 20, true);
-    let mut m = mem();
     let dev = QueuedRamDisk::from_image(cfg(image.len() as u64, 5, true), image);
-    let mut fs = F::mount(dev, &mut m).unwrap();
+    let mut fs = F::mount(dev, m).unwrap();
     let fd = fs
         .open("/data", OpenFlags::READ | OpenFlags::WRITE)
         .unwrap();
+    (fs, fd)
+}
+
+#[test]
+fn one_queued_dsync_write_is_reported_once() {
+    let mut m = mem();
+    let (mut fs, fd) = mount_data(&mut m);
     let st = fs
         .write_at_flags(fd, 0, &piece(0, 1), WriteFlags::NOWAIT | WriteFlags::DSYNC)
         .unwrap();
@@ -203,13 +209,8 @@ fn one_queued_dsync_write_is_reported_once() {
 /// arithmetic on its range (an offset near `u64::MAX` used to overflow it).
 #[test]
 fn a_queued_write_past_the_largest_file_is_too_large() {
-    let image = base(1 << 20, true);
     let mut m = mem();
-    let dev = QueuedRamDisk::from_image(cfg(image.len() as u64, 5, true), image);
-    let mut fs = F::mount(dev, &mut m).unwrap();
-    let fd = fs
-        .open("/data", OpenFlags::READ | OpenFlags::WRITE)
-        .unwrap();
+    let (mut fs, fd) = mount_data(&mut m);
     let flags = WriteFlags::NOWAIT | WriteFlags::DSYNC;
     let max = bonsaifs::fs::MAX_FILE_SIZE;
     for offset in [u64::MAX - 3, u64::MAX - 4096, max - 1, max] {

@@ -343,15 +343,23 @@ impl<'b, D: embedded_sdmmc::BlockDevice, const Q: usize, const CHUNK: usize>
         r.map_err(|e| self.fail(e))
     }
 
+    /// A read after the range check: what a queued read and `read_now` both do.
+    fn read_checked(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        bonsaifs::device::check_range(&self.geo, lba, buf.len())?;
+        self.read(lba, buf)
+    }
+
+    /// A write after the range check: what a queued write and `write_now` both do.
+    fn write_checked(&mut self, lba: u64, buf: &[u8]) -> Result<(), IoError> {
+        bonsaifs::device::check_range(&self.geo, lba, buf.len())?;
+        self.write(lba, buf)
+    }
+
     fn execute(&mut self, command: &mut Command<'b>) -> Result<(), IoError> {
         match command {
-            Command::Read { lba, buf } => {
-                bonsaifs::device::check_range(&self.geo, *lba, buf.len())?;
-                self.read(*lba, buf)
-            }
+            Command::Read { lba, buf } => self.read_checked(*lba, buf),
             Command::Write { lba, buf, fua } => {
-                bonsaifs::device::check_range(&self.geo, *lba, buf.len())?;
-                self.write(*lba, buf)?;
+                self.write_checked(*lba, buf)?;
                 if *fua {
                     self.barrier()?;
                 }
@@ -396,14 +404,12 @@ impl<'b, D: embedded_sdmmc::BlockDevice, const Q: usize, const CHUNK: usize> Blo
     /// Their driver is synchronous anyway: the read goes straight into the caller's buffer,
     /// through the same range check and chunked transfer `submit` uses.
     fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
-        let r = bonsaifs::device::check_range(&self.geo, lba, buf.len());
-        Some(r.and_then(|_| self.read(lba, buf)))
+        Some(self.read_checked(lba, buf))
     }
 
     /// As [`read_now`](Self::read_now), for a write (never FUA: durable after the next flush,
     /// as a completed queued write).
     fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
-        let r = bonsaifs::device::check_range(&self.geo, lba, buf.len());
-        Some(r.and_then(|_| self.write(lba, buf)))
+        Some(self.write_checked(lba, buf))
     }
 }

@@ -422,19 +422,21 @@ pub fn mount_image_case(data: &[u8]) {
     let Ok(mut fs) = HFs::mount(budgeted(dev), &mut mem) else {
         return;
     };
+    fsck_bounded(&mut fs);
+    let walked = walk(&mut fs, &Budget::default());
+    let _ = fs.statfs();
+    exercise_writes(&mut fs, walked.ok());
+    fsck_bounded(&mut fs);
+    let _ = fs.unmount();
+}
+
+/// fsck, unless a hostile block count or inode count asks for more than 16 MiB of scratch.
+fn fsck_bounded<'b, D: BlockDevice<'b>>(fs: &mut HFs<'b, D>) {
     let need = fs.fsck_scratch_len();
     if need <= 16 << 20 {
         let mut scratch = vec![0u8; need];
         let _ = fs.fsck(&mut scratch);
     }
-    let walked = walk(&mut fs, &Budget::default());
-    let _ = fs.statfs();
-    exercise_writes(&mut fs, walked.ok());
-    if need <= 16 << 20 {
-        let mut scratch = vec![0u8; need];
-        let _ = fs.fsck(&mut scratch);
-    }
-    let _ = fs.unmount();
 }
 
 /// Mount `image` (under the request budget) and run [`exercise_writes`] on it; the answers do

@@ -30,6 +30,15 @@ const INLINE_BUF: usize = 1024;
 /// Largest file offset accepted (keeps every byte offset computation far from overflow).
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 
+/// End (exclusive byte offset) of a write of `data` at `off`, or `TooLarge` past
+/// [`MAX_FILE_SIZE`]: checked before any other arithmetic on the range. Blocking and queued
+/// writes share it, so both refuse the same writes.
+pub(crate) fn write_end(off: u64, data: &[u8]) -> Result<u64> {
+    off.checked_add(data.len() as u64)
+        .filter(|&e| e <= MAX_FILE_SIZE)
+        .ok_or(Error::TooLarge)
+}
+
 /// An extent in memory: file block index, disk block, length in blocks, generation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ext {
@@ -92,11 +101,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             start: e.block.get(),
             len: e.len.get(),
         })?;
-        if (k.offset / bs).checked_add(e.len.get()).is_none() {
+        let fblk = k.offset / bs;
+        if fblk.checked_add(e.len.get()).is_none() {
             return Err(Error::Corrupt { block: ino });
         }
         Ok(Ext {
-            fblk: k.offset / bs,
+            fblk,
             block: e.block.get(),
             len: e.len.get(),
             gen: e.generation.get(),
@@ -264,10 +274,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if data.is_empty() {
             return Ok(0);
         }
-        let end = off
-            .checked_add(data.len() as u64)
-            .filter(|&e| e <= MAX_FILE_SIZE)
-            .ok_or(Error::TooLarge)?;
+        let end = write_end(off, data)?;
         let mut inode = self.read_inode(ino)?;
         let size = inode.size.get();
         let new_size = size.max(end);

@@ -169,11 +169,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.read_inode(o.ino)?;
             return Ok(WriteStatus::Done(0));
         }
-        // The same limit as a blocking write, checked before any arithmetic on the range.
-        let end = offset
-            .checked_add(data.len() as u64)
-            .filter(|&e| e <= super::MAX_FILE_SIZE)
-            .ok_or(Error::TooLarge)?;
+        let end = super::data::write_end(offset, data)?;
         let bs = u64::from(self.vol.space_info().block_size);
         let first = offset / bs;
         let last = (end - 1) / bs;
