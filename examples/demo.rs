@@ -79,7 +79,7 @@ fn main() -> Result<(), Error> {
     let mut back = vec![0u8; image.len()];
     fs.file(fd)
         .read_exact(&mut back)
-        .map_err(|_| Error::Corrupt { block: 0 })?;
+        .map_err(|_| Error::Corrupt)?;
     fs.file(fd).seek(SeekFrom::Start(0))?;
     fs.close(fd)?;
     println!(

@@ -138,7 +138,7 @@ fn walk_with<S: NodeStore>(
     let mut stack: heapless::Vec<Frame, { MAX_DEPTH + 1 }> = heapless::Vec::new();
     let root = tree.root;
     let push = |stack: &mut heapless::Vec<Frame, { MAX_DEPTH + 1 }>, f: Frame| {
-        stack.push(f).map_err(|_| Error::Corrupt { block: f.block })
+        stack.push(f).map_err(|_| Error::Corrupt)
     };
     push(
         &mut stack,
@@ -155,9 +155,9 @@ fn walk_with<S: NodeStore>(
     while let Some(top) = stack.last().copied() {
         let id = match s.load(top.block, tree.owner, top.level, top.generation) {
             Ok(id) => id,
-            Err(Error::Corrupt { block }) => {
+            Err(Error::Corrupt) => {
                 rep.bad_nodes += 1;
-                rep.bad(block);
+                rep.bad(top.block);
                 stack.pop();
                 first_visit = false;
                 continue;
@@ -349,8 +349,9 @@ pub fn visit_nodes<S: NodeStore>(s: &mut S, tree: &Tree, f: &mut dyn FnMut(u64))
         &mut |_, _, _, _| {},
         f,
     )?;
-    match rep.first_bad {
-        Some(block) if rep.bad_nodes > 0 => Err(Error::Corrupt { block }),
-        _ => Ok(()),
+    if rep.bad_nodes > 0 {
+        Err(Error::Corrupt)
+    } else {
+        Ok(())
     }
 }

@@ -241,8 +241,8 @@ fn key_of(start: u64) -> Key {
     Key::new(start, FREE_EXTENT, 0)
 }
 
-fn decode(block_hint: u64, v: &[u8]) -> Result<(u64, u64)> {
-    let e = FreeExtent::read_from_bytes(v).map_err(|_| Error::Corrupt { block: block_hint })?;
+fn decode(v: &[u8]) -> Result<(u64, u64)> {
+    let e = FreeExtent::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
     Ok((e.len.get(), e.freed.get()))
 }
 
@@ -258,13 +258,13 @@ type Item = (u64, u64, u64);
 
 fn item(k: Key, v: &[u8]) -> Result<Item> {
     if k.kind != FREE_EXTENT || k.offset != 0 {
-        return Err(Error::Corrupt { block: k.id });
+        return Err(Error::Corrupt);
     }
-    let (len, freed) = decode(k.id, v)?;
+    let (len, freed) = decode(v)?;
     // A run that wraps past the last block number is not a run: every sum of a start and a
     // length below (merging neighbours, cutting pieces) relies on this.
     if k.id.checked_add(len).is_none() {
-        return Err(Error::Corrupt { block: k.id });
+        return Err(Error::Corrupt);
     }
     Ok((k.id, len, freed))
 }
@@ -280,12 +280,12 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
     let next = free.next(s, &key_of(start), true, item)?.transpose()?;
     if let Some((ps, pl, _)) = prev {
         if ps.saturating_add(pl) > start {
-            return Err(Error::Corrupt { block: start });
+            return Err(Error::Corrupt);
         }
     }
     if let Some((ns, nl, nf)) = next {
         if run.end() > ns {
-            return Err(Error::Corrupt { block: ns });
+            return Err(Error::Corrupt);
         }
         if run.end() == ns {
             free.remove(s, &key_of(ns))?;
@@ -333,9 +333,7 @@ pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()>
         let gen = s.generation();
         insert_free(free, s, run, gen)?;
     }
-    Err(Error::Corrupt {
-        block: free.root.block,
-    })
+    Err(Error::Corrupt)
 }
 
 /// Give the runs the superblock cannot record (slots from [`RESERVE_RUNS`] on) back to the

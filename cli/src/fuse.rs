@@ -68,7 +68,7 @@ pub fn errno(e: Error) -> Errno {
         Error::BadHandle => Errno::EBADF,
         Error::TooLarge => Errno::EFBIG,
         Error::WouldBlock => Errno::EAGAIN,
-        Error::Corrupt { .. }
+        Error::Corrupt
         | Error::Io(_)
         | Error::CacheFull
         | Error::ShutDown
@@ -1033,7 +1033,7 @@ mod tests {
             (Error::NameTooLong, libc::ENAMETOOLONG),
             (Error::InvalidPath, libc::EINVAL),
             (Error::ReadOnly, libc::EROFS),
-            (Error::Corrupt { block: 7 }, libc::EIO),
+            (Error::Corrupt, libc::EIO),
             (Error::Io(bonsaifs::IoError::Media), libc::EIO),
             (Error::TooManyOpenFiles, libc::EMFILE),
             (Error::BadHandle, libc::EBADF),

@@ -202,6 +202,11 @@ pub fn mount_error(image: &Path, err: bonsaifs::Error) -> CliError {
         bonsaifs::Error::NotFormatted | bonsaifs::Error::Unsupported => {
             CliError::usage(e.to_string())
         }
+        // The error names no block; fsck does (bad nodes, damaged superblock copies).
+        bonsaifs::Error::Corrupt => CliError::failure(format!(
+            "{e} (`bonsaifs fsck {}` shows where)",
+            image.display()
+        )),
         _ => e,
     }
 }

@@ -129,7 +129,7 @@ pub struct LiveRun {
 fn uncertain_error(e: Error) -> bool {
     matches!(
         e,
-        Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull | Error::NoSpace
+        Error::Io(_) | Error::Corrupt | Error::CacheFull | Error::NoSpace
     )
 }
 

@@ -136,11 +136,7 @@ pub fn check_faults(
         // 1. The error reaches the caller, as Io, and nothing reports Corrupt. A fault no
         // call reported is counted as absorbed if everything below holds.
         let before = t.violations.len();
-        if let Some((what, e)) = run
-            .errors
-            .iter()
-            .find(|(_, e)| matches!(e, Error::Corrupt { .. }))
-        {
+        if let Some((what, e)) = run.errors.iter().find(|(_, e)| matches!(e, Error::Corrupt)) {
             push(
                 &mut t,
                 "fault-corrupt",

@@ -253,7 +253,7 @@ pub fn judge(image: &mut [u8], pop: &Populated, region: Region, mode: Mode) -> O
     };
     let mut fs = match HFs::mount(budgeted(dev), &mut mem) {
         Ok(fs) => fs,
-        Err(e @ (Error::Corrupt { .. } | Error::NotFormatted | Error::Unsupported)) => {
+        Err(e @ (Error::Corrupt | Error::NotFormatted | Error::Unsupported)) => {
             return Outcome::Rejected(e)
         }
         Err(e) if mode.resealed() && !matches!(e, Error::Io(_)) => return Outcome::Rejected(e),
@@ -268,7 +268,7 @@ pub fn judge(image: &mut [u8], pop: &Populated, region: Region, mode: Mode) -> O
         match fs.fsck(&mut scratch) {
             Ok(r) if r.is_clean() => Ok(()),
             Ok(r) => Err(format!("fsck: {r:?}")),
-            Err(e @ Error::Corrupt { .. }) => Err(format!("fsck: {e:?}")),
+            Err(e @ Error::Corrupt) => Err(format!("fsck: {e:?}")),
             Err(e) if mode.resealed() && !matches!(e, Error::Io(_)) => Err(format!("fsck: {e:?}")),
             Err(e) => return Outcome::Bad("hostile-fsck", format!("fsck answered {e:?}")),
         }
@@ -294,7 +294,7 @@ pub fn judge(image: &mut [u8], pop: &Populated, region: Region, mode: Mode) -> O
     let last = pop.states.len() - 1;
     match walked {
         Err(crate::image::WalkError::Fs {
-            error: Error::Corrupt { .. },
+            error: Error::Corrupt,
             what,
         }) => Outcome::Detected(what),
         Err(e) => Outcome::Bad("hostile-walk", e.to_string()),

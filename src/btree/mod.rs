@@ -70,6 +70,21 @@ struct Step {
     idx: usize,
 }
 
+/// An item found by a descent: its leaf (resident in the cache until the next load) and index.
+#[derive(Clone, Copy)]
+struct Item {
+    id: SlotId,
+    block: u64,
+    idx: usize,
+}
+
+impl Item {
+    /// The leaf, read-only.
+    fn node<'s, S: NodeStore>(&self, s: &'s S) -> Result<NodeRef<'s>> {
+        Ok(NodeRef::new(s.node(self.id)?, self.block))
+    }
+}
+
 fn under_full(n: &NodeRef<'_>) -> bool {
     n.used() < n.capacity() / 4
 }
@@ -99,28 +114,35 @@ impl Tree {
     }
 
     /// Call `f` with the value of `key`, if present.
+    ///
+    /// The descent is [`Tree::find`], compiled once; only the call of `f` is generic.
     pub fn get<S: NodeStore, R>(
         &self,
         s: &mut S,
         key: &Key,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>> {
+        match self.find(s, key)? {
+            Some(at) => Ok(Some(f(at.node(s)?.value(at.idx)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The leaf slot and index of `key`, if present.
+    fn find<S: NodeStore>(&self, s: &mut S, key: &Key) -> Result<Option<Item>> {
         let (mut block, mut gen, mut level) =
             (self.root.block, self.root.generation, self.root.level);
         for _ in 0..=MAX_DEPTH {
             let id = self.load(s, block, level, gen)?;
             let n = NodeRef::new(s.node(id)?, block);
             if n.is_leaf() {
-                return match n.search(key) {
-                    Ok(i) => Ok(Some(f(n.value(i)?))),
-                    Err(_) => Ok(None),
-                };
+                return Ok(n.search(key).ok().map(|idx| Item { id, block, idx }));
             }
             let i = n.child_index(key);
             (block, gen) = n.child(i)?;
-            level = level.checked_sub(1).ok_or(Error::Corrupt { block })?;
+            level = level.checked_sub(1).ok_or(Error::Corrupt)?;
         }
-        Err(Error::Corrupt { block })
+        Err(Error::Corrupt)
     }
 
     /// Call `f` with the first item whose key is `>= from` (or `> from` when `!inclusive`).
@@ -134,6 +156,22 @@ impl Tree {
         inclusive: bool,
         f: impl FnOnce(Key, &[u8]) -> R,
     ) -> Result<Option<R>> {
+        match self.find_next(s, from, inclusive)? {
+            Some(at) => {
+                let n = at.node(s)?;
+                Ok(Some(f(n.key(at.idx)?, n.value(at.idx)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Where [`Tree::next`]'s item is.
+    fn find_next<S: NodeStore>(
+        &self,
+        s: &mut S,
+        from: &Key,
+        inclusive: bool,
+    ) -> Result<Option<Item>> {
         let mut from = *from;
         let mut inclusive = inclusive;
         // Each restart moves `from` strictly up to a separator key; bound the restarts anyway.
@@ -145,7 +183,7 @@ impl Tree {
             loop {
                 depth += 1;
                 if depth > MAX_DEPTH + 1 {
-                    return Err(Error::Corrupt { block });
+                    return Err(Error::Corrupt);
                 }
                 let id = self.load(s, block, level, gen)?;
                 let n = NodeRef::new(s.node(id)?, block);
@@ -156,7 +194,7 @@ impl Tree {
                         Err(i) => i,
                     };
                     if i < n.len() {
-                        return Ok(Some(f(n.key(i)?, n.value(i)?)));
+                        return Ok(Some(Item { id, block, idx: i }));
                     }
                     break;
                 }
@@ -165,24 +203,18 @@ impl Tree {
                     resume = Some(n.key(i + 1)?);
                 }
                 (block, gen) = n.child(i)?;
-                level = level.checked_sub(1).ok_or(Error::Corrupt { block })?;
+                level = level.checked_sub(1).ok_or(Error::Corrupt)?;
             }
             match resume {
                 Some(k) if k > from || (k == from && !inclusive) => {
                     from = k;
                     inclusive = true;
                 }
-                Some(_) => {
-                    return Err(Error::Corrupt {
-                        block: self.root.block,
-                    })
-                }
+                Some(_) => return Err(Error::Corrupt),
                 None => return Ok(None),
             }
         }
-        Err(Error::Corrupt {
-            block: self.root.block,
-        })
+        Err(Error::Corrupt)
     }
 
     /// Call `f` with the last item whose key is `< before`.
@@ -192,6 +224,17 @@ impl Tree {
         before: &Key,
         f: impl FnOnce(Key, &[u8]) -> R,
     ) -> Result<Option<R>> {
+        match self.find_prev(s, before)? {
+            Some(at) => {
+                let n = at.node(s)?;
+                Ok(Some(f(n.key(at.idx)?, n.value(at.idx)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Where [`Tree::prev`]'s item is.
+    fn find_prev<S: NodeStore>(&self, s: &mut S, before: &Key) -> Result<Option<Item>> {
         let (mut block, mut gen, mut level) =
             (self.root.block, self.root.generation, self.root.level);
         // The deepest subtree left of the descent path: where the answer is if the leaf has none.
@@ -204,12 +247,16 @@ impl Tree {
                     Ok(i) | Err(i) => i,
                 };
                 if i > 0 {
-                    return Ok(Some(f(n.key(i - 1)?, n.value(i - 1)?)));
+                    return Ok(Some(Item {
+                        id,
+                        block,
+                        idx: i - 1,
+                    }));
                 }
                 break;
             }
             let i = n.child_index(before);
-            let child_level = level.checked_sub(1).ok_or(Error::Corrupt { block })?;
+            let child_level = level.checked_sub(1).ok_or(Error::Corrupt)?;
             if i > 0 {
                 let (b, g) = n.child(i - 1)?;
                 left = Some((b, g, child_level));
@@ -224,14 +271,18 @@ impl Tree {
         for _ in 0..=MAX_DEPTH {
             let id = self.load(s, block, level, gen)?;
             let n = NodeRef::new(s.node(id)?, block);
-            let last = n.len().checked_sub(1).ok_or(Error::Corrupt { block })?;
+            let last = n.len().checked_sub(1).ok_or(Error::Corrupt)?;
             if n.is_leaf() {
-                return Ok(Some(f(n.key(last)?, n.value(last)?)));
+                return Ok(Some(Item {
+                    id,
+                    block,
+                    idx: last,
+                }));
             }
             (block, gen) = n.child(last)?;
-            level = level.checked_sub(1).ok_or(Error::Corrupt { block })?;
+            level = level.checked_sub(1).ok_or(Error::Corrupt)?;
         }
-        Err(Error::Corrupt { block })
+        Err(Error::Corrupt)
     }
 
     /// Copy-on-write the node `(block, gen, level)`: returns a writable `(block, slot)`.
@@ -252,7 +303,7 @@ impl Tree {
         let res = made.and_then(|(nb, nid)| {
             let (src, dst) = s.pair(id, nid)?;
             dst.copy_from_slice(src);
-            let h = BlockHeader::parse_mut(dst).ok_or(Error::Corrupt { block })?;
+            let h = BlockHeader::parse_mut(dst).ok_or(Error::Corrupt)?;
             h.blocknr = nb.into();
             h.generation = cur.into();
             Ok((nb, nid))
@@ -429,7 +480,7 @@ impl Tree {
             }
             (block, id) = (cb, cid);
         }
-        Err(Error::Corrupt { block })
+        Err(Error::Corrupt)
     }
 
     /// Remove `key`. Returns whether it was present.
@@ -442,14 +493,13 @@ impl Tree {
         loop {
             let n = NodeRef::new(s.node(id)?, block);
             if n.is_leaf() {
-                let i = n.search(key).map_err(|_| Error::Corrupt { block })?;
+                let i = n.search(key).map_err(|_| Error::Corrupt)?;
                 NodeMut::new(s.node_mut(id)?, block).leaf_remove(i)?;
                 break;
             }
             let level = n.level() - 1;
             let idx = n.child_index(key);
-            path.push(Step { block, idx })
-                .map_err(|_| Error::Corrupt { block })?;
+            path.push(Step { block, idx }).map_err(|_| Error::Corrupt)?;
             (block, id) = self.cow_child(s, id, block, idx, level)?;
         }
         // Rebalance bottom-up: `block` is the (writable) node just edited.

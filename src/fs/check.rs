@@ -135,7 +135,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 continue;
             };
             match k.kind {
-                kind::INODE => match decode_inode(k.id, &v) {
+                kind::INODE => match decode_inode(&v) {
                     Ok(i) => {
                         rep.inodes += 1;
                         if set_bit(exists, k.id) != Some(false) {
@@ -157,7 +157,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                         rep.err(k.id, "directory entry in a file");
                         continue;
                     }
-                    for e in entries(k.id, &v) {
+                    for e in entries(&v) {
                         let Ok((h, _name)) = e else {
                             rep.err(k.id, "malformed directory entry");
                             break;

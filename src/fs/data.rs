@@ -89,11 +89,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.max_value_len().min(INLINE_BUF)
     }
 
-    fn decode_ext(&self, ino: u64, k: Key, v: &[u8]) -> Result<Ext> {
-        let e = ExtentItem::read_from_bytes(v).map_err(|_| Error::Corrupt { block: ino })?;
+    fn decode_ext(&self, k: Key, v: &[u8]) -> Result<Ext> {
+        let e = ExtentItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
         let bs = self.bs();
         if k.offset % bs != 0 || e.len.get() == 0 {
-            return Err(Error::Corrupt { block: ino });
+            return Err(Error::Corrupt);
         }
         // Every later sum (a block inside the extent, its end in the file) relies on these:
         // the blocks lie in the data area, and the file range does not wrap.
@@ -103,7 +103,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         })?;
         let fblk = k.offset / bs;
         if fblk.checked_add(e.len.get()).is_none() {
-            return Err(Error::Corrupt { block: ino });
+            return Err(Error::Corrupt);
         }
         Ok(Ext {
             fblk,
@@ -137,7 +137,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
         }
-        let e = self.decode_ext(ino, k, v.as_slice())?;
+        let e = self.decode_ext(k, v.as_slice())?;
         Ok((fblk < e.fblk.saturating_add(e.len)).then_some(e))
     }
 
@@ -151,7 +151,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
         }
-        self.decode_ext(ino, k, v.as_slice()).map(Some)
+        self.decode_ext(k, v.as_slice()).map(Some)
     }
 
     pub(crate) fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
@@ -221,7 +221,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     *b = v.get(off as usize + i).copied().unwrap_or(0);
                 }
             })?;
-            got.ok_or(Error::Corrupt { block: ino })?;
+            got.ok_or(Error::Corrupt)?;
             return Ok(n);
         }
         let bs = self.bs();
@@ -238,10 +238,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 let dst = buf
                     .get_mut(done..done + len)
                     .ok_or(Error::InvalidArgument)?;
-                let phys = e
-                    .block
-                    .checked_add(fblk - e.fblk)
-                    .ok_or(Error::Corrupt { block: ino })?;
+                let phys = e.block.checked_add(fblk - e.fblk).ok_or(Error::Corrupt)?;
                 if self.vol.read_data_now(phys, dst)? {
                     done += len;
                     continue;
@@ -331,7 +328,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     let n = v.len().min(buf.len());
                     buf[..n].copy_from_slice(&v[..n]);
                 })?
-                .ok_or(Error::Corrupt { block: ino })?;
+                .ok_or(Error::Corrupt)?;
         }
         let new_size = new_size as usize;
         let dst = buf
@@ -361,7 +358,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 buf[..n].copy_from_slice(&v[..n]);
                 n
             })?
-            .ok_or(Error::Corrupt { block: ino })?;
+            .ok_or(Error::Corrupt)?;
         let run = self.vol.alloc_data(1)?;
         let id = self.vol.pin_new_data(run.start, false)?;
         let r = self.vol.slot_mut(id).map(|s| {
@@ -558,7 +555,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub(crate) fn map_hole(&mut self, ino: u64, fblk: u64, phys: u64, count: u64) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
-            return Err(Error::Corrupt { block: phys });
+            return Err(Error::Corrupt);
         }
         let gen = self.mapped_gen();
         // Continue the extent before it when that one was mapped by the same commit group and
@@ -573,10 +570,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     && p.fblk.checked_add(p.len) == Some(fblk)
                     && p.block.checked_add(p.len) == Some(phys) =>
             {
-                let len = p
-                    .len
-                    .checked_add(count)
-                    .ok_or(Error::Corrupt { block: phys })?;
+                let len = p.len.checked_add(count).ok_or(Error::Corrupt)?;
                 self.put_ext(ino, Ext { len, ..p }, InsertMode::Replace)?;
             }
             _ => {

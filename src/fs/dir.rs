@@ -55,7 +55,7 @@ pub struct ReadDir {
 }
 
 /// Walk the entries packed in a DIR_HASH value: `(head, name)`.
-pub(crate) fn entries(dir: u64, v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[u8])>> {
+pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[u8])>> {
     let mut rest = v;
     core::iter::from_fn(move || {
         if rest.is_empty() {
@@ -72,7 +72,7 @@ pub(crate) fn entries(dir: u64, v: &[u8]) -> impl Iterator<Item = Result<(DirEnt
                 }
                 Some((h, name))
             })
-            .ok_or(Error::Corrupt { block: dir });
+            .ok_or(Error::Corrupt);
         if r.is_err() {
             rest = &[];
         }
@@ -94,10 +94,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<Option<Found>> {
         let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
         let found = self.vol.get(&key, |v| -> Result<Option<Found>> {
-            for e in entries(dir, v) {
+            for e in entries(v) {
                 let (h, n) = e?;
                 if n == name {
-                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt { block: dir })?;
+                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
                     return Ok(Some(Found {
                         ino: h.ino.get(),
                         seq: h.seq.get(),
@@ -154,10 +154,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
         // Both counters come from disk: a hostile inode at the top of the range is Corrupt, not
         // an overflow (a real directory cannot see 2^64 insertions).
-        d.next_seq = seq
-            .checked_add(1)
-            .ok_or(Error::Corrupt { block: dir })?
-            .into();
+        d.next_seq = seq.checked_add(1).ok_or(Error::Corrupt)?.into();
         d.size = d.size.get().saturating_add(1).into();
         let now = self.now();
         d.mtime = now.into();
@@ -171,10 +168,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let mut found = None;
         let kept = self.vol.get(&key, |v| -> Result<usize> {
             let mut out = 0;
-            for e in entries(dir, v) {
+            for e in entries(v) {
                 let (h, n) = e?;
                 if n == name && found.is_none() {
-                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt { block: dir })?;
+                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
                     found = Some(Found {
                         ino: h.ino.get(),
                         seq: h.seq.get(),
@@ -199,7 +196,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.vol.insert(key, v, InsertMode::Replace)?;
         }
         if !self.vol.remove(&Key::new(dir, kind::DIR_INDEX, f.seq))? {
-            return Err(Error::Corrupt { block: dir });
+            return Err(Error::Corrupt);
         }
         let mut d = self.read_inode(dir)?;
         d.size = d.size.get().saturating_sub(1).into();
@@ -232,12 +229,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 if k.id != dir || k.kind != kind::DIR_INDEX {
                     return Ok(None);
                 }
-                let mut it = entries(dir, v);
-                let (h, n) = it.next().ok_or(Error::Corrupt { block: dir })??;
-                let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt { block: dir })?;
-                core::str::from_utf8(n).map_err(|_| Error::Corrupt { block: dir })?;
-                let name =
-                    heapless::Vec::from_slice(n).map_err(|_| Error::Corrupt { block: dir })?;
+                let mut it = entries(v);
+                let (h, n) = it.next().ok_or(Error::Corrupt)??;
+                let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
+                core::str::from_utf8(n).map_err(|_| Error::Corrupt)?;
+                let name = heapless::Vec::from_slice(n).map_err(|_| Error::Corrupt)?;
                 Ok(Some((
                     k.offset,
                     DirEntry {
@@ -250,7 +246,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         match r.transpose()?.flatten() {
             Some((seq, e)) => {
                 // An index entry at the last sequence number only a hostile image holds.
-                cursor.next = seq.checked_add(1).ok_or(Error::Corrupt { block: dir })?;
+                cursor.next = seq.checked_add(1).ok_or(Error::Corrupt)?;
                 Ok(Some(e))
             }
             None => Ok(None),

@@ -124,7 +124,7 @@ impl embedded_io::Error for Error {
             Error::InvalidArgument | Error::InvalidPath | Error::NameTooLong | Error::BadHandle => {
                 K::InvalidInput
             }
-            Error::Corrupt { .. } => K::InvalidData,
+            Error::Corrupt => K::InvalidData,
             Error::Unsupported => K::Unsupported,
             Error::WouldBlock => K::Interrupted,
             _ => K::Other,

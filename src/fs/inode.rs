@@ -15,9 +15,9 @@ pub(crate) fn inode_key(ino: u64) -> Key {
 }
 
 /// Decode an inode value, refusing malformed ones.
-pub(crate) fn decode_inode(ino: u64, v: &[u8]) -> Result<InodeItem> {
-    let i = InodeItem::read_from_bytes(v).map_err(|_| Error::Corrupt { block: ino })?;
-    FileKind::from_u8(i.kind).ok_or(Error::Corrupt { block: ino })?;
+pub(crate) fn decode_inode(v: &[u8]) -> Result<InodeItem> {
+    let i = InodeItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
+    FileKind::from_u8(i.kind).ok_or(Error::Corrupt)?;
     Ok(i)
 }
 
@@ -33,7 +33,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         let i = self
             .vol
-            .get(&inode_key(ino), |v| decode_inode(ino, v))?
+            .get(&inode_key(ino), decode_inode)?
             .ok_or(Error::NotFound)??;
         self.memo.set_inode(changes, ino, i);
         Ok(i)

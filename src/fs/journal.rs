@@ -268,11 +268,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             decode_op(&mut rest)?;
             let len = before - rest.len();
             if at + len - start > max {
-                let chunk = self
-                    .journal
-                    .pending
-                    .get(start..at)
-                    .ok_or(Error::Corrupt { block: 0 })?;
+                let chunk = self.journal.pending.get(start..at).ok_or(Error::Corrupt)?;
                 self.vol.log_append(chunk, nops, false)?;
                 start = at;
                 nops = 0;
@@ -280,11 +276,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             at += len;
             nops += 1;
         }
-        let chunk = self
-            .journal
-            .pending
-            .get(start..at)
-            .ok_or(Error::Corrupt { block: 0 })?;
+        let chunk = self.journal.pending.get(start..at).ok_or(Error::Corrupt)?;
         self.vol.log_append(chunk, nops, true)?;
         let epoch = self.journal.epoch;
         self.journal.clear(epoch);
@@ -384,7 +376,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         for _ in 0..records {
             let (n, _) = self
                 .read_record(&mut cur, &mut rec)?
-                .ok_or(Error::Corrupt { block: 0 })?;
+                .ok_or(Error::Corrupt)?;
             let mut rest = rec.get(..n).unwrap_or(&[]);
             while !rest.is_empty() {
                 if let LogOp::Map { block, count, .. } = decode_op(&mut rest)? {
@@ -413,7 +405,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             for _ in 0..records {
                 let (n, commit) = self
                     .read_record(&mut cur, &mut rec)?
-                    .ok_or(Error::Corrupt { block: 0 })?;
+                    .ok_or(Error::Corrupt)?;
                 let mut rest = rec.get(..n).unwrap_or(&[]);
                 while !rest.is_empty() {
                     let op = decode_op(&mut rest)?;
@@ -441,7 +433,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             for op in ops(rec, h) {
                 let op = op?;
                 let len = op.encoded_len();
-                let dst = out.get_mut(n..n + len).ok_or(Error::Corrupt { block: 0 })?;
+                let dst = out.get_mut(n..n + len).ok_or(Error::Corrupt)?;
                 op.encode(dst)?;
                 n += len;
             }
@@ -459,7 +451,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 kind,
                 name,
             } => {
-                let kind = FileKind::from_u8(kind).ok_or(Error::Corrupt { block: ino })?;
+                let kind = FileKind::from_u8(kind).ok_or(Error::Corrupt)?;
                 self.create_in(parent, name, kind, Some(ino)).map(|_| ())
             }
             LogOp::Remove { parent, name } => self.remove_in(parent, name, None),
@@ -487,7 +479,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Point file blocks `fblk..fblk + count` of `ino` at disk blocks `block..`, freeing what
     /// they pointed at before (unless it is the same block), and set the size.
     fn replay_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) -> Result<()> {
-        let corrupt = Error::Corrupt { block };
+        let corrupt = Error::Corrupt;
         let mut i = 0;
         while i < count {
             let fb = fblk.checked_add(i).ok_or(corrupt)?;
@@ -618,7 +610,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                             .journal
                             .pending
                             .get_mut(pos..pos + len)
-                            .ok_or(Error::Corrupt { block: 0 })?;
+                            .ok_or(Error::Corrupt)?;
                         set_map_sum(dst, sum)?;
                         any = true;
                     }

@@ -149,7 +149,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         };
         match fs.read_inode(ROOT_INO) {
             Ok(i) if i.kind == Kind::Dir as u8 => {}
-            Ok(_) | Err(Error::NotFound) => return Err(Error::Corrupt { block: 0 }),
+            Ok(_) | Err(Error::NotFound) => return Err(Error::Corrupt),
             Err(e) => return Err(e),
         }
         if !fs.vol.is_read_only() {
@@ -246,24 +246,37 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         adds: bool,
         f: impl FnOnce(&mut Self) -> Result<R>,
     ) -> Result<R> {
+        // Only the call of `f` is generic: the rest is compiled once (`op` has many callers).
+        let before = self.op_begin(tree_ops, adds)?;
+        let r = f(self);
+        self.vol.end_op();
+        r.map_err(|e| self.op_failed(before, e))
+    }
+
+    /// The start of [`Fs::op`]: returns the mutation count to compare against on failure.
+    fn op_begin(&mut self, tree_ops: u64, adds: bool) -> Result<u32> {
         self.writable()?;
         let before = self.vol.mutations();
         self.vol.begin_op(tree_ops, adds)?;
-        let r = f(self);
-        self.vol.end_op();
-        match r {
-            // The operation may have stopped half-way (a block allocated but not mapped, a
-            // name removed but not added): nothing of it may reach a checkpoint or the log,
-            // and if it changed anything in memory the volume shuts down rather than show
-            // it. The durable state is whole; a remount continues from it.
-            Err(e @ (Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull | Error::NoSpace)) => {
-                if self.vol.fail_since(before, e) {
-                    self.fail_tickets(Error::ShutDown);
-                }
-                Err(e)
-            }
-            other => other,
+        Ok(before)
+    }
+
+    /// An operation begun at mutation count `before` failed with `e`.
+    ///
+    /// It may have stopped half-way (a block allocated but not mapped, a name removed but not
+    /// added): nothing of it may reach a checkpoint or the log, and if it changed anything in
+    /// memory the volume shuts down rather than show it. The durable state is whole; a
+    /// remount continues from it.
+    #[inline(never)]
+    fn op_failed(&mut self, before: u32, e: Error) -> Error {
+        if matches!(
+            e,
+            Error::Io(_) | Error::Corrupt | Error::CacheFull | Error::NoSpace
+        ) && self.vol.fail_since(before, e)
+        {
+            self.fail_tickets(Error::ShutDown);
         }
+        e
     }
 
     fn writable(&self) -> Result<()> {
@@ -490,7 +503,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let i = self.read_inode(ino)?;
         Ok(Metadata {
             ino,
-            kind: Kind::from_u8(i.kind).ok_or(Error::Corrupt { block: ino })?,
+            kind: Kind::from_u8(i.kind).ok_or(Error::Corrupt)?,
             size: i.size.get(),
             nlink: i.nlink.get(),
             blocks: i.blocks.get(),
@@ -557,7 +570,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let ino = self.op(6, true, |fs| {
             let (ino, _) = fs.create_inode(kind, dir)?;
             if expect.is_some_and(|e| e != ino) {
-                return Err(Error::Corrupt { block: 0 });
+                return Err(Error::Corrupt);
             }
             fs.add_entry(dir, name, ino, kind)?;
             Ok(ino)

@@ -63,9 +63,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Ok(None);
         }
         let count = (len / bs) as u64;
-        let end = block.checked_add(count).ok_or(Error::Corrupt { block })?;
+        let end = block.checked_add(count).ok_or(Error::Corrupt)?;
         if block < self.store.data.0 || end > self.store.data.1 {
-            return Err(Error::Corrupt { block });
+            return Err(Error::Corrupt);
         }
         if (block..end).any(|b| cache.find(b).is_some()) {
             return Ok(None);

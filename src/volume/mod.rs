@@ -149,6 +149,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 space,
                 generation: 1,
                 data: (data_start, count),
+                last_corrupt: None,
             },
             fs: Tree {
                 owner: tree_id::FS,
@@ -225,7 +226,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let bs = sb.block_size.get();
         let count = sb.block_count.get();
         if bs % geo.sector_size != 0 || count.saturating_mul(u64::from(bs)) > geo.capacity() {
-            return Err(Error::Corrupt { block: 0 });
+            return Err(Error::Corrupt);
         }
         let cache = BlockCache::new(cache_mem, bs as usize, ss)?;
         let run = |e: Extent| Run {
@@ -246,6 +247,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 space,
                 generation: committed + 1,
                 data: (sb.data_start.get(), count),
+                last_corrupt: None,
             },
             fs: Tree {
                 owner: tree_id::FS,
@@ -318,6 +320,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// The superblock as last written or read.
     pub fn superblock(&self) -> &Superblock {
         &self.sb
+    }
+
+    /// The block of the last tree node that failed its checks when it was loaded (bad magic,
+    /// checksum, header or layout, or a parent pointer that does not match it), if any.
+    ///
+    /// [`Error::Corrupt`] names no block (that keeps `Error` in a register); this does.
+    pub fn last_corrupt(&self) -> Option<u64> {
+        self.store.last_corrupt
     }
 
     /// Is the volume refusing writes (mounted read-only, or after a failed write)?
@@ -481,7 +491,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let r = r.and_then(|()| op(&mut self.fs, &mut self.store));
         let r = r.and_then(|v| space::drain(&mut self.free, &mut self.store, need).map(|()| v));
         match r {
-            Err(e @ (Error::Io(_) | Error::Corrupt { .. } | Error::CacheFull | Error::NoSpace)) => {
+            Err(e @ (Error::Io(_) | Error::Corrupt | Error::CacheFull | Error::NoSpace)) => {
                 warn!("tree change failed: {}", e);
                 // Inside a multi-step operation a NoSpace here is damage, not a full volume.
                 self.fail_since(before, e);
@@ -577,7 +587,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let (first, end) = self.store.data;
         match run.start.checked_add(run.len) {
             Some(e) if run.start >= first && e <= end => Ok(()),
-            _ => Err(Error::Corrupt { block: run.start }),
+            _ => Err(Error::Corrupt),
         }
     }
 
@@ -628,7 +638,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if (self.store.data.0..self.store.data.1).contains(&block) {
             Ok(())
         } else {
-            Err(Error::Corrupt { block })
+            Err(Error::Corrupt)
         }
     }
 
@@ -705,9 +715,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             }
         }
         if !settled {
-            return Err(Error::Corrupt {
-                block: self.free.root.block,
-            });
+            return Err(Error::Corrupt);
         }
         let early_superblock = self
             .store
@@ -822,7 +830,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             )
         })? {
             let (k, v) = r;
-            let (len, freed) = v.ok_or(Error::Corrupt { block: k.id })?;
+            let (len, freed) = v.ok_or(Error::Corrupt)?;
             f(k.id, len, freed);
             from = k;
             incl = false;

@@ -20,16 +20,23 @@ pub struct Store<'b, D, const N: usize> {
     pub generation: u64,
     /// First and one-past-last block the allocator manages (for sanity checks).
     pub data: (u64, u64),
+    /// The last tree node that failed its checks on load (see [`Volume::last_corrupt`]).
+    ///
+    /// [`Volume::last_corrupt`]: crate::volume::Volume::last_corrupt
+    pub last_corrupt: Option<u64>,
 }
 
-impl<'b, D: BlockDevice<'b>, const N: usize> NodeStore for Store<'b, D, N> {
-    fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    fn load(&mut self, block: u64, owner: u64, level: u8, generation: u64) -> Result<SlotId> {
+impl<'b, D: BlockDevice<'b>, const N: usize> Store<'b, D, N> {
+    /// [`NodeStore::load`] without the bookkeeping of which node failed.
+    fn load_checked(
+        &mut self,
+        block: u64,
+        owner: u64,
+        level: u8,
+        generation: u64,
+    ) -> Result<SlotId> {
         if !(self.data.0..self.data.1).contains(&block) {
-            return Err(Error::Corrupt { block });
+            return Err(Error::Corrupt);
         }
         let id = self.cache.read(&mut self.dev, block, true)?;
         if !self.cache.is_checked(id) {
@@ -41,12 +48,26 @@ impl<'b, D: BlockDevice<'b>, const N: usize> NodeStore for Store<'b, D, N> {
             self.cache.set_checked(id);
         } else {
             // Verified before; the pointer we followed must still agree with the node.
-            let h = BlockHeader::parse(self.cache.data(id)?).ok_or(Error::Corrupt { block })?;
+            let h = BlockHeader::parse(self.cache.data(id)?).ok_or(Error::Corrupt)?;
             if h.generation.get() != generation || h.level != level || h.owner.get() != owner {
-                return Err(Error::Corrupt { block });
+                return Err(Error::Corrupt);
             }
         }
         Ok(id)
+    }
+}
+
+impl<'b, D: BlockDevice<'b>, const N: usize> NodeStore for Store<'b, D, N> {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn load(&mut self, block: u64, owner: u64, level: u8, generation: u64) -> Result<SlotId> {
+        let r = self.load_checked(block, owner, level, generation);
+        if r == Err(Error::Corrupt) {
+            self.last_corrupt = Some(block);
+        }
+        r
     }
 
     fn node(&self, id: SlotId) -> Result<&[u8]> {

@@ -449,7 +449,7 @@ impl<'a> Reader<'a> {
                 self.rest = b;
                 Ok(a)
             }
-            _ => Err(Error::Corrupt { block: 0 }),
+            _ => Err(Error::Corrupt),
         }
     }
     fn u8(&mut self) -> Result<u8> {
@@ -458,7 +458,7 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64> {
         let b = self.bytes(8)?;
         Ok(u64::from_le_bytes(
-            b.try_into().map_err(|_| Error::Corrupt { block: 0 })?,
+            b.try_into().map_err(|_| Error::Corrupt)?,
         ))
     }
     fn name(&mut self) -> Result<&'a [u8]> {
@@ -525,11 +525,11 @@ pub fn decode_op<'a>(rest: &mut &'a [u8]) -> Result<LogOp<'a>> {
                 match flag {
                     0 => None,
                     1 => Some(sum),
-                    _ => return Err(Error::Corrupt { block: 0 }),
+                    _ => return Err(Error::Corrupt),
                 }
             },
         },
-        _ => return Err(Error::Corrupt { block: 0 }),
+        _ => return Err(Error::Corrupt),
     };
     *rest = r.rest;
     Ok(op)

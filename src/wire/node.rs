@@ -102,7 +102,7 @@ impl<'a> NodeRef<'a> {
     }
 
     fn corrupt(&self) -> Error {
-        Error::Corrupt { block: self.block }
+        Error::Corrupt
     }
 
     /// Full structural check of a node read from disk: header (magic, crc, address), kind,
@@ -115,7 +115,7 @@ impl<'a> NodeRef<'a> {
         expect_level: u8,
         expect_generation: u64,
     ) -> Result<Self> {
-        let bad = Error::Corrupt { block };
+        let bad = Error::Corrupt;
         let h = BlockHeader::verify(buf, block)?;
         if h.owner.get() != owner
             || h.level != expect_level
@@ -301,7 +301,7 @@ impl<'a> NodeMut<'a> {
     }
 
     fn corrupt(&self) -> Error {
-        Error::Corrupt { block: self.block }
+        Error::Corrupt
     }
 
     fn data_start(&self) -> usize {

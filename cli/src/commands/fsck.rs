@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bonsaifs::fs::FsckReport;
 use bonsaifs::fsck::Report;
+use bonsaifs::wire::{Superblock, SUPERBLOCK_OFFSETS};
 use bonsaifs::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -39,7 +40,7 @@ pub fn run(args: &Args) -> CliResult<bool> {
         s.finish_and_clear();
     }
     let outcome = r?;
-    print_outcome(image, &outcome);
+    print_outcome(image, &outcome, &copies);
     Ok(outcome.is_clean())
 }
 
@@ -84,7 +85,7 @@ fn check(image: &Path) -> CliResult<Outcome> {
                 Err(e) => Ok(Outcome::Aborted(e)),
             };
         }
-        Err(e @ (Error::Corrupt { .. } | Error::NotFound)) => e,
+        Err(e @ (Error::Corrupt | Error::NotFound)) => e,
         Err(e) => return Err(mount_error(image, e)),
     };
     // The root directory (or both superblocks) could not be read, so the namespace cannot be
@@ -102,13 +103,13 @@ fn check(image: &Path) -> CliResult<Outcome> {
                 Err(e) => Ok(Outcome::Aborted(e)),
             }
         }
-        Err(e @ Error::Corrupt { .. }) => Ok(Outcome::Aborted(e)),
+        Err(e @ Error::Corrupt) => Ok(Outcome::Aborted(e)),
         Err(e) => Err(mount_error(image, e)),
     };
     outcome
 }
 
-fn print_outcome(image: &Path, outcome: &Outcome) {
+fn print_outcome(image: &Path, outcome: &Outcome, copies: &[bonsaifs::Result<Superblock>; 2]) {
     let name = image.display();
     match outcome {
         Outcome::Full(r) => {
@@ -136,16 +137,29 @@ fn print_outcome(image: &Path, outcome: &Outcome) {
             println!("  the filesystem does not mount: {mount}");
             println!("  namespace: not checked");
             print_blocks(blocks);
-            if let Error::Corrupt { block } = mount {
-                if blocks.first_bad.is_none() {
-                    println!("first error: corrupt metadata in block {block}");
-                }
+            print_superblocks(copies);
+            if blocks.first_bad.is_none() {
+                println!("first error: {mount} (found by mount)");
             }
         }
         Outcome::Aborted(e) => {
             println!("{name}: ERRORS FOUND");
             println!("  the check stopped early");
+            print_superblocks(copies);
             println!("first error: {e}");
+        }
+    }
+}
+
+/// The superblock copies that are not valid, each with why (for a volume that did not mount or
+/// whose check stopped: `Error::Corrupt` names no block, this says which copy is damaged).
+fn print_superblocks(copies: &[bonsaifs::Result<Superblock>; 2]) {
+    for (i, c) in copies.iter().enumerate() {
+        if let Err(e) = c {
+            println!(
+                "  superblock copy {i} (byte {}): {e}",
+                SUPERBLOCK_OFFSETS.get(i).copied().unwrap_or(0)
+            );
         }
     }
 }
