@@ -65,6 +65,9 @@ FW_BIN=$FW_TARGET/thumbv7em-none-eabihf/release
 (cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin baseline --bin rw >&2)
 cp "$FW_BIN/baseline" "$OUT/bonsaifs-baseline.elf"
 cp "$FW_BIN/rw" "$OUT/bonsaifs-rw.elf"
+# The same firmware with the crate's default features (the NOWAIT pipeline compiled in).
+(cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin rw --features bonsaifs/nowait >&2)
+cp "$FW_BIN/rw" "$OUT/bonsaifs-rwdefault.elf"
 (cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin ro "${RO_FEATURES[@]}" >&2)
 cp "$FW_BIN/ro" "$OUT/bonsaifs-ro.elf"
 
@@ -129,6 +132,7 @@ for fs in bonsaifs littlefs; do
   run "$fs-rw"
   run "$fs-ro" "$OUT/$fs-ro.img"
 done
+run bonsaifs-rwdefault
 
 # ---------------------------------------------------------------- report
 # sec NAME SECTION: size of one section of NAME.elf (0 if absent).
@@ -139,8 +143,9 @@ kib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1024 }'; }
 
 declare -A TEXT RODATA RAM FSB STACK
 for fs in bonsaifs littlefs; do
-  for v in baseline rw ro; do
+  for v in baseline rw ro rwdefault; do
     n=$fs-$v
+    [ -f "$OUT/$n.elf" ] || continue
     TEXT[$n]=$(($(sec "$n" .text) + $(sec "$n" .vector_table)))
     RODATA[$n]=$(sec "$n" .rodata)
     RAM[$n]=$(($(sec "$n" .data) + $(sec "$n" .bss)))
@@ -155,9 +160,10 @@ done
 {
   echo "firmware text rodata data_bss fs_on_stack stack_calls"
   for fs in bonsaifs littlefs; do
-    for v in rw ro; do
+    for v in rw ro rwdefault; do
       n=$fs-$v
       b=$fs-baseline
+      [ -f "$OUT/$n.elf" ] || continue
       echo "$n $((TEXT[$n] - TEXT[$b])) $((RODATA[$n] - RODATA[$b])) $((RAM[$n] - RAM[$b])) ${FSB[$n]} $((STACK[$n] - STACK[$b]))"
     done
   done
@@ -173,6 +179,9 @@ done
   echo "(mps2-an386) by painting the stack. RAM: \`.data + .bss\` (with the caller-provided cache"
   echo "and buffers, which live in statics) plus the filesystem state where it sits on \`main\`'s"
   echo "stack (bonsaifs's \`Fs\` value; littlefs's \`lfs_t\` and file are statics, already in \`.bss\`)."
+  echo "\`bonsaifs read-write\` is built without default features (every call blocks, as littlefs's"
+  echo "do); \`bonsaifs read-write, default features\` adds the \`nowait\` feature (queued \`NOWAIT\` /"
+  echo "\`DSYNC\` writes, tickets, \`NOWAIT\` reads), which the same calls then link."
   if [ ${#RO_FEATURES[@]} -eq 0 ]; then
     echo "The core has no \`read-only\` feature yet: the read-only bonsaifs firmware only calls read"
     echo "paths, but mount still links the journal replay and every write path it reaches."
@@ -182,11 +191,16 @@ done
   echo
   echo "| firmware | .text (B) | .rodata (B) | RAM: .data + .bss (B) | RAM: FS state on stack (B) | stack, deepest call (B) |"
   echo "|---|---:|---:|---:|---:|---:|"
-  for v in rw ro; do
+  for v in rw rwdefault ro; do
     for fs in bonsaifs littlefs; do
       n=$fs-$v
       b=$fs-baseline
-      label="$fs $([ $v = rw ] && echo read-write || echo read-only)"
+      [ -f "$OUT/$n.elf" ] || continue
+      case $v in
+      rw) label="$fs read-write" ;;
+      rwdefault) label="$fs read-write, default features" ;;
+      *) label="$fs read-only" ;;
+      esac
       echo "| $label | $((TEXT[$n] - TEXT[$b])) | $((RODATA[$n] - RODATA[$b])) | $((RAM[$n] - RAM[$b])) | ${FSB[$n]} | $((STACK[$n] - STACK[$b])) |"
     done
   done

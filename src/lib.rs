@@ -17,6 +17,10 @@
 //! | [`fs`] | the filesystem: paths, directories, files, handles, `embedded-io` files |
 //! | [`fsck`] | the checker: every block referenced once, every checksum valid |
 //! | [`error`] | the one `Error` enum |
+//!
+//! The `nowait` feature (on by default) adds queued `NOWAIT` / `DSYNC` writes with tickets,
+//! `NOWAIT` reads and `SharedFs`; without it every call blocks and the binary and the `Fs`
+//! value are smaller.
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -34,6 +38,7 @@ pub mod error;
 pub mod fs;
 pub mod fsck;
 pub mod inject;
+#[cfg(feature = "nowait")]
 pub mod shared;
 pub mod space;
 pub mod volume;

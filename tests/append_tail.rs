@@ -7,6 +7,7 @@
 //! must be clean (no block allocated for a tail and left unmapped), and the files must equal
 //! the model after some operation at or after the last acknowledged sync point. Reads during
 //! the run must see every append, settled or not.
+#![cfg(feature = "nowait")]
 
 mod common;
 

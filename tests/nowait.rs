@@ -1,5 +1,6 @@
 //! `NOWAIT | DSYNC` writes through the ticket pipeline: the seed's regression test (shaped like
 //! fstests generic/703), exactly-once reporting, and group commit.
+#![cfg(feature = "nowait")]
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,6 +1,7 @@
 //! Exactly-once reporting under fuzzed interleavings of queued writes, polls, `WouldBlock`,
 //! `NOWAIT` reads and blocking calls: every queued ticket is reported once, no report arrives
 //! without a ticket, reads always see the latest bytes, and the file survives a remount.
+#![cfg(feature = "nowait")]
 
 use std::collections::HashSet;
 

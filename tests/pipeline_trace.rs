@@ -6,6 +6,7 @@
 //! or a checkpoint's superblock) submitted after that data completed. A write is durable at a
 //! point when it went with FUA to a device that honours FUA, or when a flush *submitted after
 //! the write completed* has itself completed before that point.
+#![cfg(feature = "nowait")]
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -9,7 +9,7 @@
 #![cfg(feature = "read-only")]
 
 use bonsaifs::device::{QueuedConfig, QueuedRamDisk};
-use bonsaifs::fs::{Fs, OpenFlags, WriteFlags};
+use bonsaifs::fs::{Fs, OpenFlags};
 use bonsaifs::volume::{memory_needed, FormatOptions};
 use bonsaifs::Error;
 
@@ -63,8 +63,10 @@ fn a_read_only_build_reads_and_refuses_every_write() {
     if let Ok(wfd) = fs.open("/lib.rs", rw) {
         assert_eq!(fs.write_at(wfd, 0, b"x").err(), Some(Error::ReadOnly));
         assert_eq!(fs.truncate(wfd, 0).err(), Some(Error::ReadOnly));
+        #[cfg(feature = "nowait")]
         assert_eq!(
-            fs.write_at_flags(wfd, 0, b"x", WriteFlags::NOWAIT).err(),
+            fs.write_at_flags(wfd, 0, b"x", bonsaifs::fs::WriteFlags::NOWAIT)
+                .err(),
             Some(Error::ReadOnly)
         );
     }

@@ -1,6 +1,7 @@
 //! One filesystem shared by two host threads: one doing blocking `DSYNC` writes, one reading
 //! and listing. Neither may hang (a watchdog fails the test instead), both finish within a
 //! bounded number of steps, and what was written reads back. Also `NOWAIT` reads on their own.
+#![cfg(feature = "nowait")]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;

@@ -3,9 +3,8 @@
 //! the volume report `NoSpace` while it has plenty of room.
 
 use bonsaifs::device::{QueuedConfig, QueuedRamDisk};
-use bonsaifs::fs::{Fs, OpenFlags, WriteFlags, WriteStatus};
+use bonsaifs::fs::{Fs, OpenFlags};
 use bonsaifs::volume::{memory_needed, FormatOptions};
-use bonsaifs::Error;
 
 const SLOTS: usize = 128;
 type F<'b> = Fs<'b, QueuedRamDisk<'b>, SLOTS, 4>;
@@ -57,7 +56,10 @@ fn overwrite_and_fsync_twenty_thousand_times_on_a_half_full_volume() {
 }
 
 #[test]
+#[cfg(feature = "nowait")]
 fn queued_dsync_writes_outlast_the_log() {
+    use bonsaifs::fs::{WriteFlags, WriteStatus};
+    use bonsaifs::Error;
     for fua in [true, false] {
         let mut m = vec![0u8; memory_needed(512, 4096, SLOTS)];
         let (mut fs, fd) = setup(&mut m, 64, 16, fua);

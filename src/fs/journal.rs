@@ -519,21 +519,25 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
 /// The journal as the pipeline sees it: byte offsets into the pending operations.
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    #[cfg(feature = "nowait")]
     /// Bytes of pending operations.
     pub(crate) fn journal_len(&self) -> usize {
         self.journal.pending.len()
     }
 
+    #[cfg(feature = "nowait")]
     /// Did an operation not fit in the pending log (so the next sync point checkpoints)?
     pub(crate) fn journal_overflowed(&self) -> bool {
         self.journal.overflow
     }
 
+    #[cfg(feature = "nowait")]
     /// The checkpoint generation the pending operations follow.
     pub(crate) fn journal_epoch_of(&self) -> u64 {
         self.journal.epoch
     }
 
+    #[cfg(feature = "nowait")]
     /// The next record's worth of operations from byte `at` (up to `end`): its end, the number
     /// of operations, and whether it is the group's last.
     pub(crate) fn journal_chunk(&self, at: usize, end: usize) -> Result<(usize, u32, bool)> {
@@ -554,6 +558,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok((pos, nops, pos >= end))
     }
 
+    #[cfg(feature = "nowait")]
     /// Pending bytes `at..end` and the volume, borrowed together.
     pub(crate) fn journal_bytes_and_vol(
         &mut self,
@@ -566,6 +571,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         )
     }
 
+    #[cfg(feature = "nowait")]
     /// The first `end` bytes of pending operations are durable: drop them.
     pub(crate) fn journal_drop_prefix(&mut self, end: usize) {
         let mut rest = self.journal.pending.get(..end).unwrap_or(&[]);
@@ -625,6 +631,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(all)
     }
 
+    #[cfg(feature = "nowait")]
     /// Start writing the data blocks that pending `MAP`s of blocking writes point at.
     pub(crate) fn start_mapped_data(&mut self) -> Result<()> {
         for i in 0..self.journal.runs.len() {
@@ -640,6 +647,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(())
     }
 
+    #[cfg(feature = "nowait")]
     /// Are all of them on the device (starting any not yet started)?
     pub(crate) fn mapped_data_done(&mut self) -> Result<bool> {
         self.start_mapped_data()?;

@@ -15,8 +15,15 @@ mod handle;
 mod inode;
 mod journal;
 mod memo;
+#[cfg(feature = "nowait")]
 mod nowait_read;
 mod path;
+#[cfg(feature = "nowait")]
+mod pipeline;
+// Without `nowait` nothing is ever queued: the blocking calls' hooks into the pipeline are
+// empty, and the NOWAIT API (flags, tickets, `poll`) is not compiled at all.
+#[cfg(not(feature = "nowait"))]
+#[path = "pipeline_off.rs"]
 mod pipeline;
 mod tail;
 
@@ -25,7 +32,9 @@ pub use check::FsckReport;
 pub use data::MAX_FILE_SIZE;
 pub use dir::{DirEntry, ReadDir};
 pub use handle::{Fd, OpenFlags};
+#[cfg(feature = "nowait")]
 pub use nowait_read::ReadFlags;
+#[cfg(feature = "nowait")]
 pub use pipeline::{Ticket, WriteFlags, WriteStatus, MAX_TICKETS, MAX_TICKET_BLOCKS};
 
 use handle::Handles;
@@ -93,6 +102,7 @@ pub struct Fs<'b, D: BlockDevice<'b>, const N: usize, const H: usize = 8> {
     handles: Handles<H>,
     clock: Option<fn() -> u64>,
     journal: Journal,
+    #[cfg(feature = "nowait")]
     pipe: pipeline::Pipeline,
     memo: memo::Memo,
     /// The file being appended to by whole blocks (see `tail.rs`).
@@ -114,6 +124,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             handles: Handles::new(),
             clock: None,
             journal: Journal::default(),
+            #[cfg(feature = "nowait")]
             pipe: pipeline::Pipeline::default(),
             memo: memo::Memo::default(),
             tail: None,
@@ -143,6 +154,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             handles: Handles::new(),
             clock: None,
             journal: Journal::default(),
+            #[cfg(feature = "nowait")]
             pipe: pipeline::Pipeline::default(),
             memo: memo::Memo::default(),
             tail: None,

@@ -35,6 +35,10 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::inject::Bugs;
 use crate::volume::Finished;
+use crate::wire::items::kind;
+use crate::wire::Key;
+
+use super::inode::inode_key;
 
 bitflags! {
     /// How [`Fs::write_at_flags`] behaves.
@@ -219,6 +223,21 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // reports it, so the caller must get the ticket.
         let _ = self.step();
         Ok(WriteStatus::Queued(ticket))
+    }
+
+    /// In probing mode, look up the tree items a [`settle`](Self::settle) changes: `Ok` when
+    /// it will not wait for a read (or there is nothing to settle), else `WouldBlock` with the
+    /// reads started.
+    pub(crate) fn probe_settle(&mut self) -> Result<()> {
+        let Some(t) = self.tail.filter(|t| t.ext.len != t.tree_len) else {
+            return Ok(());
+        };
+        let ext = Key::new(t.ino, kind::EXTENT, t.ext.fblk * self.bs());
+        self.nowait(|fs| {
+            fs.vol.get(&inode_key(t.ino), |_| ())?;
+            fs.vol.get(&ext, |_| ())?;
+            Ok(())
+        })
     }
 
     /// The reads a write of `len` bytes at `offset` of `ino` needs, in probing mode.

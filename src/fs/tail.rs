@@ -40,10 +40,7 @@ use super::Fs;
 use crate::btree::InsertMode;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::wire::items::{inode_flags, kind, InodeItem};
-use crate::wire::Key;
-
-use super::inode::inode_key;
+use crate::wire::items::{inode_flags, InodeItem};
 
 use super::data::MAX_FILE_SIZE;
 
@@ -115,21 +112,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let block = t.ext.block + t.tree_len;
         self.log_map(t.ino, first, block, count, t.inode.size.get());
         Ok(())
-    }
-
-    /// In probing mode, look up the tree items a [`settle`](Self::settle) changes: `Ok` when
-    /// it will not wait for a read (or there is nothing to settle), else `WouldBlock` with the
-    /// reads started.
-    pub(crate) fn probe_settle(&mut self) -> Result<()> {
-        let Some(t) = self.tail.filter(|t| t.ext.len != t.tree_len) else {
-            return Ok(());
-        };
-        let ext = Key::new(t.ino, kind::EXTENT, t.ext.fblk * self.bs());
-        self.nowait(|fs| {
-            fs.vol.get(&inode_key(t.ino), |_| ())?;
-            fs.vol.get(&ext, |_| ())?;
-            Ok(())
-        })
     }
 
     /// Settle the tail if it belongs to `ino`.
