@@ -508,7 +508,9 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Get `block` into a slot, reading it if needed (blocking). Returns the slot; check
-    /// [`is_checked`](Self::is_checked) and verify the contents if it is not.
+    /// [`is_checked`](Self::is_checked) and verify the contents if it is not. `Corrupt` when
+    /// the block is cached as the other kind (`meta`: a tree node asked for as file data, or
+    /// the reverse), which only a damaged or hostile image makes happen.
     pub fn read<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
@@ -524,7 +526,14 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             // A failed read is reported to this reader (once); a failed write is not: the
             // slot still holds the newest bytes.
             self.read_result(id)?;
-            if matches!(self.slot(id)?.state, State::Clean | State::Dirty) {
+            let s = self.slot(id)?;
+            if matches!(s.state, State::Clean | State::Dirty) {
+                // A block asked for as data while it is cached as a tree node, or the other
+                // way round: a hostile image (an extent naming a node). Handing out the slot
+                // would let file bytes into a node the tree trusts as verified.
+                if s.meta != meta {
+                    return Err(Error::Corrupt);
+                }
                 self.stats.hits += 1;
                 self.touch(id);
                 return Ok(id);

@@ -44,7 +44,8 @@ pub enum Error {
     /// [`Volume::last_corrupt`](crate::volume::Volume::last_corrupt) (reach it through
     /// `Fs::volume`), and `fsck` lists every bad node.
     Corrupt,
-    /// The volume has no free block left for this operation.
+    /// The volume has no free block left for this operation (or, after 2^38 - 1 checkpoints,
+    /// no generation left for another: see SPEC.md, "Superblock").
     NoSpace,
     /// The operation cannot start without waiting for I/O and `NOWAIT` was given.
     WouldBlock,

@@ -29,10 +29,9 @@ fn check_component(c: &str) -> Result<&str> {
 /// Split `path` into the directory part and the last name, which must be a real name.
 pub fn split_last(path: &str) -> Result<(&str, &str)> {
     let trimmed = path.trim_end_matches('/');
-    let (dir, name) = match trimmed.rfind('/') {
-        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
-        None => ("", trimmed),
-    };
+    // `rsplit_once` rather than slicing at `rfind`: no char-boundary check (and its panic
+    // path) is linked for a split at an ASCII byte.
+    let (dir, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
     if name.is_empty() || name == "." || name == ".." {
         return Err(Error::InvalidPath);
     }

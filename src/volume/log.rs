@@ -127,9 +127,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Seal the next record of the chain carrying `ops` into the smallest record buffer that
     /// holds it, taking the buffer out of `self.bufs` (the caller hands it to the device and
-    /// puts it back from the completion). `NoSpace` when the log is full.
+    /// puts it back from the completion). `NoSpace` when the log is full, or when the running
+    /// generation is the last (a record could only be replayed by a checkpoint that fails).
     fn seal_next(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<Sealed<'b>> {
         self.writable()?;
+        self.generation_left()?;
         let ss = self.store.dev.geometry().sector_size as usize;
         let idx = self
             .buf_for(LOG_HEADER_LEN + ops.len())

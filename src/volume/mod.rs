@@ -683,6 +683,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     /// Make the running transaction durable (see the module docs for the order of writes).
+    ///
+    /// Fails with [`Error::NoSpace`], before writing anything, when the running generation has
+    /// reached [`MAX_GENERATION`](crate::wire::MAX_GENERATION): a superblock of that generation would be refused
+    /// at mount. The volume has run out of checkpoints as a full one runs out of blocks (and,
+    /// like every failed checkpoint, turns read-only); the last checkpoint stays mountable.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.writable()?;
         let r = self.checkpoint_inner(false);
@@ -693,6 +698,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     fn checkpoint_inner(&mut self, both_copies: bool) -> Result<()> {
+        self.generation_left()?;
         // Whatever is in flight (queued writes, a log record) finishes first; their
         // completions stay with the cache for the journal to see.
         self.store.cache.drain_device(&mut self.store.dev);
@@ -770,6 +776,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         };
         self.store.generation = gen + 1;
         Ok(())
+    }
+
+    /// `NoSpace` when the running transaction can never become durable: its generation is
+    /// [`MAX_GENERATION`](crate::wire::MAX_GENERATION) (SPEC.md, "Superblock"). Checked before a checkpoint or a
+    /// log record writes anything: a record of it would be replayed at mount by a checkpoint
+    /// that must fail, so a writable mount would fail instead of showing the last state.
+    fn generation_left(&self) -> Result<()> {
+        if self.store.generation >= crate::wire::MAX_GENERATION {
+            Err(Error::NoSpace)
+        } else {
+            Ok(())
+        }
     }
 
     /// Write superblock copy `index` from `self.sb` (zeros when `valid` is false), durably:

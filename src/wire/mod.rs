@@ -16,7 +16,7 @@ pub use header::{block_crc, BlockHeader, BlockKind, HEADER_LEN, MAGIC};
 pub use key::{Key, KeyBytes, KEY_LEN};
 pub use node::{InternalPtr, LeafItem, NodeMut, NodeRef, INTERNAL_PTR_LEN, LEAF_ITEM_LEN};
 pub use superblock::{
-    Compat, Extent, Incompat, Superblock, TreeRoot, FORMAT_VERSION, SUPERBLOCK_LEN,
+    Compat, Extent, Incompat, Superblock, TreeRoot, FORMAT_VERSION, MAX_GENERATION, SUPERBLOCK_LEN,
     SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
 };
 

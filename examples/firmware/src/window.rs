@@ -16,6 +16,7 @@
 use core::cell::{Ref, RefCell};
 
 use bonsaifs::device::{check_range, BlockDevice, Busy, Command, Completion, Geometry, Request};
+use bonsaifs::IoError;
 
 /// Sectors `start .. start + sectors` of the shared device `D`.
 #[derive(Debug)]
@@ -118,5 +119,20 @@ impl<D: BlockDevice<'static>> BlockDevice<'static> for Window<D> {
 
     fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// The device's fast path, shifted like a queued read: a range that leaves the window
+    /// goes on past any device's end, so the device refuses it exactly as it completes the
+    /// queued request (`OutOfRange`, or `BadBuffer` for a malformed buffer). `None` when the
+    /// device has no fast path.
+    fn read_now(&mut self, lba: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        let at = self.shift(lba, None, buf.len());
+        self.dev.borrow_mut().read_now(at, buf)
+    }
+
+    /// As [`read_now`](Self::read_now), for a write.
+    fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
+        let at = self.shift(lba, None, buf.len());
+        self.dev.borrow_mut().write_now(at, buf)
     }
 }
