@@ -65,7 +65,10 @@ FW_BIN=$FW_TARGET/thumbv7em-none-eabihf/release
 (cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin baseline --bin rw >&2)
 cp "$FW_BIN/baseline" "$OUT/bonsaifs-baseline.elf"
 cp "$FW_BIN/rw" "$OUT/bonsaifs-rw.elf"
-# The same firmware with the crate's default features (the NOWAIT pipeline compiled in).
+# The same firmware with the journal, and with the crate's default features (journal and
+# the NOWAIT pipeline).
+(cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin rw --features bonsaifs/journal >&2)
+cp "$FW_BIN/rw" "$OUT/bonsaifs-rwjournal.elf"
 (cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin rw --features bonsaifs/nowait >&2)
 cp "$FW_BIN/rw" "$OUT/bonsaifs-rwdefault.elf"
 (cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin ro "${RO_FEATURES[@]}" >&2)
@@ -132,6 +135,7 @@ for fs in bonsaifs littlefs; do
   run "$fs-rw"
   run "$fs-ro" "$OUT/$fs-ro.img"
 done
+run bonsaifs-rwjournal
 run bonsaifs-rwdefault
 
 # ---------------------------------------------------------------- report
@@ -143,7 +147,7 @@ kib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1024 }'; }
 
 declare -A TEXT RODATA RAM FSB STACK
 for fs in bonsaifs littlefs; do
-  for v in baseline rw ro rwdefault; do
+  for v in baseline rw ro rwjournal rwdefault; do
     n=$fs-$v
     [ -f "$OUT/$n.elf" ] || continue
     TEXT[$n]=$(($(sec "$n" .text) + $(sec "$n" .vector_table)))
@@ -160,7 +164,7 @@ done
 {
   echo "firmware text rodata data_bss fs_on_stack stack_calls"
   for fs in bonsaifs littlefs; do
-    for v in rw ro rwdefault; do
+    for v in rw ro rwjournal rwdefault; do
       n=$fs-$v
       b=$fs-baseline
       [ -f "$OUT/$n.elf" ] || continue
@@ -179,9 +183,11 @@ done
   echo "(mps2-an386) by painting the stack. RAM: \`.data + .bss\` (with the caller-provided cache"
   echo "and buffers, which live in statics) plus the filesystem state where it sits on \`main\`'s"
   echo "stack (bonsaifs's \`Fs\` value; littlefs's \`lfs_t\` and file are statics, already in \`.bss\`)."
-  echo "\`bonsaifs read-write\` is built without default features (every call blocks, as littlefs's"
-  echo "do); \`bonsaifs read-write, default features\` adds the \`nowait\` feature (queued \`NOWAIT\` /"
-  echo "\`DSYNC\` writes, tickets, \`NOWAIT\` reads), which the same calls then link."
+  echo "\`bonsaifs read-write\` is built without default features: every call blocks, as littlefs's"
+  echo "do, and \`fsync\` is a checkpoint (power-safe; littlefs also commits metadata at each sync)."
+  echo "\`+ journal\` adds the \`journal\` feature (\`fsync\` writes one log record; mount replays);"
+  echo "\`default features\` also has \`nowait\` (queued \`NOWAIT\` / \`DSYNC\` writes, tickets,"
+  echo "\`NOWAIT\` reads). The Performance section measures the default build."
   if [ ${#RO_FEATURES[@]} -eq 0 ]; then
     echo "The core has no \`read-only\` feature yet: the read-only bonsaifs firmware only calls read"
     echo "paths, but mount still links the journal replay and every write path it reaches."
@@ -191,13 +197,14 @@ done
   echo
   echo "| firmware | .text (B) | .rodata (B) | RAM: .data + .bss (B) | RAM: FS state on stack (B) | stack, deepest call (B) |"
   echo "|---|---:|---:|---:|---:|---:|"
-  for v in rw rwdefault ro; do
+  for v in rw rwjournal rwdefault ro; do
     for fs in bonsaifs littlefs; do
       n=$fs-$v
       b=$fs-baseline
       [ -f "$OUT/$n.elf" ] || continue
       case $v in
       rw) label="$fs read-write" ;;
+      rwjournal) label="$fs read-write + journal" ;;
       rwdefault) label="$fs read-write, default features" ;;
       *) label="$fs read-only" ;;
       esac

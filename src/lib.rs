@@ -18,9 +18,10 @@
 //! | [`fsck`] | the checker: every block referenced once, every checksum valid |
 //! | [`error`] | the one `Error` enum |
 //!
-//! The `nowait` feature (on by default) adds queued `NOWAIT` / `DSYNC` writes with tickets,
-//! `NOWAIT` reads and `SharedFs`; without it every call blocks and the binary and the `Fs`
-//! value are smaller.
+//! Two features, both on by default, trade code and RAM for speed: `journal` (`fsync` as one
+//! log record, replayed at mount; without it `fsync` checkpoints) and `nowait` (queued
+//! `NOWAIT` / `DSYNC` writes with tickets, `NOWAIT` reads and `SharedFs`; without it every
+//! call blocks). `nowait` needs `journal`.
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -435,6 +435,7 @@ fn either_bad_copy_of_identical_checkpoints_loses_nothing() {
 /// (a crafted image: a flipped bit re-sealed) makes mount answer `Corrupt` at once. Replay
 /// used to claim such a run block by block — 2^40 tree lookups, a hang.
 #[test]
+#[cfg(feature = "journal")]
 fn a_sealed_log_record_mapping_a_huge_run_is_corrupt_not_a_hang() {
     use bonsaifs::fs::{Fs, OpenFlags};
     use bonsaifs::volume::FormatOptions;

@@ -1,4 +1,5 @@
 //! The journal: what `fsync` costs on the device, and what survives a power cut after it.
+//! (Without the `journal` feature the survival tests still run: `fsync` checkpoints then.)
 
 mod common;
 
@@ -217,6 +218,7 @@ fn replay_of_overlapping_maps() {
 }
 
 /// Device requests of `f`, counted on the trace.
+#[cfg(feature = "journal")]
 fn cost(fs: &mut F<'_>, f: impl FnOnce(&mut F<'_>)) -> bonsaifs::device::TraceCounters {
     fs.volume_mut().device_mut().reset_counters();
     f(fs);
@@ -224,6 +226,7 @@ fn cost(fs: &mut F<'_>, f: impl FnOnce(&mut F<'_>)) -> bonsaifs::device::TraceCo
 }
 
 #[test]
+#[cfg(feature = "journal")]
 fn fsync_costs_one_log_record_not_a_checkpoint() {
     let mut m = mem(4096);
     let mut fs = fresh(&mut m, 32 << 20);
@@ -294,6 +297,7 @@ fn replay_of_truncate_between_maps_of_one_block() {
 /// (the record without the data, among others): the file is wholly old or wholly new, never
 /// the record pointing at blocks that did not arrive.
 #[test]
+#[cfg(feature = "journal")]
 fn a_record_whose_data_did_not_arrive_is_not_replayed() {
     use bonsaifs::device::{FaultInjector, FaultPlan, IoError, QueuedConfig};
     type G<'b> = Fs<'b, FaultInjector<'b, QueuedRamDisk<'b>>, SLOTS, 8>;
@@ -377,6 +381,7 @@ fn a_record_whose_data_did_not_arrive_is_not_replayed() {
 /// Without FUA, a 4 KiB overwrite plus `fsync` still costs two writes and one flush: the record
 /// carries the data block's sum, so data and record share the flush.
 #[test]
+#[cfg(feature = "journal")]
 fn fsync_without_fua_costs_one_flush() {
     let mut m = mem(4096);
     let dev = QueuedRamDisk::new(bonsaifs::device::QueuedConfig {

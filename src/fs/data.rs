@@ -520,6 +520,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(old)
     }
 
+    #[cfg(feature = "journal")]
     /// Journal replay: make file block `fblk` of `ino` be disk block `phys` (already claimed),
     /// splitting and freeing whatever mapped it before. The new mapping carries generation 0,
     /// so it is never rewritten in place: the block belongs to a durable log record.
@@ -548,6 +549,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.write_inode(ino, &inode)
     }
 
+    #[cfg(feature = "journal")]
     /// Journal replay: map the hole at file blocks `fblk..fblk + count` of `ino` to disk
     /// blocks `phys..` (already claimed) with one extent of the replay's `MAP` generation
     /// (never rewritten in place: the blocks belong to a durable log record).

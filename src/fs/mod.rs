@@ -4,15 +4,21 @@
 //! bounded work: a path lookup is one tree descent per component, nothing scans a directory
 //! or the volume, and `statfs` reads counters.
 //!
-//! Durability (until the journal lands): every change joins the running transaction;
-//! [`Fs::sync_all`], [`Fs::fsync`], [`Fs::fdatasync`] and [`Fs::unmount`] checkpoint it. After
-//! a power cut the volume is exactly as of the last completed one of those calls.
+//! Durability: every change joins the running transaction. [`Fs::fsync`] and
+//! [`Fs::fdatasync`] make it durable with one log record (`journal.rs`; a checkpoint without
+//! the `journal` feature); [`Fs::sync_all`] and [`Fs::unmount`] checkpoint it. After a power
+//! cut the volume is exactly as of the last completed one of those calls.
 
 mod check;
 mod data;
 mod dir;
 mod handle;
 mod inode;
+#[cfg(feature = "journal")]
+mod journal;
+// Without `journal` nothing is logged and `fsync` checkpoints (see `journal_off.rs`).
+#[cfg(not(feature = "journal"))]
+#[path = "journal_off.rs"]
 mod journal;
 mod memo;
 #[cfg(feature = "nowait")]
@@ -38,6 +44,7 @@ pub use nowait_read::ReadFlags;
 pub use pipeline::{Ticket, WriteFlags, WriteStatus, MAX_TICKETS, MAX_TICKET_BLOCKS};
 
 use handle::Handles;
+#[cfg(feature = "journal")]
 use journal::Journal;
 
 use crate::wire::log::LogOp;
@@ -101,6 +108,7 @@ pub struct Fs<'b, D: BlockDevice<'b>, const N: usize, const H: usize = 8> {
     vol: Volume<'b, D, N>,
     handles: Handles<H>,
     clock: Option<fn() -> u64>,
+    #[cfg(feature = "journal")]
     journal: Journal,
     #[cfg(feature = "nowait")]
     pipe: pipeline::Pipeline,
@@ -123,6 +131,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             vol,
             handles: Handles::new(),
             clock: None,
+            #[cfg(feature = "journal")]
             journal: Journal::default(),
             #[cfg(feature = "nowait")]
             pipe: pipeline::Pipeline::default(),
@@ -153,6 +162,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             vol,
             handles: Handles::new(),
             clock: None,
+            #[cfg(feature = "journal")]
             journal: Journal::default(),
             #[cfg(feature = "nowait")]
             pipe: pipeline::Pipeline::default(),
@@ -462,6 +472,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Make the file's data and metadata durable: one log record (plus the file's new data
     /// blocks), not a checkpoint. Every change before it, to any file, becomes durable too.
+    /// Without the `journal` feature it is a checkpoint, as [`sync_all`](Self::sync_all).
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
         let o = self.handles.get(fd)?;
         self.read_inode(o.ino)?;
