@@ -228,7 +228,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// In probing mode, look up the tree items a [`settle`](Self::settle) changes: `Ok` when
     /// it will not wait for a read (or there is nothing to settle), else `WouldBlock` with the
     /// reads started.
-    pub(crate) fn probe_settle(&mut self) -> Result<()> {
+    fn probe_settle(&mut self) -> Result<()> {
         let Some(t) = self.tail.filter(|t| t.ext.len != t.tree_len) else {
             return Ok(());
         };
