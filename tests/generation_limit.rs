@@ -8,11 +8,12 @@ mod common;
 use bonsaifs::device::RamDisk;
 use bonsaifs::fs::{Fs, OpenFlags};
 use bonsaifs::volume::FormatOptions;
-use bonsaifs::wire::{Superblock, MAX_GENERATION, SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS};
+use bonsaifs::wire::{MAX_GENERATION, SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS};
 use bonsaifs::Error;
-use common::{mem, SLOTS};
+use common::{mem, newest_superblock, SLOTS};
 
 type F<'m, 'b> = Fs<'b, RamDisk<'m, 'b>, SLOTS, 4>;
+/// `FormatOptions::default()`'s block size.
 const BS: usize = 4096;
 const SECTOR: u32 = 512;
 const LAST: u64 = MAX_GENERATION - 1;
@@ -23,22 +24,13 @@ fn image_at_the_limit() -> Vec<u8> {
     let mut image = vec![0u8; 8 << 20];
     let mut m = mem(BS);
     let dev = RamDisk::new(&mut image, SECTOR).unwrap();
-    let opts = FormatOptions {
-        block_size: BS as u32,
-        ..FormatOptions::default()
-    };
-    let mut fs: F<'_, '_> = Fs::format(dev, &mut m, opts).unwrap();
+    let mut fs: F<'_, '_> = Fs::format(dev, &mut m, FormatOptions::default()).unwrap();
     let fd = fs.open("/a", OpenFlags::WRITE | OpenFlags::CREATE).unwrap();
     fs.write_at(fd, 0, b"before").unwrap();
     fs.close(fd).unwrap();
     fs.unmount().unwrap();
     // The newest copy, resealed into both places with the last generation.
-    let newest = SUPERBLOCK_OFFSETS
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &off)| Superblock::parse(&image[off as usize..], i as u64).ok())
-        .max_by_key(Superblock::generation)
-        .expect("a valid superblock");
+    let newest = newest_superblock(&image);
     for (i, &off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
         let mut sb = newest;
         sb.header.generation = LAST.into();

@@ -16,24 +16,15 @@ use bonsaifs::device::RamDisk;
 use bonsaifs::fs::{Fs, OpenFlags};
 use bonsaifs::volume::FormatOptions;
 use bonsaifs::wire::items::{kind, ExtentItem};
-use bonsaifs::wire::{BlockHeader, Key, NodeRef, Superblock, SUPERBLOCK_OFFSETS};
+use bonsaifs::wire::{BlockHeader, Key, NodeRef};
 use bonsaifs::Error;
-use common::{mem, SLOTS};
+use common::{mem, newest_superblock, SLOTS};
 use zerocopy::{FromBytes, IntoBytes};
 
 type F<'m, 'b> = Fs<'b, RamDisk<'m, 'b>, SLOTS, 4>;
+/// `FormatOptions::default()`'s block size.
 const BS: usize = 4096;
 const SECTOR: u32 = 512;
-
-/// The newest valid superblock copy of `image`.
-fn newest_superblock(image: &[u8]) -> Superblock {
-    SUPERBLOCK_OFFSETS
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &off)| Superblock::parse(&image[off as usize..], i as u64).ok())
-        .max_by_key(|sb| sb.generation())
-        .expect("a valid superblock")
-}
 
 #[test]
 fn an_extent_naming_a_cached_tree_node_is_corrupt_not_a_panic() {
@@ -41,11 +32,7 @@ fn an_extent_naming_a_cached_tree_node_is_corrupt_not_a_panic() {
     let mut m = mem(BS);
     let ino = {
         let dev = RamDisk::new(&mut image, SECTOR).unwrap();
-        let opts = FormatOptions {
-            block_size: BS as u32,
-            ..FormatOptions::default()
-        };
-        let mut fs: F<'_, '_> = Fs::format(dev, &mut m, opts).unwrap();
+        let mut fs: F<'_, '_> = Fs::format(dev, &mut m, FormatOptions::default()).unwrap();
         let fd = fs.open("/f", OpenFlags::WRITE | OpenFlags::CREATE).unwrap();
         fs.write_at(fd, 0, &[0x11; 2 * BS]).unwrap();
         let ino = fs.fstat(fd).unwrap().ino;

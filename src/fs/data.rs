@@ -520,10 +520,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(old)
     }
 
-    #[cfg(feature = "journal")]
     /// Journal replay: make file block `fblk` of `ino` be disk block `phys` (already claimed),
     /// splitting and freeing whatever mapped it before. The new mapping carries generation 0,
     /// so it is never rewritten in place: the block belongs to a durable log record.
+    #[cfg(feature = "journal")]
     pub(crate) fn remap_block(&mut self, ino: u64, fblk: u64, phys: u64) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
@@ -549,11 +549,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.write_inode(ino, &inode)
     }
 
-    #[cfg(feature = "journal")]
     /// Journal replay: map the hole at file blocks `fblk..fblk + count` of `ino` to disk
     /// blocks `phys..` (already claimed) with one extent of the replay's `MAP` generation
     /// (never rewritten in place: the blocks belong to a durable log record).
     /// The file must not be inline.
+    #[cfg(feature = "journal")]
     pub(crate) fn map_hole(&mut self, ino: u64, fblk: u64, phys: u64, count: u64) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {

@@ -479,11 +479,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Point file blocks `fblk..fblk + count` of `ino` at disk blocks `block..`, freeing what
     /// they pointed at before (unless it is the same block), and set the size.
     fn replay_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) -> Result<()> {
-        let corrupt = Error::Corrupt;
         let mut i = 0;
         while i < count {
-            let fb = fblk.checked_add(i).ok_or(corrupt)?;
-            let phys = block.checked_add(i).ok_or(corrupt)?;
+            let fb = fblk.checked_add(i).ok_or(Error::Corrupt)?;
+            let phys = block.checked_add(i).ok_or(Error::Corrupt)?;
             let inline = self.read_inode(ino)?.flags.get() & inode_flags::INLINE != 0;
             match self.extent_at(ino, fb)? {
                 Some(e) if e.block.checked_add(fb - e.fblk) == Some(phys) => i += 1,
@@ -514,81 +513,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             inode.size = size.into();
             fs.write_inode(ino, &inode)
         })
-    }
-}
-
-/// The journal as the pipeline sees it: byte offsets into the pending operations.
-impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
-    #[cfg(feature = "nowait")]
-    /// Bytes of pending operations.
-    pub(crate) fn journal_len(&self) -> usize {
-        self.journal.pending.len()
-    }
-
-    #[cfg(feature = "nowait")]
-    /// Did an operation not fit in the pending log (so the next sync point checkpoints)?
-    pub(crate) fn journal_overflowed(&self) -> bool {
-        self.journal.overflow
-    }
-
-    #[cfg(feature = "nowait")]
-    /// The checkpoint generation the pending operations follow.
-    pub(crate) fn journal_epoch_of(&self) -> u64 {
-        self.journal.epoch
-    }
-
-    #[cfg(feature = "nowait")]
-    /// The next record's worth of operations from byte `at` (up to `end`): its end, the number
-    /// of operations, and whether it is the group's last.
-    pub(crate) fn journal_chunk(&self, at: usize, end: usize) -> Result<(usize, u32, bool)> {
-        let max = self.vol.log_max_payload();
-        let mut pos = at;
-        let mut nops = 0;
-        while pos < end {
-            let mut rest = self.journal.pending.get(pos..end).unwrap_or(&[]);
-            let before = rest.len();
-            decode_op(&mut rest)?;
-            let len = before - rest.len();
-            if pos + len - at > max && nops > 0 {
-                break;
-            }
-            pos += len;
-            nops += 1;
-        }
-        Ok((pos, nops, pos >= end))
-    }
-
-    #[cfg(feature = "nowait")]
-    /// Pending bytes `at..end` and the volume, borrowed together.
-    pub(crate) fn journal_bytes_and_vol(
-        &mut self,
-        at: usize,
-        end: usize,
-    ) -> (&[u8], &mut crate::volume::Volume<'b, D, N>) {
-        (
-            self.journal.pending.get(at..end).unwrap_or(&[]),
-            &mut self.vol,
-        )
-    }
-
-    #[cfg(feature = "nowait")]
-    /// The first `end` bytes of pending operations are durable: drop them.
-    pub(crate) fn journal_drop_prefix(&mut self, end: usize) {
-        let mut rest = self.journal.pending.get(..end).unwrap_or(&[]);
-        let mut n = 0;
-        while !rest.is_empty() && decode_op(&mut rest).is_ok() {
-            n += 1;
-        }
-        let len = self.journal.pending.len();
-        let end = end.min(len);
-        self.journal.pending.copy_within(end..len, 0);
-        self.journal.pending.truncate(len - end);
-        self.journal.nops = self.journal.nops.saturating_sub(n);
-        // Runs of the dropped operations are on the device; the rest move down with them.
-        self.journal.runs.retain(|(_, e)| *e > end);
-        for (_, e) in self.journal.runs.iter_mut() {
-            *e -= end;
-        }
     }
 
     /// Give every `MAP` among the first `end` pending bytes the sum of its blocks, taken from
@@ -630,8 +554,77 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         Ok(all)
     }
+}
 
-    #[cfg(feature = "nowait")]
+/// The journal as the pipeline sees it: byte offsets into the pending operations.
+#[cfg(feature = "nowait")]
+impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    /// Bytes of pending operations.
+    pub(crate) fn journal_len(&self) -> usize {
+        self.journal.pending.len()
+    }
+
+    /// Did an operation not fit in the pending log (so the next sync point checkpoints)?
+    pub(crate) fn journal_overflowed(&self) -> bool {
+        self.journal.overflow
+    }
+
+    /// The checkpoint generation the pending operations follow.
+    pub(crate) fn journal_epoch_of(&self) -> u64 {
+        self.journal.epoch
+    }
+
+    /// The next record's worth of operations from byte `at` (up to `end`): its end, the number
+    /// of operations, and whether it is the group's last.
+    pub(crate) fn journal_chunk(&self, at: usize, end: usize) -> Result<(usize, u32, bool)> {
+        let max = self.vol.log_max_payload();
+        let mut pos = at;
+        let mut nops = 0;
+        while pos < end {
+            let mut rest = self.journal.pending.get(pos..end).unwrap_or(&[]);
+            let before = rest.len();
+            decode_op(&mut rest)?;
+            let len = before - rest.len();
+            if pos + len - at > max && nops > 0 {
+                break;
+            }
+            pos += len;
+            nops += 1;
+        }
+        Ok((pos, nops, pos >= end))
+    }
+
+    /// Pending bytes `at..end` and the volume, borrowed together.
+    pub(crate) fn journal_bytes_and_vol(
+        &mut self,
+        at: usize,
+        end: usize,
+    ) -> (&[u8], &mut crate::volume::Volume<'b, D, N>) {
+        (
+            self.journal.pending.get(at..end).unwrap_or(&[]),
+            &mut self.vol,
+        )
+    }
+
+    /// The first `end` bytes of pending operations are durable: drop them.
+    pub(crate) fn journal_drop_prefix(&mut self, end: usize) {
+        let mut rest = self.journal.pending.get(..end).unwrap_or(&[]);
+        let mut n = 0;
+        while !rest.is_empty() && decode_op(&mut rest).is_ok() {
+            n += 1;
+        }
+        let len = self.journal.pending.len();
+        let end = end.min(len);
+        self.journal.pending.copy_within(end..len, 0);
+        self.journal.pending.truncate(len - end);
+        self.journal.nops = self.journal.nops.saturating_sub(n);
+        // Runs of the dropped operations are on the device; the rest move down with them.
+        self.journal.runs.retain(|(_, e)| *e > end);
+        for (_, e) in self.journal.runs.iter_mut() {
+            *e -= end;
+        }
+    }
+
     /// Start writing the data blocks that pending `MAP`s of blocking writes point at.
     pub(crate) fn start_mapped_data(&mut self) -> Result<()> {
         for i in 0..self.journal.runs.len() {
@@ -647,7 +640,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(())
     }
 
-    #[cfg(feature = "nowait")]
     /// Are all of them on the device (starting any not yet started)?
     pub(crate) fn mapped_data_done(&mut self) -> Result<bool> {
         self.start_mapped_data()?;

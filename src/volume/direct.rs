@@ -63,10 +63,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Ok(None);
         }
         let count = (len / bs) as u64;
-        let end = block.checked_add(count).ok_or(Error::Corrupt)?;
-        if block < self.store.data.0 || end > self.store.data.1 {
-            return Err(Error::Corrupt);
-        }
+        self.check_data_run(Run {
+            start: block,
+            len: count,
+        })?;
+        let end = block + count;
         if (block..end).any(|b| cache.find(b).is_some()) {
             return Ok(None);
         }

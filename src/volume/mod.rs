@@ -635,11 +635,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     fn check_data_block(&self, block: u64) -> Result<()> {
-        if (self.store.data.0..self.store.data.1).contains(&block) {
-            Ok(())
-        } else {
-            Err(Error::Corrupt)
-        }
+        self.check_data_run(Run {
+            start: block,
+            len: 1,
+        })
     }
 
     /// Bytes of a pinned slot.
@@ -685,9 +684,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Make the running transaction durable (see the module docs for the order of writes).
     ///
     /// Fails with [`Error::NoSpace`], before writing anything, when the running generation has
-    /// reached [`MAX_GENERATION`](crate::wire::MAX_GENERATION): a superblock of that generation would be refused
-    /// at mount. The volume has run out of checkpoints as a full one runs out of blocks (and,
-    /// like every failed checkpoint, turns read-only); the last checkpoint stays mountable.
+    /// reached [`MAX_GENERATION`](crate::wire::MAX_GENERATION): a superblock of that
+    /// generation would be refused at mount. The volume has run out of checkpoints as a full
+    /// one runs out of blocks (and, like every failed checkpoint, turns read-only); the last
+    /// checkpoint stays mountable.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.writable()?;
         let r = self.checkpoint_inner(false);
@@ -779,9 +779,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     /// `NoSpace` when the running transaction can never become durable: its generation is
-    /// [`MAX_GENERATION`](crate::wire::MAX_GENERATION) (SPEC.md, "Superblock"). Checked before a checkpoint or a
-    /// log record writes anything: a record of it would be replayed at mount by a checkpoint
-    /// that must fail, so a writable mount would fail instead of showing the last state.
+    /// [`MAX_GENERATION`](crate::wire::MAX_GENERATION) (SPEC.md, "Superblock"). Checked before
+    /// a checkpoint or a log record writes anything: a record of it would be replayed at mount
+    /// by a checkpoint that must fail, so a writable mount would fail instead of showing the
+    /// last state.
     fn generation_left(&self) -> Result<()> {
         if self.store.generation >= crate::wire::MAX_GENERATION {
             Err(Error::NoSpace)

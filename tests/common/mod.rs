@@ -4,7 +4,7 @@
 use bonsaifs::device::{BlockDevice, QueuedConfig, QueuedRamDisk};
 use bonsaifs::fs::Fs;
 use bonsaifs::volume::{FormatOptions, Volume};
-use bonsaifs::wire::{items::kind, Key};
+use bonsaifs::wire::{items::kind, Key, Superblock, SUPERBLOCK_OFFSETS};
 
 /// Cache slots used by the tests.
 pub const SLOTS: usize = 32;
@@ -83,4 +83,14 @@ pub fn count_extents<'b, D: BlockDevice<'b>, const N: usize, const H: usize>(
         incl = false;
     }
     n
+}
+
+/// The newest valid superblock copy of `image` (panics if neither is valid).
+pub fn newest_superblock(image: &[u8]) -> Superblock {
+    SUPERBLOCK_OFFSETS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &off)| Superblock::parse(&image[off as usize..], i as u64).ok())
+        .max_by_key(Superblock::generation)
+        .expect("a valid superblock")
 }
