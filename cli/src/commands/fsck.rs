@@ -154,12 +154,9 @@ fn print_outcome(image: &Path, outcome: &Outcome, copies: &[bonsaifs::Result<Sup
 /// The superblock copies that are not valid, each with why (for a volume that did not mount or
 /// whose check stopped: `Error::Corrupt` names no block, this says which copy is damaged).
 fn print_superblocks(copies: &[bonsaifs::Result<Superblock>; 2]) {
-    for (i, c) in copies.iter().enumerate() {
+    for (i, (c, off)) in copies.iter().zip(SUPERBLOCK_OFFSETS).enumerate() {
         if let Err(e) = c {
-            println!(
-                "  superblock copy {i} (byte {}): {e}",
-                SUPERBLOCK_OFFSETS.get(i).copied().unwrap_or(0)
-            );
+            println!("  superblock copy {i} (byte {off}): {e}");
         }
     }
 }
