@@ -193,6 +193,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Keep slot `id` from being evicted until [`unpin`](Self::unpin).
+    #[inline(never)]
     pub fn pin(&mut self, id: SlotId) {
         if let Some(s) = self.slots.get_mut(id) {
             s.pins = s.pins.saturating_add(1);
@@ -200,6 +201,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Undo one [`pin`](Self::pin).
+    #[inline(never)]
     pub fn unpin(&mut self, id: SlotId) {
         if let Some(s) = self.slots.get_mut(id) {
             s.pins = s.pins.saturating_sub(1);
@@ -232,6 +234,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Read access to a resident slot.
+    #[inline(never)]
     pub fn data(&self, id: SlotId) -> Result<&[u8]> {
         match self.slot(id)?.buf.as_deref() {
             Some(b) => Ok(b),
@@ -369,9 +372,11 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         self.no_io = on;
     }
 
-    /// Is probing mode on (see the `no_io` field)?
+    /// Is probing mode on (see the `no_io` field)? Never without the `nowait` feature (nothing
+    /// else turns it on), which lets the compiler drop the probing branches.
+    #[inline(always)]
     pub fn is_no_io(&self) -> bool {
-        self.no_io
+        cfg!(feature = "nowait") && self.no_io
     }
 
     /// Device sectors per cache block.
@@ -497,7 +502,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         let Some((_, i)) = dirty else {
             return Err(Error::CacheFull);
         };
-        if self.no_io {
+        if self.is_no_io() {
             return Err(Error::WouldBlock);
         }
         self.stats.evict_writes += 1;
@@ -519,7 +524,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     ) -> Result<SlotId> {
         self.refuse_if_shut_down()?;
         if let Some(id) = self.find(block) {
-            if self.no_io && matches!(self.slot(id)?.state, State::Reading | State::Writing) {
+            if self.is_no_io() && matches!(self.slot(id)?.state, State::Reading | State::Writing) {
                 return Err(Error::WouldBlock);
             }
             self.wait_idle(dev, id)?;
@@ -547,7 +552,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             s.meta = meta;
             s.checked = false;
         }
-        if self.no_io {
+        if self.is_no_io() {
             // Start the read so a later call finds the block, but do not wait for it.
             return match dev.in_flight() < usize::from(dev.geometry().queue_depth) {
                 true => self
@@ -873,6 +878,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "nowait")]
     fn a_failed_read_is_reported_to_the_next_reader_once() {
         use crate::device::{FaultInjector, FaultPlan};
         let mut store = [0u8; 512 * 8];

@@ -208,7 +208,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 .first_mut()
                 .and_then(Option::take)
                 .ok_or(Error::InvalidArgument)?;
-            let c = crate::device::read_blocks(&mut dev, off / ss as u64, sb_buf);
+            let c =
+                crate::device::read_blocks(&mut dev, superblock_lba(*off, geo.sector_size), sb_buf);
             let sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
             let parsed = Superblock::parse(sb_buf, i as u64);
@@ -432,6 +433,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     /// `Err(ShutDown)` after a shutdown, `Err(ReadOnly)` on a read-only volume.
+    #[inline(never)]
     pub fn writable(&self) -> Result<()> {
         self.refuse_if_shut_down()?;
         if self.is_read_only() {
@@ -583,6 +585,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// `Corrupt` unless `run` lies inside the data area (a run named by a log record or an
     /// extent read from the disk must, or walking it could take as long as a hostile length
     /// says).
+    #[inline(never)]
     pub fn check_data_run(&self, run: Run) -> Result<()> {
         let (first, end) = self.store.data;
         match run.start.checked_add(run.len) {
@@ -704,8 +707,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.store.cache.drain_device(&mut self.store.dev);
         // A log record or flush the pipeline started has finished: the checkpoint supersedes
         // it (the pipeline drops its commit group when the epoch moves), but its buffer must
-        // come back, the superblock is written from the first one.
-        while self.poll_io().is_some() {}
+        // come back, the superblock is written from the first one. Only the NOWAIT pipeline
+        // starts those without waiting.
+        if cfg!(feature = "nowait") {
+            while self.poll_io().is_some() {}
+        }
         let need = self.op_blocks();
         // Queued frees into the tree, and the reserve down to the runs a superblock records.
         // Each may cause the other (spilling copies free-tree nodes, whose old blocks are
@@ -796,7 +802,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     fn write_superblock_copy(&mut self, index: usize, valid: bool) -> Result<()> {
         let st = &mut self.store;
         let geo = st.dev.geometry();
-        let ss = u64::from(geo.sector_size);
         let buf = self
             .bufs
             .first_mut()
@@ -810,7 +815,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 dst.copy_from_slice(bytes);
             }
         }
-        let lba = SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0) / ss;
+        let lba = superblock_lba(
+            SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0),
+            geo.sector_size,
+        );
         let fua = self.has_fua();
         let st = &mut self.store;
         let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
@@ -856,6 +864,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         }
         Ok(())
     }
+}
+
+/// The sector where the superblock copy at byte `offset` starts. The offsets are small
+/// constants, so this divides in 32 bits (one instruction on a Cortex-M, where a 64-bit
+/// division is a library call).
+fn superblock_lba(offset: u64, sector_size: u32) -> u64 {
+    let offset = u32::try_from(offset).unwrap_or(u32::MAX);
+    u64::from(offset.checked_div(sector_size).unwrap_or(0))
 }
 
 /// Cut the record buffers (`sector_size << i` bytes, up to `max(MAX_RECORD, sector_size)`)
