@@ -351,12 +351,7 @@ impl Tree {
             };
             let mut to = NodeMut::new(dst, sb);
             for (j, i) in (m..n).enumerate() {
-                if from.is_leaf() {
-                    to.leaf_insert(j, from.key(i)?, from.value(i)?)?;
-                } else {
-                    let (b, g) = from.child(i)?;
-                    to.ptr_insert(j, from.key(i)?, b, g)?;
-                }
+                move_item(&from, i, &mut to, j)?;
             }
             let sep = to.as_ref().key(0)?;
             NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
