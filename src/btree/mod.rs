@@ -15,6 +15,8 @@ mod store;
 
 pub use store::NodeStore;
 
+use core::cmp::Ordering;
+
 use crate::cache::SlotId;
 use crate::error::{Error, Result};
 use crate::wire::{
@@ -181,9 +183,10 @@ impl Tree {
     /// from the separator key bounding that subtree (the deepest one on the path, so the
     /// nearest), which moves the search key strictly towards it every time.
     fn seek<S: NodeStore>(&self, s: &mut S, key: &Key, mode: Seek) -> Result<Option<Item>> {
-        let back = mode == Seek::Before;
+        let exact = matches!(mode, Seek::Exact);
+        let back = matches!(mode, Seek::Before);
         let mut key = *key;
-        let mut after = mode == Seek::After;
+        let mut after = matches!(mode, Seek::After);
         // Each restart moves `key` strictly to a separator key; bound the restarts anyway.
         for _ in 0..1_000_000u32 {
             let (mut block, mut gen, mut level) =
@@ -200,12 +203,11 @@ impl Tree {
                 let len = n.len();
                 let pos = n.search(&key);
                 if n.is_leaf() {
-                    let idx = match (mode, pos) {
-                        (Seek::Exact, Ok(i)) => Some(i),
-                        (Seek::Exact, Err(_)) => return Ok(None),
-                        (Seek::Before, Ok(i) | Err(i)) => i.checked_sub(1),
-                        (_, Ok(i)) if after => Some(i + 1),
-                        (_, Ok(i) | Err(i)) => Some(i),
+                    let idx = match pos {
+                        Err(_) if exact => return Ok(None),
+                        Ok(i) | Err(i) if back => i.checked_sub(1),
+                        Ok(i) if after => Some(i + 1),
+                        Ok(i) | Err(i) => Some(i),
                     };
                     match idx {
                         Some(idx) if idx < len => return Ok(Some(Item { id, block, idx })),
@@ -228,8 +230,16 @@ impl Tree {
                 (block, gen) = n.child(i)?;
                 level = level.checked_sub(1).ok_or(Error::Corrupt)?;
             }
+            // The resume key is strictly beyond `key` in the direction of travel whenever the
+            // node's keys are strictly increasing (checked by `check_layout` on load); check
+            // it anyway, it is what makes each restart progress.
+            let ahead = if back {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
             match resume {
-                Some(k) if (if back { k < key } else { k > key }) => {
+                Some(k) if k.cmp(&key) == ahead => {
                     key = k;
                     after = false;
                 }
