@@ -405,8 +405,9 @@ impl Tree {
             s.unpin(id);
             let (nb, nid) = made?;
             let cur = s.generation();
+            // The old root becomes the new root's only child; the descent below splits it
+            // like any other full child.
             NodeMut::new(s.node_mut(nid)?, nb).ptr_insert(0, Key::MIN, block, cur)?;
-            self.split_child(s, nid, nb, 0, id, block)?;
             self.root = Root {
                 block: nb,
                 generation: cur,
@@ -417,11 +418,7 @@ impl Tree {
         for _ in 0..MAX_DEPTH {
             let n = NodeRef::new(s.node(id)?, block);
             if n.is_leaf() {
-                let mut m = NodeMut::new(s.node_mut(id)?, block);
-                return match m.as_ref().search(&key) {
-                    Ok(i) => m.leaf_update(i, value),
-                    Err(i) => m.leaf_insert(i, key, value),
-                };
+                return NodeMut::new(s.node_mut(id)?, block).leaf_put(key, value);
             }
             let level = n.level() - 1;
             let mut idx = n.child_index(&key);

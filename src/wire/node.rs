@@ -423,6 +423,23 @@ impl<'a> NodeMut<'a> {
         self.leaf_insert(i, key, value)
     }
 
+    /// Insert `key` → `value` into a leaf, replacing the value if `key` is there already.
+    pub fn leaf_put(&mut self, key: Key, value: &[u8]) -> Result<()> {
+        let i = match self.as_ref().search(&key) {
+            Ok(i) => {
+                // `i` is an item of this leaf, so its size includes its descriptor.
+                let old = self.as_ref().item_size(i).saturating_sub(LEAF_ITEM_LEN);
+                if value.len() > old && self.free() < value.len() - old {
+                    return Err(Error::TooLarge);
+                }
+                self.leaf_remove(i)?;
+                i
+            }
+            Err(i) => i,
+        };
+        self.leaf_insert(i, key, value)
+    }
+
     /// Mutable access to the value of leaf item `i`, for same-size edits.
     pub fn value_mut(&mut self, i: usize) -> Result<&mut [u8]> {
         let (off, len) = {
