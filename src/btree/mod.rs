@@ -15,6 +15,8 @@ mod store;
 
 pub use store::NodeStore;
 
+use core::cmp::Ordering;
+
 use crate::cache::SlotId;
 use crate::error::{Error, Result};
 use crate::wire::{
@@ -78,11 +80,17 @@ struct Item {
     idx: usize,
 }
 
-impl Item {
-    /// The leaf, read-only.
-    fn node<'s, S: NodeStore>(&self, s: &'s S) -> Result<NodeRef<'s>> {
-        Ok(NodeRef::new(s.node(self.id)?, self.block))
-    }
+/// What [`Tree::seek`] looks for, relative to its key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seek {
+    /// The item with the key.
+    Exact,
+    /// The first item with a key `>=` it.
+    From,
+    /// The first item with a key `>` it.
+    After,
+    /// The last item with a key `<` it.
+    Before,
 }
 
 fn under_full(n: &NodeRef<'_>) -> bool {
@@ -115,34 +123,14 @@ impl Tree {
 
     /// Call `f` with the value of `key`, if present.
     ///
-    /// The descent is [`Tree::find`], compiled once; only the call of `f` is generic.
+    /// The descent is [`Tree::seek`], compiled once; only the call of `f` is generic.
     pub fn get<S: NodeStore, R>(
         &self,
         s: &mut S,
         key: &Key,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>> {
-        match self.find(s, key)? {
-            Some(at) => Ok(Some(f(at.node(s)?.value(at.idx)?))),
-            None => Ok(None),
-        }
-    }
-
-    /// The leaf slot and index of `key`, if present.
-    fn find<S: NodeStore>(&self, s: &mut S, key: &Key) -> Result<Option<Item>> {
-        let (mut block, mut gen, mut level) =
-            (self.root.block, self.root.generation, self.root.level);
-        for _ in 0..=MAX_DEPTH {
-            let id = self.load(s, block, level, gen)?;
-            let n = NodeRef::new(s.node(id)?, block);
-            if n.is_leaf() {
-                return Ok(n.search(key).ok().map(|idx| Item { id, block, idx }));
-            }
-            let i = n.child_index(key);
-            (block, gen) = n.child(i)?;
-            level = level.checked_sub(1).ok_or(Error::Corrupt)?;
-        }
-        Err(Error::Corrupt)
+        Ok(self.seek_item(s, key, Seek::Exact)?.map(|(_, v)| f(v)))
     }
 
     /// Call `f` with the first item whose key is `>= from` (or `> from` when `!inclusive`).
@@ -156,25 +144,50 @@ impl Tree {
         inclusive: bool,
         f: impl FnOnce(Key, &[u8]) -> R,
     ) -> Result<Option<R>> {
-        match self.find_next(s, from, inclusive)? {
+        let mode = if inclusive { Seek::From } else { Seek::After };
+        Ok(self.seek_item(s, from, mode)?.map(|(k, v)| f(k, v)))
+    }
+
+    /// Call `f` with the last item whose key is `< before`.
+    pub fn prev<S: NodeStore, R>(
+        &self,
+        s: &mut S,
+        before: &Key,
+        f: impl FnOnce(Key, &[u8]) -> R,
+    ) -> Result<Option<R>> {
+        Ok(self
+            .seek_item(s, before, Seek::Before)?
+            .map(|(k, v)| f(k, v)))
+    }
+
+    /// The key and value [`Tree::seek`] finds.
+    fn seek_item<'s, S: NodeStore>(
+        &self,
+        s: &'s mut S,
+        key: &Key,
+        mode: Seek,
+    ) -> Result<Option<(Key, &'s [u8])>> {
+        match self.seek(s, key, mode)? {
             Some(at) => {
-                let n = at.node(s)?;
-                Ok(Some(f(n.key(at.idx)?, n.value(at.idx)?)))
+                let n = NodeRef::new(s.node(at.id)?, at.block);
+                Ok(Some((n.key(at.idx)?, n.value(at.idx)?)))
             }
             None => Ok(None),
         }
     }
 
-    /// Where [`Tree::next`]'s item is.
-    fn find_next<S: NodeStore>(
-        &self,
-        s: &mut S,
-        from: &Key,
-        inclusive: bool,
-    ) -> Result<Option<Item>> {
-        let mut from = *from;
-        let mut inclusive = inclusive;
-        // Each restart moves `from` strictly up to a separator key; bound the restarts anyway.
+    /// The leaf slot and index of the item `mode` asks for, relative to `key`.
+    ///
+    /// One descent serves exact lookups and both directions of iteration. When the leaf
+    /// reached has no suitable item, the answer is in a sibling subtree: the descent restarts
+    /// from the separator key bounding that subtree (the deepest one on the path, so the
+    /// nearest), which moves the search key strictly towards it every time.
+    fn seek<S: NodeStore>(&self, s: &mut S, key: &Key, mode: Seek) -> Result<Option<Item>> {
+        let exact = matches!(mode, Seek::Exact);
+        let back = matches!(mode, Seek::Before);
+        let mut key = *key;
+        let mut after = matches!(mode, Seek::After);
+        // Each restart moves `key` strictly to a separator key; bound the restarts anyway.
         for _ in 0..1_000_000u32 {
             let (mut block, mut gen, mut level) =
                 (self.root.block, self.root.generation, self.root.level);
@@ -187,100 +200,52 @@ impl Tree {
                 }
                 let id = self.load(s, block, level, gen)?;
                 let n = NodeRef::new(s.node(id)?, block);
+                let len = n.len();
+                let pos = n.search(&key);
                 if n.is_leaf() {
-                    let i = match n.search(&from) {
-                        Ok(i) if inclusive => i,
-                        Ok(i) => i + 1,
-                        Err(i) => i,
+                    let idx = match pos {
+                        Err(_) if exact => return Ok(None),
+                        Ok(i) | Err(i) if back => i.checked_sub(1),
+                        Ok(i) if after => Some(i + 1),
+                        Ok(i) | Err(i) => Some(i),
                     };
-                    if i < n.len() {
-                        return Ok(Some(Item { id, block, idx: i }));
+                    match idx {
+                        Some(idx) if idx < len => return Ok(Some(Item { id, block, idx })),
+                        _ => break,
                     }
-                    break;
                 }
-                let i = n.child_index(&from);
-                if i + 1 < n.len() {
-                    resume = Some(n.key(i + 1)?);
+                // The child that may hold the answer. Going backwards, an exact match of a
+                // separator means the answer is left of it (a separator bounds its subtree
+                // from below).
+                let i = match pos {
+                    Ok(i) if !back => i,
+                    Ok(i) | Err(i) => i.saturating_sub(1),
+                };
+                // The subtree after this one starts at key `i + 1`; the one before ends
+                // below key `i`.
+                let r = if back { i } else { i + 1 };
+                if (back && i > 0) || (!back && r < len) {
+                    resume = Some(n.key(r)?);
                 }
                 (block, gen) = n.child(i)?;
                 level = level.checked_sub(1).ok_or(Error::Corrupt)?;
             }
+            // The resume key is strictly beyond `key` in the direction of travel whenever the
+            // node's keys are strictly increasing (checked by `check_layout` on load); check
+            // it anyway, it is what makes each restart progress.
+            let ahead = if back {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
             match resume {
-                Some(k) if k > from || (k == from && !inclusive) => {
-                    from = k;
-                    inclusive = true;
+                Some(k) if k.cmp(&key) == ahead => {
+                    key = k;
+                    after = false;
                 }
                 Some(_) => return Err(Error::Corrupt),
                 None => return Ok(None),
             }
-        }
-        Err(Error::Corrupt)
-    }
-
-    /// Call `f` with the last item whose key is `< before`.
-    pub fn prev<S: NodeStore, R>(
-        &self,
-        s: &mut S,
-        before: &Key,
-        f: impl FnOnce(Key, &[u8]) -> R,
-    ) -> Result<Option<R>> {
-        match self.find_prev(s, before)? {
-            Some(at) => {
-                let n = at.node(s)?;
-                Ok(Some(f(n.key(at.idx)?, n.value(at.idx)?)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Where [`Tree::prev`]'s item is.
-    fn find_prev<S: NodeStore>(&self, s: &mut S, before: &Key) -> Result<Option<Item>> {
-        let (mut block, mut gen, mut level) =
-            (self.root.block, self.root.generation, self.root.level);
-        // The deepest subtree left of the descent path: where the answer is if the leaf has none.
-        let mut left: Option<(u64, u64, u8)> = None;
-        for _ in 0..=MAX_DEPTH {
-            let id = self.load(s, block, level, gen)?;
-            let n = NodeRef::new(s.node(id)?, block);
-            if n.is_leaf() {
-                let i = match n.search(before) {
-                    Ok(i) | Err(i) => i,
-                };
-                if i > 0 {
-                    return Ok(Some(Item {
-                        id,
-                        block,
-                        idx: i - 1,
-                    }));
-                }
-                break;
-            }
-            let i = n.child_index(before);
-            let child_level = level.checked_sub(1).ok_or(Error::Corrupt)?;
-            if i > 0 {
-                let (b, g) = n.child(i - 1)?;
-                left = Some((b, g, child_level));
-            }
-            (block, gen) = n.child(i)?;
-            level = child_level;
-        }
-        let Some((mut block, mut gen, mut level)) = left else {
-            return Ok(None);
-        };
-        // Rightmost item of that subtree.
-        for _ in 0..=MAX_DEPTH {
-            let id = self.load(s, block, level, gen)?;
-            let n = NodeRef::new(s.node(id)?, block);
-            let last = n.len().checked_sub(1).ok_or(Error::Corrupt)?;
-            if n.is_leaf() {
-                return Ok(Some(Item {
-                    id,
-                    block,
-                    idx: last,
-                }));
-            }
-            (block, gen) = n.child(last)?;
-            level = level.checked_sub(1).ok_or(Error::Corrupt)?;
         }
         Err(Error::Corrupt)
     }
@@ -396,12 +361,7 @@ impl Tree {
             };
             let mut to = NodeMut::new(dst, sb);
             for (j, i) in (m..n).enumerate() {
-                if from.is_leaf() {
-                    to.leaf_insert(j, from.key(i)?, from.value(i)?)?;
-                } else {
-                    let (b, g) = from.child(i)?;
-                    to.ptr_insert(j, from.key(i)?, b, g)?;
-                }
+                move_item(&from, i, &mut to, j)?;
             }
             let sep = to.as_ref().key(0)?;
             NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
@@ -427,7 +387,7 @@ impl Tree {
             return Err(Error::TooLarge);
         }
         if mode != InsertMode::Upsert {
-            let exists = self.get(s, &key, |_| ())?.is_some();
+            let exists = self.seek(s, &key, Seek::Exact)?.is_some();
             match (mode, exists) {
                 (InsertMode::Create, true) => return Err(Error::AlreadyExists),
                 (InsertMode::Replace, false) => return Err(Error::NotFound),
@@ -445,8 +405,9 @@ impl Tree {
             s.unpin(id);
             let (nb, nid) = made?;
             let cur = s.generation();
+            // The old root becomes the new root's only child; the descent below splits it
+            // like any other full child.
             NodeMut::new(s.node_mut(nid)?, nb).ptr_insert(0, Key::MIN, block, cur)?;
-            self.split_child(s, nid, nb, 0, id, block)?;
             self.root = Root {
                 block: nb,
                 generation: cur,
@@ -457,11 +418,7 @@ impl Tree {
         for _ in 0..MAX_DEPTH {
             let n = NodeRef::new(s.node(id)?, block);
             if n.is_leaf() {
-                let mut m = NodeMut::new(s.node_mut(id)?, block);
-                return match m.as_ref().search(&key) {
-                    Ok(i) => m.leaf_update(i, value),
-                    Err(i) => m.leaf_insert(i, key, value),
-                };
+                return NodeMut::new(s.node_mut(id)?, block).leaf_put(key, value);
             }
             let level = n.level() - 1;
             let mut idx = n.child_index(&key);
@@ -485,7 +442,7 @@ impl Tree {
 
     /// Remove `key`. Returns whether it was present.
     pub fn remove<S: NodeStore>(&mut self, s: &mut S, key: &Key) -> Result<bool> {
-        if self.get(s, key, |_| ())?.is_none() {
+        if self.seek(s, key, Seek::Exact)?.is_none() {
             return Ok(false);
         }
         let mut path: heapless::Vec<Step, MAX_DEPTH> = heapless::Vec::new();

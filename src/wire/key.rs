@@ -8,7 +8,7 @@ pub const KEY_LEN: usize = core::mem::size_of::<KeyBytes>();
 
 /// A tree key. Every tree uses the same key so that one B+tree implementation (and one copy
 /// of its code in flash) serves all of them; a tree gives its own meaning to the three fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Key {
     /// Object the item belongs to (inode number; for the free-space tree, the extent start).
@@ -36,6 +36,21 @@ impl Key {
     /// Build a key.
     pub const fn new(id: u64, kind: u8, offset: u64) -> Self {
         Key { id, kind, offset }
+    }
+}
+
+impl Ord for Key {
+    /// By `id`, then `kind`, then `offset`.
+    // One out-of-line copy: every tree search and cursor step compares keys.
+    #[inline(never)]
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        (self.id, self.kind, self.offset).cmp(&(other.id, other.kind, other.offset))
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 

@@ -47,8 +47,16 @@ pub const LEAF_ITEM_LEN: usize = core::mem::size_of::<LeafItem>();
 /// Encoded size of an [`InternalPtr`].
 pub const INTERNAL_PTR_LEN: usize = core::mem::size_of::<InternalPtr>();
 
+/// Offset of [`BlockHeader::nitems`] in a block.
+const NITEMS_OFF: usize = core::mem::offset_of!(BlockHeader, nitems);
+/// Offset of [`BlockHeader::level`] in a block.
+const LEVEL_OFF: usize = core::mem::offset_of!(BlockHeader, level);
+
 fn nitems_of(buf: &[u8]) -> usize {
-    BlockHeader::parse(buf).map_or(0, |h| usize::from(h.nitems.get()))
+    // `get` yields exactly HEADER_LEN bytes, so the constant indexes are in bounds.
+    buf.get(..HEADER_LEN).map_or(0, |h| {
+        usize::from(u16::from_le_bytes([h[NITEMS_OFF], h[NITEMS_OFF + 1]]))
+    })
 }
 
 fn set_nitems(buf: &mut [u8], n: usize) {
@@ -140,13 +148,13 @@ impl<'a> NodeRef<'a> {
             (Some(BlockKind::Internal), l) if l > 0 => false,
             _ => return Err(bad),
         };
+        let stride = self.stride();
+        let end_items = HEADER_LEN + n * stride;
+        if end_items > size || (!is_leaf && n == 0) {
+            return Err(bad);
+        }
         if is_leaf {
-            let end_items = HEADER_LEN + n * LEAF_ITEM_LEN;
-            if end_items > size {
-                return Err(bad);
-            }
             let mut prev_off = size;
-            let mut prev_key: Option<Key> = None;
             for it in leaf_items(self.buf) {
                 let len = usize::from(it.val_len.get());
                 let off = usize::from(it.val_off.get());
@@ -154,24 +162,15 @@ impl<'a> NodeRef<'a> {
                     return Err(bad);
                 }
                 prev_off = off;
-                let k = Key::from(&it.key);
-                if prev_key.is_some_and(|p| p >= k) {
-                    return Err(bad);
-                }
-                prev_key = Some(k);
             }
-        } else {
-            if n == 0 || HEADER_LEN + n * INTERNAL_PTR_LEN > size {
+        }
+        let mut prev_key: Option<Key> = None;
+        for i in 0..n {
+            let k = self.key_at(stride, i).ok_or(bad)?;
+            if prev_key.is_some_and(|p| p >= k) {
                 return Err(bad);
             }
-            let mut prev_key: Option<Key> = None;
-            for p in ptrs(self.buf) {
-                let k = Key::from(&p.key);
-                if prev_key.is_some_and(|pk| pk >= k) {
-                    return Err(bad);
-                }
-                prev_key = Some(k);
-            }
+            prev_key = Some(k);
         }
         Ok(())
     }
@@ -190,7 +189,7 @@ impl<'a> NodeRef<'a> {
     }
     /// Tree level (0 = leaf).
     pub fn level(&self) -> u8 {
-        BlockHeader::parse(self.buf).map_or(0, |h| h.level)
+        self.buf.get(..HEADER_LEN).map_or(0, |h| h[LEVEL_OFF])
     }
     /// Is this a leaf?
     pub fn is_leaf(&self) -> bool {
@@ -201,14 +200,42 @@ impl<'a> NodeRef<'a> {
         BlockHeader::parse(self.buf).map_or(0, |h| h.generation.get())
     }
 
+    /// Bytes per item descriptor (leaf) or pointer (interior node).
+    fn stride(&self) -> usize {
+        if self.is_leaf() {
+            LEAF_ITEM_LEN
+        } else {
+            INTERNAL_PTR_LEN
+        }
+    }
+
+    /// Number of descriptors / pointers that fit in the block: `len()`, or 0 if the header
+    /// claims more (never for a verified node).
+    fn count(&self, stride: usize) -> usize {
+        let n = self.len();
+        // n <= u16::MAX and stride <= INTERNAL_PTR_LEN: no overflow.
+        if HEADER_LEN + n * stride <= self.buf.len() {
+            n
+        } else {
+            0
+        }
+    }
+
+    /// Key of descriptor / pointer `i`, which must be below `count(stride)`.
+    fn key_at(&self, stride: usize, i: usize) -> Option<Key> {
+        // Both descriptor kinds start with the key.
+        let off = i.checked_mul(stride)?.checked_add(HEADER_LEN)?;
+        let (k, _) = KeyBytes::ref_from_prefix(self.buf.get(off..)?).ok()?;
+        Some(Key::from(k))
+    }
+
     /// Key of item / pointer `i`.
     pub fn key(&self, i: usize) -> Result<Key> {
-        if self.is_leaf() {
-            leaf_items(self.buf).get(i).map(|it| Key::from(&it.key))
-        } else {
-            ptrs(self.buf).get(i).map(|p| Key::from(&p.key))
+        let stride = self.stride();
+        if i >= self.count(stride) {
+            return Err(self.corrupt());
         }
-        .ok_or(self.corrupt())
+        self.key_at(stride, i).ok_or(self.corrupt())
     }
 
     /// Value of leaf item `i`.
@@ -229,11 +256,21 @@ impl<'a> NodeRef<'a> {
 
     /// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would go.
     pub fn search(&self, key: &Key) -> core::result::Result<usize, usize> {
-        if self.is_leaf() {
-            leaf_items(self.buf).binary_search_by(|it| Key::from(&it.key).cmp(key))
-        } else {
-            ptrs(self.buf).binary_search_by(|p| Key::from(&p.key).cmp(key))
+        let stride = self.stride();
+        let (mut lo, mut hi) = (0, self.count(stride));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            // `mid < count`, so the key is in the block.
+            let Some(k) = self.key_at(stride, mid) else {
+                return Err(lo);
+            };
+            match k.cmp(key) {
+                core::cmp::Ordering::Less => lo = mid + 1,
+                core::cmp::Ordering::Greater => hi = mid,
+                core::cmp::Ordering::Equal => return Ok(mid),
+            }
         }
+        Err(lo)
     }
 
     /// Index of the child whose subtree may hold `key` (interior nodes).
@@ -386,6 +423,23 @@ impl<'a> NodeMut<'a> {
         self.leaf_insert(i, key, value)
     }
 
+    /// Insert `key` → `value` into a leaf, replacing the value if `key` is there already.
+    pub fn leaf_put(&mut self, key: Key, value: &[u8]) -> Result<()> {
+        let i = match self.as_ref().search(&key) {
+            Ok(i) => {
+                // `i` is an item of this leaf, so its size includes its descriptor.
+                let old = self.as_ref().item_size(i).saturating_sub(LEAF_ITEM_LEN);
+                if value.len() > old && self.free() < value.len() - old {
+                    return Err(Error::TooLarge);
+                }
+                self.leaf_remove(i)?;
+                i
+            }
+            Err(i) => i,
+        };
+        self.leaf_insert(i, key, value)
+    }
+
     /// Mutable access to the value of leaf item `i`, for same-size edits.
     pub fn value_mut(&mut self, i: usize) -> Result<&mut [u8]> {
         let (off, len) = {
@@ -444,19 +498,20 @@ impl<'a> NodeMut<'a> {
 
     /// Change the key of item / pointer `i` (the caller keeps the order).
     pub fn set_key(&mut self, i: usize, key: Key) -> Result<()> {
-        let bad = self.corrupt();
-        let n = nitems_of(self.buf);
-        if self.as_ref().is_leaf() {
-            let it = leaf_items_mut(self.buf, n)
-                .and_then(|p| p.get_mut(i))
-                .ok_or(bad)?;
-            it.key = key.into();
-        } else {
-            let p = ptrs_mut(self.buf, n)
-                .and_then(|p| p.get_mut(i))
-                .ok_or(bad)?;
-            p.key = key.into();
+        let r = self.as_ref();
+        let stride = r.stride();
+        if i >= r.count(stride) {
+            return Err(self.corrupt());
         }
+        // Both descriptor kinds start with the key; `i < count` keeps it in the block.
+        let bad = self.corrupt();
+        let off = HEADER_LEN + i * stride;
+        let (k, _) = self
+            .buf
+            .get_mut(off..)
+            .and_then(|b| KeyBytes::mut_from_prefix(b).ok())
+            .ok_or(bad)?;
+        *k = key.into();
         Ok(())
     }
 
