@@ -131,54 +131,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Err(Error::NoSpace);
         }
         let (bufs, cache_mem) = split_mem(mem, geo.sector_size as usize)?;
-        let cache = BlockCache::new(cache_mem, bs as usize, geo.sector_size as usize)?;
-        // Generation 1 is the format itself; its roots are the first two data blocks.
-        // The whole managed area starts as the allocator's reserve; the free-space tree
-        // starts empty.
-        let mut reserve = [Run::default(); crate::space::RESERVE_RUNS];
-        reserve[0] = Run {
-            start: data_start,
-            len: count - data_start,
-        };
-        let space = Space::new(reserve, count - data_start, 0);
+        // Generation 1 is the format itself (the superblock says 0 is committed); its roots
+        // are the first two data blocks. The whole managed area starts as the allocator's
+        // reserve; the free-space tree starts empty.
         let mut sb = Superblock::new_zeroed();
-        let mut vol = Volume {
-            store: Store {
-                dev,
-                cache,
-                space,
-                generation: 1,
-                data: (data_start, count),
-                last_corrupt: None,
-            },
-            fs: Tree {
-                owner: tree_id::FS,
-                root: Root::default(),
-            },
-            free: Tree {
-                owner: tree_id::FREE,
-                root: Root::default(),
-            },
-            sb,
-            bufs,
-            log: LogState::default(),
-            log_buf_in_flight: None,
-            read_only: false,
-            op_depth: 0,
-            changes: 0,
-        };
-        vol.log = LogState {
-            start: sb_blocks * u64::from(bs / geo.sector_size),
-            sectors: log_blocks * u64::from(bs / geo.sector_size),
-            ..LogState::default()
-        };
-        // Invalidate any previous volume's superblocks before writing the new trees.
-        for i in 0..2 {
-            vol.write_superblock_copy(i, false)?;
-        }
-        let st = &mut vol.store;
-        vol.free = Tree::create(st, tree_id::FREE)?;
-        vol.fs = Tree::create(st, tree_id::FS)?;
         sb.version = FORMAT_VERSION.into();
         sb.block_size = bs.into();
         sb.block_count = count.into();
@@ -187,7 +143,19 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         sb.data_start = data_start.into();
         sb.uuid = opts.uuid;
         sb.next_id = 16.into();
-        vol.sb = sb;
+        sb.reserve[0] = Extent {
+            start: data_start.into(),
+            len: (count - data_start).into(),
+        };
+        sb.free_blocks = (count - data_start).into();
+        let mut vol = Self::assemble(dev, bufs, cache_mem, sb, false)?;
+        // Invalidate any previous volume's superblocks before writing the new trees.
+        for i in 0..2 {
+            vol.write_superblock_copy(i, false)?;
+        }
+        let st = &mut vol.store;
+        vol.free = Tree::create(st, tree_id::FREE)?;
+        vol.fs = Tree::create(st, tree_id::FS)?;
         vol.checkpoint_inner(true)?;
         Ok(vol)
     }
@@ -229,7 +197,22 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if bs % geo.sector_size != 0 || count.saturating_mul(u64::from(bs)) > geo.capacity() {
             return Err(Error::Corrupt);
         }
-        let cache = BlockCache::new(cache_mem, bs as usize, ss)?;
+        Self::assemble(dev, bufs, cache_mem, sb, geo.read_only)
+    }
+
+    /// The volume `sb` describes, in memory: mount's newest valid copy, or the superblock
+    /// format is about to write. One constructor for both keeps them from drifting apart (and
+    /// the struct is built in one place, which is most of the code either path has).
+    fn assemble(
+        dev: D,
+        bufs: heapless::Vec<Option<&'b mut [u8]>, 4>,
+        cache_mem: &'b mut [u8],
+        sb: Superblock,
+        read_only: bool,
+    ) -> Result<Self> {
+        let ss = dev.geometry().sector_size;
+        let bs = sb.block_size.get();
+        let cache = BlockCache::new(cache_mem, bs as usize, ss as usize)?;
         let run = |e: Extent| Run {
             start: e.start.get(),
             len: e.len.get(),
@@ -241,13 +224,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             generation: r.generation.get(),
             level: r.level,
         };
+        let sectors_per_block = u64::from(bs / ss);
         Ok(Volume {
             store: Store {
                 dev,
                 cache,
                 space,
                 generation: committed + 1,
-                data: (sb.data_start.get(), count),
+                data: (sb.data_start.get(), sb.block_count.get()),
                 last_corrupt: None,
             },
             fs: Tree {
@@ -258,10 +242,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 owner: tree_id::FREE,
                 root: root(sb.free_root),
             },
-            read_only: geo.read_only,
+            read_only,
             log: LogState {
-                start: sb.log_start.get() * u64::from(bs / geo.sector_size),
-                sectors: sb.log_blocks.get() * u64::from(bs / geo.sector_size),
+                start: sb.log_start.get() * sectors_per_block,
+                sectors: sb.log_blocks.get() * sectors_per_block,
                 ..LogState::default()
             },
             sb,
@@ -471,10 +455,27 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Run one change to the filesystem tree with the space it may need reserved first and
     /// the frees it causes drained after. Errors that may have left the in-memory transaction
     /// half-done turn the volume read-only; the last checkpoint is untouched.
-    fn write_op<R>(
+    fn write_op<R: Default>(
         &mut self,
         op: impl FnOnce(&mut Tree, &mut Store<'b, D, N>) -> Result<R>,
     ) -> Result<R> {
+        let (before, need) = self.write_op_begin()?;
+        let mut out = R::default();
+        let r = if self.op_depth == 0 {
+            Ok(())
+        } else {
+            // Inside a multi-step operation the space was reserved up front; running short
+            // now means part of the operation is done, so this is handled as damage below.
+            space::ensure_reserve(&mut self.free, &mut self.store, need)
+        };
+        let r = r.and_then(|()| op(&mut self.fs, &mut self.store).map(|v| out = v));
+        self.write_op_end(r, before, need).map(|()| out)
+    }
+
+    /// The part of [`write_op`](Self::write_op) before the change (not generic, so compiled
+    /// once): count the change, refuse if not writable, reserve the space a single change may
+    /// need. Returns the mutation count before and the blocks reserved.
+    fn write_op_begin(&mut self) -> Result<(u32, u64)> {
         self.changes = self.changes.wrapping_add(1);
         self.writable()?;
         let before = self.mutations();
@@ -483,15 +484,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             // A single tree change is its own operation: a failure here changed nothing.
             self.reserve(need)?;
         }
-        let r = if self.op_depth == 0 {
-            Ok(())
-        } else {
-            // Inside a multi-step operation the space was reserved up front; running short
-            // now means part of the operation is done, so this is handled as damage below.
-            space::ensure_reserve(&mut self.free, &mut self.store, need)
-        };
-        let r = r.and_then(|()| op(&mut self.fs, &mut self.store));
-        let r = r.and_then(|v| space::drain(&mut self.free, &mut self.store, need).map(|()| v));
+        Ok((before, need))
+    }
+
+    /// The part of [`write_op`](Self::write_op) after the change `r`: drain the frees it
+    /// caused, and turn the volume read-only (or shut it down) if anything failed.
+    fn write_op_end(&mut self, r: Result<()>, before: u32, need: u64) -> Result<()> {
+        let r = r.and_then(|()| space::drain(&mut self.free, &mut self.store, need));
         match r {
             Err(e @ (Error::Io(_) | Error::Corrupt | Error::CacheFull | Error::NoSpace)) => {
                 warn!("tree change failed: {}", e);
