@@ -346,7 +346,9 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// Route one completion: the cache's own are applied, foreign ones are kept for
     /// [`take_foreign`](Self::take_foreign).
     fn route(&mut self, c: Completion<'b>) {
-        if c.tag >= FOREIGN_TAG_BASE {
+        // Only the NOWAIT pipeline has requests of its own in flight while the cache waits
+        // (blocking requests go through `device::run`, which needs an idle queue).
+        if cfg!(feature = "nowait") && c.tag >= FOREIGN_TAG_BASE {
             // At most one log record and one flush of the journal are in flight at once
             // (the journal's pipeline keeps it so), so the stash never fills.
             let _ = self.foreign.push_back(c);
