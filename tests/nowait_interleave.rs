@@ -211,3 +211,93 @@ fn long_interleavings_summary() {
     assert!(tickets > 500, "too few tickets to mean anything: {tickets}");
     assert!(blocked > 0, "no WouldBlock exercised");
 }
+
+/// The shrunk proptest case: a `NOWAIT` read that misses the cache (action 21) leaves its
+/// read in flight and answers `WouldBlock`; the `fsync` after it drives the queued writes to
+/// their end, but used to write its log record with the blocking device helper while that read
+/// was still queued, which refuses (`Io(Unsupported)`), failing the `fsync` and turning the
+/// volume read-only. A sync point must wait for every request in flight, not only the
+/// pipeline's.
+#[test]
+fn fsync_waits_for_a_nowait_read_still_in_flight() {
+    use Action::*;
+    let q = |off, len, dsync| Queue { off, len, dsync };
+    let actions = [
+        q(155648, 12289, false),
+        q(0, 1, false),
+        q(249568, 37153, false),
+        q(94209, 4096, false),
+        q(102286, 115, false),
+        ReadNowait {
+            off: 153961,
+            len: 9880,
+        },
+        q(4096, 1, true),
+        q(0, 16385, false),
+        q(20342, 139, true),
+        q(23847, 4096, false),
+        Write {
+            off: 106130,
+            len: 33135,
+        },
+        SyncAll,
+        SyncAll,
+        q(53338, 20391, false),
+        q(1, 4096, true),
+        q(139265, 4096, true),
+        SyncAll,
+        q(65536, 1, false),
+        q(22459, 26694, false),
+        q(45760, 7489, false),
+        Poll(7),
+        ReadNowait {
+            off: 230970,
+            len: 14791,
+        },
+        Fsync,
+    ];
+    let (_, would_block) = run(0, false, 4, &actions);
+    assert!(
+        would_block >= 1,
+        "the NOWAIT reads were all served from the cache"
+    );
+}
+
+/// The other blocking request of a sync point: with no FUA, a record whose `MAP` cannot carry
+/// data sums (some of its blocks were evicted) is preceded by a flush. Queued writes leave
+/// their blocks clean in the cache (so the sync point has nothing to write back and waits for
+/// nothing), reads evict some of them, and a `NOWAIT` read of a block that is not cached is
+/// still in flight when the `fsync` flushes.
+#[test]
+fn fsync_flush_waits_for_a_nowait_read_still_in_flight() {
+    use Action::*;
+    let mut actions = Vec::new();
+    for k in 0..FILE / 32768 {
+        actions.push(Write {
+            off: k * 32768,
+            len: 32768,
+        });
+    }
+    actions.push(SyncAll);
+    for k in 0..3 {
+        actions.push(Queue {
+            off: k * 49152,
+            len: 49152,
+            dsync: false,
+        });
+        actions.push(Poll(200));
+    }
+    for k in 0..3 {
+        actions.push(Read {
+            off: 150_000 + k * 20_000,
+            len: 20_000,
+        });
+    }
+    actions.push(ReadNowait {
+        off: FILE - 100,
+        len: 100,
+    });
+    actions.push(Fsync);
+    // The NOWAIT read (and nothing else) answered WouldBlock: it was left in flight.
+    assert_eq!(run(0, false, 4, &actions), (3, 1));
+}

@@ -108,6 +108,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Write back the cached data blocks of `runs` that are dirty, then (if `flush`) flush the
     /// device, so that a record mapping them without data sums may follow.
     pub fn log_sync_data(&mut self, runs: &[Run], flush: bool) -> Result<()> {
+        // The flush below is a blocking `device::run`.
+        self.wait_in_flight();
         let st = &mut self.store;
         for r in runs {
             st.cache.write_back_run(&mut st.dev, r.start, r.len)?;
@@ -166,6 +168,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         }
     }
 
+    /// Wait until nothing is in flight on the device, as the blocking helpers of
+    /// [`crate::device`] (`run`, `flush`) require: with another request queued they refuse
+    /// (`IoError::Unsupported`) rather than risk reaping its completion.
+    ///
+    /// A sync point cannot assume an idle queue: `quiesce` only drives the queued writes and
+    /// the commit group to their end, while a `NOWAIT` read (or a `NOWAIT` write's probe)
+    /// that missed the cache leaves its read in flight (its caller got `WouldBlock` and comes
+    /// back later), and the pipeline starts write-backs of dirty slots it does not wait for.
+    /// The checkpoint drains the queue for the same reason. Completions reaped here are
+    /// applied to the cache as if the pipeline had reaped them (a failed read is kept for the
+    /// block's next reader; a failed write-back leaves the block dirty), and a log or flush
+    /// completion stays stashed for [`poll_io`](Self::poll_io): nothing is dropped.
+    fn wait_in_flight(&mut self) {
+        let st = &mut self.store;
+        st.cache.drain_device(&mut st.dev);
+    }
+
     fn put_buf(&mut self, idx: usize, buf: Option<&'b mut [u8]>) {
         if let Some(slot) = self.bufs.get_mut(idx) {
             *slot = buf;
@@ -183,6 +202,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// the last record of a sync point. Fails with `NoSpace` when the log is full (the caller
     /// checkpoints instead) and `TooLarge` when `ops` does not fit one record.
     pub fn log_append(&mut self, ops: &[u8], nops: u32, commit: bool) -> Result<()> {
+        // The record write (and its flush) are blocking `device::run`s.
+        self.wait_in_flight();
         let Sealed {
             idx,
             buf,
