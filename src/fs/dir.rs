@@ -208,7 +208,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Start listing directory `path`.
     pub fn read_dir(&mut self, path: &str) -> Result<ReadDir> {
-        let (dir, kind) = self.resolve(path)?;
+        let (dir, kind) = self.resolve(path.as_bytes())?;
         if kind != FileKind::Dir {
             return Err(Error::NotADirectory);
         }

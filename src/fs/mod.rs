@@ -228,7 +228,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Resolve `path` to `(inode, kind)`.
-    fn resolve(&mut self, path: &str) -> Result<(u64, Kind)> {
+    fn resolve(&mut self, path: &[u8]) -> Result<(u64, Kind)> {
         let mut cur = ROOT_INO;
         let mut kind = Kind::Dir;
         for c in path::components(path) {
@@ -237,10 +237,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 return Err(Error::NotADirectory);
             }
             match c {
-                "." => {}
-                ".." => cur = self.read_inode(cur)?.parent.get(),
+                b"." => {}
+                b".." => cur = self.read_inode(cur)?.parent.get(),
                 name => {
-                    let f = self.lookup(cur, name.as_bytes())?.ok_or(Error::NotFound)?;
+                    let f = self.lookup(cur, name)?.ok_or(Error::NotFound)?;
                     cur = f.ino;
                     kind = f.kind;
                 }
@@ -250,8 +250,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Resolve the directory holding `path`'s last component; returns it and the name.
-    fn resolve_parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p str)> {
-        let (dir, name) = path::split_last(path)?;
+    fn resolve_parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8])> {
+        let (dir, name) = path::split_last(path.as_bytes())?;
         let (ino, kind) = self.resolve(dir)?;
         if kind != Kind::Dir {
             return Err(Error::NotADirectory);
@@ -317,7 +317,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.settle()?;
         }
         let (dir, name) = self.resolve_parent(path)?;
-        let ino = match self.lookup(dir, name.as_bytes())? {
+        let ino = match self.lookup(dir, name)? {
             Some(f) if flags.contains(OpenFlags::CREATE | OpenFlags::EXCL) => {
                 let _ = f;
                 return Err(Error::AlreadyExists);
@@ -329,7 +329,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 if self.handles.count() >= H {
                     return Err(Error::TooManyOpenFiles);
                 }
-                self.create_in(dir, name.as_bytes(), Kind::File, None)?
+                self.create_in(dir, name, Kind::File, None)?
             }
             None => return Err(Error::NotFound),
         };
@@ -511,7 +511,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Metadata of `path`.
     pub fn stat(&mut self, path: &str) -> Result<Metadata> {
-        let (ino, _) = self.resolve(path)?;
+        let (ino, _) = self.resolve(path.as_bytes())?;
         self.stat_ino(ino)
     }
 
@@ -551,8 +551,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.writable()?;
         self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
-        self.create_in(dir, name.as_bytes(), Kind::Dir, None)
-            .map(|_| ())
+        self.create_in(dir, name, Kind::Dir, None).map(|_| ())
     }
 
     /// Remove the empty directory `path`.
@@ -560,7 +559,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.writable()?;
         self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
-        self.remove_in(dir, name.as_bytes(), Some(Kind::Dir))
+        self.remove_in(dir, name, Some(Kind::Dir))
     }
 
     /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
@@ -569,7 +568,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.writable()?;
         self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
-        self.remove_in(dir, name.as_bytes(), Some(Kind::File))
+        self.remove_in(dir, name, Some(Kind::File))
     }
 
     /// Rename `from` to `to`, atomically, replacing `to` as POSIX `rename` does: a file may
@@ -580,7 +579,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.settle()?;
         let (fdir, fname) = self.resolve_parent(from)?;
         let (tdir, tname) = self.resolve_parent(to)?;
-        self.rename_in(fdir, fname.as_bytes(), tdir, tname.as_bytes())
+        self.rename_in(fdir, fname, tdir, tname)
     }
 
     /// Create `name` in directory `dir` (the journal replays this with the logged inode number
