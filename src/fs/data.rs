@@ -80,8 +80,20 @@ fn ext_key(ino: u64, byte_off: u64) -> Key {
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    /// The block size (a power of two: format and mount check it).
     pub(crate) fn bs(&self) -> u64 {
         u64::from(self.vol.space_info().block_size)
+    }
+
+    /// The file block holding byte `pos`. A shift, not a division: a `u64` division links
+    /// the compiler's software divide (1.3 KB of Thumb code).
+    pub(crate) fn blk_of(&self, pos: u64) -> u64 {
+        pos >> self.vol.space_info().block_size.trailing_zeros()
+    }
+
+    /// The offset of byte `pos` in its block.
+    pub(crate) fn in_blk(&self, pos: u64) -> u64 {
+        u64::from(pos as u32 & (self.vol.space_info().block_size - 1))
     }
 
     /// Files up to this many bytes are stored inline in the tree.
@@ -91,8 +103,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     fn decode_ext(&self, k: Key, v: &[u8]) -> Result<Ext> {
         let e = ExtentItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
-        let bs = self.bs();
-        if k.offset % bs != 0 || e.len.get() == 0 {
+        if self.in_blk(k.offset) != 0 || e.len.get() == 0 {
             return Err(Error::Corrupt);
         }
         // Every later sum (a block inside the extent, its end in the file) relies on these:
@@ -101,7 +112,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             start: e.block.get(),
             len: e.len.get(),
         })?;
-        let fblk = k.offset / bs;
+        let fblk = self.blk_of(k.offset);
         if fblk.checked_add(e.len.get()).is_none() {
             return Err(Error::Corrupt);
         }
@@ -228,10 +239,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let mut done = 0usize;
         while done < n {
             let pos = off + done as u64;
-            let (fblk, in_off) = (pos / bs, (pos % bs) as usize);
+            let (fblk, in_off) = (self.blk_of(pos), self.in_blk(pos) as usize);
             let ext = self.extent_at(ino, fblk)?;
             // Whole blocks of one extent: straight from the device when it can (no slot).
-            let whole = ((n - done) as u64 / bs)
+            let whole = self
+                .blk_of((n - done) as u64)
                 .min(ext.map_or(0, |e| e.fblk.saturating_add(e.len) - fblk));
             if let (Some(e), 0, 1..) = (ext, in_off, whole) {
                 let len = (whole * bs) as usize;
@@ -393,10 +405,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         while *done < len {
             let done_now = *done;
             let pos = off + done_now;
-            let fblk = pos / bs;
+            let fblk = self.blk_of(pos);
             match self.extent_at(ino, fblk)? {
                 Some(e) => {
-                    let in_off = pos % bs;
+                    let in_off = self.in_blk(pos);
                     let n = (bs - in_off).min(len - done_now);
                     let phys = e.block + (fblk - e.fblk);
                     if e.gen == gen {
@@ -411,17 +423,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     let next = self
                         .extent_from(ino, fblk + 1)?
                         .map_or(u64::MAX, |e| e.fblk);
-                    let last = (off + len - 1) / bs;
+                    let last = self.blk_of(off + len - 1);
                     let want = (last + 1).min(next) - fblk;
                     let run = self.vol.alloc_data(want)?;
                     let mut d = done_now;
                     for i in 0..run.len {
-                        let in_off = (off + d) % bs;
+                        let in_off = self.in_blk(off + d);
                         let n = (bs - in_off).min(len - d);
                         self.fill_block(run.start + i, true, in_off, src, d, n)?;
                         d += n;
                     }
-                    self.map_run(ino, fblk, run, (off + done_now) % bs == 0)?;
+                    self.map_run(ino, fblk, run, self.in_blk(off + done_now) == 0)?;
                     inode.blocks = inode.blocks.get().saturating_add(run.len).into();
                     *done = d;
                 }
@@ -596,7 +608,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.vol.remove(&Key::new(ino, kind::INLINE, 0))?;
         }
         let bs = self.bs();
-        let first = from.div_ceil(bs);
+        let first = self.blk_of(from) + u64::from(self.in_blk(from) != 0);
         let mut freed = 0;
         // An extent straddling the boundary keeps its head.
         if let Some(fb) = first.checked_sub(1) {
@@ -658,8 +670,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 let freed = self.free_data_from(ino, new_size)?;
                 inode.blocks = inode.blocks.get().saturating_sub(freed).into();
                 let bs = self.bs();
-                let tail = new_size % bs;
-                let tail_ext = self.extent_at(ino, new_size / bs)?;
+                let tail = self.in_blk(new_size);
+                let tail_ext = self.extent_at(ino, self.blk_of(new_size))?;
                 // During replay, a block a `MAP` of this commit group names already holds its
                 // final bytes (the zeroing, and anything written after it).
                 let final_bytes = tail_ext.is_some_and(|e| self.is_mapped_this_group(e.gen));

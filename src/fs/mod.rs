@@ -419,11 +419,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Up front, the space a copy-on-write of every block touched may take (split extent,
         // new mapping, freed block: a few tree changes each), so a write fails before it starts
         // rather than half-way.
-        let bs = u64::from(self.vol.space_info().block_size);
         let blocks = if data.is_empty() {
             0
         } else {
-            (offset % bs + data.len() as u64).div_ceil(bs)
+            // (`offset` in its block, plus the data, rounded up to whole blocks.)
+            self.blk_of(self.in_blk(offset) + data.len() as u64 + self.bs() - 1)
         };
         // Tree changes are reserved for the mapping; each block's allocation reserves the rest
         // as it goes (a write that runs out part-way is a short write).

@@ -127,8 +127,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// the end of the file, on a block boundary, with an extent that ends there too, start a
     /// tail so the next whole-block appends take the fast path.
     pub(crate) fn start_tail(&mut self, ino: u64, end: u64) {
-        let bs = self.bs();
-        if self.tail.is_some() || end % bs != 0 || self.replaying() || self.vol.is_read_only() {
+        if self.tail.is_some()
+            || self.in_blk(end) != 0
+            || self.replaying()
+            || self.vol.is_read_only()
+        {
             return;
         }
         let Ok(inode) = self.read_inode(ino) else {
@@ -138,7 +141,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if size != end || size == 0 || inode.flags.get() & inode_flags::INLINE != 0 {
             return;
         }
-        let end = size / bs;
+        let end = self.blk_of(size);
         // An extent whose numbers do not add up (a damaged volume) simply gets no tail.
         let sane = |e: &Ext| {
             e.fblk.checked_add(e.len) == Some(end) && e.block.checked_add(e.len).is_some()
@@ -171,7 +174,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(None);
         };
         let bs = self.bs();
-        let blocks = data.len() as u64 / bs;
+        let blocks = self.blk_of(data.len() as u64);
         if offset != t.inode.size.get() || blocks == 0 {
             return Ok(None);
         }
