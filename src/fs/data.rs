@@ -335,12 +335,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let key = Key::new(ino, kind::INLINE, 0);
         let had = inode.flags.get() & inode_flags::INLINE != 0;
         if had {
-            self.vol
-                .get(&key, |v| {
-                    let n = v.len().min(buf.len());
-                    buf[..n].copy_from_slice(&v[..n]);
-                })?
-                .ok_or(Error::Corrupt)?;
+            self.load_inline(&key, &mut buf)?;
         }
         let new_size = new_size as usize;
         let dst = buf
@@ -359,18 +354,22 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(())
     }
 
-    /// Move an inline file's bytes into a data block (file block 0).
-    fn inline_to_block(&mut self, ino: u64, inode: &mut InodeItem) -> Result<()> {
-        let mut buf = [0u8; INLINE_BUF];
-        let key = Key::new(ino, kind::INLINE, 0);
-        let n = self
-            .vol
-            .get(&key, |v| {
+    /// Copy the inline item `key` (which must exist) into `buf`; returns its length.
+    fn load_inline(&mut self, key: &Key, buf: &mut [u8; INLINE_BUF]) -> Result<usize> {
+        self.vol
+            .get(key, |v| {
                 let n = v.len().min(buf.len());
                 buf[..n].copy_from_slice(&v[..n]);
                 n
             })?
-            .ok_or(Error::Corrupt)?;
+            .ok_or(Error::Corrupt)
+    }
+
+    /// Move an inline file's bytes into a data block (file block 0).
+    fn inline_to_block(&mut self, ino: u64, inode: &mut InodeItem) -> Result<()> {
+        let mut buf = [0u8; INLINE_BUF];
+        let key = Key::new(ino, kind::INLINE, 0);
+        let n = self.load_inline(&key, &mut buf)?;
         let run = self.vol.alloc_data(1)?;
         let id = self.vol.pin_new_data(run.start, false)?;
         let r = self.vol.slot_mut(id).map(|s| {
