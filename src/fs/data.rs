@@ -144,12 +144,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let bs = self.bs();
         let before = ext_key(ino, (fblk + 1) * bs);
         let r = self.vol.prev(&before, |k, v| (k, v.to_vec_stack()))?;
-        let Some((k, v)) = r else { return Ok(None) };
-        if k.id != ino || k.kind != kind::EXTENT {
-            return Ok(None);
-        }
-        let e = self.decode_ext(k, v.as_slice())?;
-        Ok((fblk < e.fblk.saturating_add(e.len)).then_some(e))
+        let e = self.ext_of(ino, r)?;
+        Ok(e.filter(|e| fblk < e.fblk.saturating_add(e.len)))
     }
 
     /// The first extent of `ino` at or after file block `fblk`.
@@ -158,6 +154,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let r = self
             .vol
             .next(&ext_key(ino, fblk * bs), true, |k, v| (k, v.to_vec_stack()))?;
+        self.ext_of(ino, r)
+    }
+
+    /// The extent in item `r` (found next to an extent key of `ino`), if it is one of `ino`'s.
+    fn ext_of(&self, ino: u64, r: Option<(Key, heapless::Vec<u8, 32>)>) -> Result<Option<Ext>> {
         let Some((k, v)) = r else { return Ok(None) };
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
