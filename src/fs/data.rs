@@ -289,21 +289,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let size = inode.size.get();
         let new_size = size.max(end);
         let inline = inode.flags.get() & inode_flags::INLINE != 0;
-        if (inline || size == 0) && new_size <= self.inline_max() as u64 {
-            self.write_inline(ino, &mut inode, off, Src::Bytes(data), new_size)?;
-            let now = self.now();
-            inode.mtime = now.into();
-            self.write_inode(ino, &inode)?;
-            return Ok(data.len());
-        }
         let mut done = 0;
-        let r = if inline {
-            self.inline_to_block(ino, &mut inode)
-        } else {
+        let r = if (inline || size == 0) && new_size <= self.inline_max() as u64 {
+            // (It sets the size: `new_size`, as below.)
+            self.write_inline(ino, &mut inode, off, Src::Bytes(data), new_size)?;
+            done = data.len() as u64;
             Ok(())
+        } else {
+            let r = if inline {
+                self.inline_to_block(ino, &mut inode)
+            } else {
+                Ok(())
+            };
+            r.and_then(|()| self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done))
         };
-        let r =
-            r.and_then(|()| self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done));
         // Record what was written even when the volume filled up part-way (a short write);
         // a failure before anything was written leaves the inode as it was.
         match r {
