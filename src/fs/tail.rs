@@ -170,17 +170,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         offset: u64,
         data: &[u8],
     ) -> Result<Option<usize>> {
-        let Some(mut t) = self.tail.filter(|t| t.ino == ino) else {
+        // (Read and updated in place: the tail is too large to copy around cheaply.)
+        let Some(t) = self.tail.as_ref().filter(|t| t.ino == ino) else {
             return Ok(None);
         };
-        let bs = self.bs();
-        let blocks = self.blk_of(data.len() as u64);
-        if offset != t.inode.size.get() || blocks == 0 {
-            return Ok(None);
-        }
         // (`start_tail` checked that this does not overflow; appends keep it below the
         // allocator's run.)
-        let start = t.ext.block.saturating_add(t.ext.len);
+        let (size, start) = (t.inode.size.get(), t.ext.block.saturating_add(t.ext.len));
+        let bs = self.bs();
+        let blocks = self.blk_of(data.len() as u64);
+        if offset != size || blocks == 0 {
+            return Ok(None);
+        }
         let Some(run) = self.vol.alloc_data_at(start, blocks) else {
             return Ok(None);
         };
@@ -196,11 +197,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.vol.fail();
             return Err(e);
         }
-        t.ext.len += run.len;
-        t.inode.size = (offset + n).into();
-        t.inode.blocks = t.inode.blocks.get().saturating_add(run.len).into();
-        t.inode.mtime = self.now().into();
-        self.tail = Some(t);
+        let now = self.now();
+        if let Some(t) = &mut self.tail {
+            t.ext.len += run.len;
+            t.inode.size = (offset + n).into();
+            t.inode.blocks = t.inode.blocks.get().saturating_add(run.len).into();
+            t.inode.mtime = now.into();
+        }
         Ok(Some(n as usize))
     }
 
