@@ -59,8 +59,8 @@ pub(crate) struct Tail {
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The tail, unless the volume shut down (then every read must go to the refusing tree).
-    fn live_tail(&self) -> Option<Tail> {
-        self.tail.filter(|_| !self.vol.is_shut_down())
+    fn live_tail(&self) -> Option<&Tail> {
+        self.tail.as_ref().filter(|_| !self.vol.is_shut_down())
     }
 
     /// The tail's inode, if `ino` is the tail's file.
@@ -116,7 +116,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Settle the tail if it belongs to `ino`.
     pub(crate) fn settle_ino(&mut self, ino: u64) -> Result<()> {
-        if self.tail.is_some_and(|t| t.ino == ino) {
+        if self.tail.as_ref().is_some_and(|t| t.ino == ino) {
             self.settle()
         } else {
             Ok(())
