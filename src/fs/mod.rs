@@ -428,11 +428,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Tree changes are reserved for the mapping; each block's allocation reserves the rest
         // as it goes (a write that runs out part-way is a short write).
         let tree_ops = 4 + blocks.min(4);
-        let n = match self.op(tree_ops, true, |fs| fs.write_data(o.ino, offset, data)) {
+        // (One closure for both tries: one instance of `op`.)
+        let write = |fs: &mut Self| fs.write_data(o.ino, offset, data);
+        let n = match self.op(tree_ops, true, write) {
             // Space freed since the last checkpoint is reusable after one: take it and retry.
             Err(Error::NoSpace) if self.vol.pending_free() > 0 => {
                 self.checkpoint()?;
-                self.op(tree_ops, true, |fs| fs.write_data(o.ino, offset, data))?
+                self.op(tree_ops, true, write)?
             }
             r => r?,
         };
