@@ -13,10 +13,19 @@ use crate::error::{Error, Result};
 use crate::wire::items::NAME_MAX;
 
 /// Iterate the meaningful components of `path` (skipping empty ones), checking each.
-pub fn components(path: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty())
-        .map(check_component)
+pub fn components(mut path: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
+    core::iter::from_fn(move || {
+        while let [b'/', rest @ ..] = path {
+            path = rest;
+        }
+        if path.is_empty() {
+            return None;
+        }
+        let end = path.iter().position(|&b| b == b'/').unwrap_or(path.len());
+        let (c, rest) = path.split_at_checked(end)?;
+        path = rest;
+        Some(check_component(c))
+    })
 }
 
 fn check_component(c: &[u8]) -> Result<&[u8]> {
