@@ -10,6 +10,7 @@ use crate::wire::items::{kind, FileKind, InodeItem};
 use crate::wire::Key;
 
 /// The key of inode `ino`.
+#[inline(never)]
 pub(crate) fn inode_key(ino: u64) -> Key {
     Key::new(ino, kind::INODE, 0)
 }
