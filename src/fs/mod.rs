@@ -352,12 +352,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Read from the handle's position; returns bytes read (0 at end of file).
     pub fn read(&mut self, fd: Fd, buf: &mut [u8]) -> Result<usize> {
-        let o = *self.handles.get(fd)?;
-        if !o.flags.contains(OpenFlags::READ) {
-            return Err(Error::BadHandle);
-        }
-        let n = self.read_at(fd, o.pos, buf)?;
-        self.handles.get_mut(fd)?.pos = o.pos + n as u64;
+        // (`read_at` checks the handle and its flags.)
+        let pos = self.handles.get(fd)?.pos;
+        let n = self.read_at(fd, pos, buf)?;
+        self.handles.get_mut(fd)?.pos = pos + n as u64;
         Ok(n)
     }
 
