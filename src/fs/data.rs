@@ -406,9 +406,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let done_now = *done;
             let pos = off + done_now;
             let fblk = self.blk_of(pos);
+            let in_off = self.in_blk(pos);
             match self.extent_at(ino, fblk)? {
                 Some(e) => {
-                    let in_off = self.in_blk(pos);
                     let n = (bs - in_off).min(len - done_now);
                     let phys = e.block + (fblk - e.fblk);
                     if e.gen == gen {
@@ -433,7 +433,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                         self.fill_block(run.start + i, true, in_off, src, d, n)?;
                         d += n;
                     }
-                    self.map_run(ino, fblk, run, self.in_blk(off + done_now) == 0)?;
+                    self.map_run(ino, fblk, run, in_off == 0)?;
                     inode.blocks = inode.blocks.get().saturating_add(run.len).into();
                     *done = d;
                 }
