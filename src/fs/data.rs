@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::space::Run;
 use crate::wire::items::{inode_flags, kind, ExtentItem, InodeItem};
 use crate::wire::Key;
+use zerocopy::little_endian::U64;
 
 /// Largest inline file we keep a stack copy of while editing it.
 const INLINE_BUF: usize = 1024;
@@ -37,6 +38,13 @@ pub(crate) fn write_end(off: u64, data: &[u8]) -> Result<u64> {
     off.checked_add(data.len() as u64)
         .filter(|&e| e <= MAX_FILE_SIZE)
         .ok_or(Error::TooLarge)
+}
+
+/// `f += n` on an inode counter, saturating (the counters come from disk). One call instead
+/// of the load, add and store inline at every use.
+#[inline(never)]
+pub(crate) fn add_sat(f: &mut U64, n: u64) {
+    *f = f.get().saturating_add(n).into();
 }
 
 /// An extent in memory: file block index, disk block, length in blocks, generation.
@@ -383,7 +391,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.remove(&key)?;
         self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
-        inode.blocks = inode.blocks.get().saturating_add(1).into();
+        add_sat(&mut inode.blocks, 1);
         Ok(())
     }
 
@@ -434,7 +442,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                         d += n;
                     }
                     self.map_run(ino, fblk, run, in_off == 0)?;
-                    inode.blocks = inode.blocks.get().saturating_add(run.len).into();
+                    add_sat(&mut inode.blocks, run.len);
                     *done = d;
                 }
             }
@@ -557,7 +565,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             },
             InsertMode::Create,
         )?;
-        inode.blocks = inode.blocks.get().saturating_add(1).into();
+        add_sat(&mut inode.blocks, 1);
         self.write_inode(ino, &inode)
     }
 
@@ -597,7 +605,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 self.put_ext(ino, e, InsertMode::Create)?;
             }
         }
-        inode.blocks = inode.blocks.get().saturating_add(count).into();
+        add_sat(&mut inode.blocks, count);
         self.write_inode(ino, &inode)
     }
 

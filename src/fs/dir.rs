@@ -155,7 +155,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Both counters come from disk: a hostile inode at the top of the range is Corrupt, not
         // an overflow (a real directory cannot see 2^64 insertions).
         d.next_seq = seq.checked_add(1).ok_or(Error::Corrupt)?.into();
-        d.size = d.size.get().saturating_add(1).into();
+        super::data::add_sat(&mut d.size, 1);
         let now = self.now();
         d.mtime = now.into();
         self.write_inode(dir, &d)

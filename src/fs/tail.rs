@@ -201,7 +201,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if let Some(t) = &mut self.tail {
             t.ext.len += run.len;
             t.inode.size = (offset + n).into();
-            t.inode.blocks = t.inode.blocks.get().saturating_add(run.len).into();
+            super::data::add_sat(&mut t.inode.blocks, run.len);
             t.inode.mtime = now.into();
         }
         Ok(Some(n as usize))
