@@ -58,7 +58,7 @@ pub(crate) struct Ext {
 
 /// Where bytes to write come from.
 #[derive(Clone, Copy)]
-enum Src<'a> {
+pub(crate) enum Src<'a> {
     Bytes(&'a [u8]),
     Zeros(u64),
 }
@@ -452,7 +452,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Put `n` bytes of `src` (from `src_off`) at `in_off` of disk block `phys`. A `fresh`
     /// block is zero-filled around them; otherwise its other bytes are kept (read if needed).
-    fn fill_block(
+    pub(crate) fn fill_block(
         &mut self,
         phys: u64,
         fresh: bool,

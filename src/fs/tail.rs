@@ -35,7 +35,7 @@
 //!
 //! [`Volume::alloc_data_at`]: crate::volume::Volume::alloc_data_at
 
-use super::data::Ext;
+use super::data::{Ext, Src};
 use super::Fs;
 use crate::btree::InsertMode;
 use crate::device::BlockDevice;
@@ -218,15 +218,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !self.vol.needs_flush() && self.vol.write_data_now(first, src)? {
             return Ok(());
         }
-        for (i, chunk) in src.chunks_exact(bs).enumerate() {
-            let id = self.vol.pin_new_data(first + i as u64, true)?;
-            let r = self.vol.slot_mut(id).and_then(|s| {
-                s.get_mut(..bs)
-                    .ok_or(Error::InvalidArgument)
-                    .map(|d| d.copy_from_slice(chunk))
-            });
-            self.vol.unpin(id);
-            r?;
+        // Whole new blocks, as the general path writes them.
+        let bs = bs as u64;
+        for i in 0..count {
+            self.fill_block(first + i, true, 0, Src::Bytes(src), i * bs, bs)?;
         }
         Ok(())
     }
