@@ -380,14 +380,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let key = Key::new(ino, kind::INLINE, 0);
         let n = self.load_inline(&key, &mut buf)?;
         let run = self.vol.alloc_data(1)?;
-        let id = self.vol.pin_new_data(run.start, false)?;
-        let r = self.vol.slot_mut(id).map(|s| {
-            if let (Some(d), Some(src)) = (s.get_mut(..n), buf.get(..n)) {
-                d.copy_from_slice(src);
-            }
-        });
-        self.vol.unpin(id);
-        r?;
+        // A fresh block, zero past the bytes (less than a block: the inline limit is below
+        // the smallest block size).
+        let bytes = buf.get(..n).unwrap_or_default();
+        self.fill_block(run.start, true, 0, Src::Bytes(bytes), 0, n as u64)?;
         self.vol.remove(&key)?;
         self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
