@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::space::Run;
 use crate::wire::items::{inode_flags, kind, ExtentItem, InodeItem};
 use crate::wire::Key;
+use zerocopy::little_endian::U64;
 
 /// Largest inline file we keep a stack copy of while editing it.
 const INLINE_BUF: usize = 1024;
@@ -39,6 +40,13 @@ pub(crate) fn write_end(off: u64, data: &[u8]) -> Result<u64> {
         .ok_or(Error::TooLarge)
 }
 
+/// `f += n` on an inode counter, saturating (the counters come from disk). One call instead
+/// of the load, add and store inline at every use.
+#[inline(never)]
+pub(crate) fn add_sat(f: &mut U64, n: u64) {
+    *f = f.get().saturating_add(n).into();
+}
+
 /// An extent in memory: file block index, disk block, length in blocks, generation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ext {
@@ -50,7 +58,7 @@ pub(crate) struct Ext {
 
 /// Where bytes to write come from.
 #[derive(Clone, Copy)]
-enum Src<'a> {
+pub(crate) enum Src<'a> {
     Bytes(&'a [u8]),
     Zeros(u64),
 }
@@ -80,19 +88,31 @@ fn ext_key(ino: u64, byte_off: u64) -> Key {
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
+    /// The block size (a power of two: format and mount check it).
     pub(crate) fn bs(&self) -> u64 {
         u64::from(self.vol.space_info().block_size)
     }
 
+    /// The file block holding byte `pos`. A shift, not a division: a `u64` division links
+    /// the compiler's software divide (1.3 KB of Thumb code).
+    pub(crate) fn blk_of(&self, pos: u64) -> u64 {
+        pos >> self.vol.space_info().block_size.trailing_zeros()
+    }
+
+    /// The offset of byte `pos` in its block.
+    pub(crate) fn in_blk(&self, pos: u64) -> u64 {
+        u64::from(pos as u32 & (self.vol.space_info().block_size - 1))
+    }
+
     /// Files up to this many bytes are stored inline in the tree.
+    #[inline(never)]
     pub fn inline_max(&self) -> usize {
         self.vol.max_value_len().min(INLINE_BUF)
     }
 
     fn decode_ext(&self, k: Key, v: &[u8]) -> Result<Ext> {
         let e = ExtentItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
-        let bs = self.bs();
-        if k.offset % bs != 0 || e.len.get() == 0 {
+        if self.in_blk(k.offset) != 0 || e.len.get() == 0 {
             return Err(Error::Corrupt);
         }
         // Every later sum (a block inside the extent, its end in the file) relies on these:
@@ -101,7 +121,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             start: e.block.get(),
             len: e.len.get(),
         })?;
-        let fblk = k.offset / bs;
+        let fblk = self.blk_of(k.offset);
         if fblk.checked_add(e.len.get()).is_none() {
             return Err(Error::Corrupt);
         }
@@ -133,12 +153,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let bs = self.bs();
         let before = ext_key(ino, (fblk + 1) * bs);
         let r = self.vol.prev(&before, |k, v| (k, v.to_vec_stack()))?;
-        let Some((k, v)) = r else { return Ok(None) };
-        if k.id != ino || k.kind != kind::EXTENT {
-            return Ok(None);
-        }
-        let e = self.decode_ext(k, v.as_slice())?;
-        Ok((fblk < e.fblk.saturating_add(e.len)).then_some(e))
+        let e = self.ext_of(ino, r)?;
+        Ok(e.filter(|e| fblk < e.fblk.saturating_add(e.len)))
     }
 
     /// The first extent of `ino` at or after file block `fblk`.
@@ -147,6 +163,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let r = self
             .vol
             .next(&ext_key(ino, fblk * bs), true, |k, v| (k, v.to_vec_stack()))?;
+        self.ext_of(ino, r)
+    }
+
+    /// The extent in item `r` (found next to an extent key of `ino`), if it is one of `ino`'s.
+    fn ext_of(&self, ino: u64, r: Option<(Key, heapless::Vec<u8, 32>)>) -> Result<Option<Ext>> {
         let Some((k, v)) = r else { return Ok(None) };
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
@@ -228,10 +249,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let mut done = 0usize;
         while done < n {
             let pos = off + done as u64;
-            let (fblk, in_off) = (pos / bs, (pos % bs) as usize);
+            let (fblk, in_off) = (self.blk_of(pos), self.in_blk(pos) as usize);
             let ext = self.extent_at(ino, fblk)?;
             // Whole blocks of one extent: straight from the device when it can (no slot).
-            let whole = ((n - done) as u64 / bs)
+            let whole = self
+                .blk_of((n - done) as u64)
                 .min(ext.map_or(0, |e| e.fblk.saturating_add(e.len) - fblk));
             if let (Some(e), 0, 1..) = (ext, in_off, whole) {
                 let len = (whole * bs) as usize;
@@ -276,21 +298,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let size = inode.size.get();
         let new_size = size.max(end);
         let inline = inode.flags.get() & inode_flags::INLINE != 0;
-        if (inline || size == 0) && new_size <= self.inline_max() as u64 {
-            self.write_inline(ino, &mut inode, off, Src::Bytes(data), new_size)?;
-            let now = self.now();
-            inode.mtime = now.into();
-            self.write_inode(ino, &inode)?;
-            return Ok(data.len());
-        }
         let mut done = 0;
-        let r = if inline {
-            self.inline_to_block(ino, &mut inode)
-        } else {
+        let r = if (inline || size == 0) && new_size <= self.inline_max() as u64 {
+            // (It sets the size: `new_size`, as below.)
+            self.write_inline(ino, &mut inode, off, Src::Bytes(data), new_size)?;
+            done = data.len() as u64;
             Ok(())
+        } else {
+            let r = if inline {
+                self.inline_to_block(ino, &mut inode)
+            } else {
+                Ok(())
+            };
+            r.and_then(|()| self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done))
         };
-        let r =
-            r.and_then(|()| self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done));
         // Record what was written even when the volume filled up part-way (a short write);
         // a failure before anything was written leaves the inode as it was.
         match r {
@@ -323,12 +344,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let key = Key::new(ino, kind::INLINE, 0);
         let had = inode.flags.get() & inode_flags::INLINE != 0;
         if had {
-            self.vol
-                .get(&key, |v| {
-                    let n = v.len().min(buf.len());
-                    buf[..n].copy_from_slice(&v[..n]);
-                })?
-                .ok_or(Error::Corrupt)?;
+            self.load_inline(&key, &mut buf)?;
         }
         let new_size = new_size as usize;
         let dst = buf
@@ -347,31 +363,31 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok(())
     }
 
-    /// Move an inline file's bytes into a data block (file block 0).
-    fn inline_to_block(&mut self, ino: u64, inode: &mut InodeItem) -> Result<()> {
-        let mut buf = [0u8; INLINE_BUF];
-        let key = Key::new(ino, kind::INLINE, 0);
-        let n = self
-            .vol
-            .get(&key, |v| {
+    /// Copy the inline item `key` (which must exist) into `buf`; returns its length.
+    fn load_inline(&mut self, key: &Key, buf: &mut [u8; INLINE_BUF]) -> Result<usize> {
+        self.vol
+            .get(key, |v| {
                 let n = v.len().min(buf.len());
                 buf[..n].copy_from_slice(&v[..n]);
                 n
             })?
-            .ok_or(Error::Corrupt)?;
+            .ok_or(Error::Corrupt)
+    }
+
+    /// Move an inline file's bytes into a data block (file block 0).
+    fn inline_to_block(&mut self, ino: u64, inode: &mut InodeItem) -> Result<()> {
+        let mut buf = [0u8; INLINE_BUF];
+        let key = Key::new(ino, kind::INLINE, 0);
+        let n = self.load_inline(&key, &mut buf)?;
         let run = self.vol.alloc_data(1)?;
-        let id = self.vol.pin_new_data(run.start, false)?;
-        let r = self.vol.slot_mut(id).map(|s| {
-            if let (Some(d), Some(src)) = (s.get_mut(..n), buf.get(..n)) {
-                d.copy_from_slice(src);
-            }
-        });
-        self.vol.unpin(id);
-        r?;
+        // A fresh block, zero past the bytes (less than a block: the inline limit is below
+        // the smallest block size).
+        let bytes = buf.get(..n).unwrap_or_default();
+        self.fill_block(run.start, true, 0, Src::Bytes(bytes), 0, n as u64)?;
         self.vol.remove(&key)?;
         self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
-        inode.blocks = inode.blocks.get().saturating_add(1).into();
+        add_sat(&mut inode.blocks, 1);
         Ok(())
     }
 
@@ -393,10 +409,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         while *done < len {
             let done_now = *done;
             let pos = off + done_now;
-            let fblk = pos / bs;
+            let fblk = self.blk_of(pos);
+            let in_off = self.in_blk(pos);
             match self.extent_at(ino, fblk)? {
                 Some(e) => {
-                    let in_off = pos % bs;
                     let n = (bs - in_off).min(len - done_now);
                     let phys = e.block + (fblk - e.fblk);
                     if e.gen == gen {
@@ -411,18 +427,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     let next = self
                         .extent_from(ino, fblk + 1)?
                         .map_or(u64::MAX, |e| e.fblk);
-                    let last = (off + len - 1) / bs;
+                    let last = self.blk_of(off + len - 1);
                     let want = (last + 1).min(next) - fblk;
                     let run = self.vol.alloc_data(want)?;
                     let mut d = done_now;
                     for i in 0..run.len {
-                        let in_off = (off + d) % bs;
+                        let in_off = self.in_blk(off + d);
                         let n = (bs - in_off).min(len - d);
                         self.fill_block(run.start + i, true, in_off, src, d, n)?;
                         d += n;
                     }
-                    self.map_run(ino, fblk, run, (off + done_now) % bs == 0)?;
-                    inode.blocks = inode.blocks.get().saturating_add(run.len).into();
+                    self.map_run(ino, fblk, run, in_off == 0)?;
+                    add_sat(&mut inode.blocks, run.len);
                     *done = d;
                 }
             }
@@ -432,7 +448,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Put `n` bytes of `src` (from `src_off`) at `in_off` of disk block `phys`. A `fresh`
     /// block is zero-filled around them; otherwise its other bytes are kept (read if needed).
-    fn fill_block(
+    pub(crate) fn fill_block(
         &mut self,
         phys: u64,
         fresh: bool,
@@ -545,7 +561,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             },
             InsertMode::Create,
         )?;
-        inode.blocks = inode.blocks.get().saturating_add(1).into();
+        add_sat(&mut inode.blocks, 1);
         self.write_inode(ino, &inode)
     }
 
@@ -585,7 +601,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 self.put_ext(ino, e, InsertMode::Create)?;
             }
         }
-        inode.blocks = inode.blocks.get().saturating_add(count).into();
+        add_sat(&mut inode.blocks, count);
         self.write_inode(ino, &inode)
     }
 
@@ -596,7 +612,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.vol.remove(&Key::new(ino, kind::INLINE, 0))?;
         }
         let bs = self.bs();
-        let first = from.div_ceil(bs);
+        let first = self.blk_of(from) + u64::from(self.in_blk(from) != 0);
         let mut freed = 0;
         // An extent straddling the boundary keeps its head.
         if let Some(fb) = first.checked_sub(1) {
@@ -658,8 +674,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 let freed = self.free_data_from(ino, new_size)?;
                 inode.blocks = inode.blocks.get().saturating_sub(freed).into();
                 let bs = self.bs();
-                let tail = new_size % bs;
-                let tail_ext = self.extent_at(ino, new_size / bs)?;
+                let tail = self.in_blk(new_size);
+                let tail_ext = self.extent_at(ino, self.blk_of(new_size))?;
                 // During replay, a block a `MAP` of this commit group names already holds its
                 // final bytes (the zeroing, and anything written after it).
                 let final_bytes = tail_ext.is_some_and(|e| self.is_mapped_this_group(e.gen));

@@ -155,7 +155,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Both counters come from disk: a hostile inode at the top of the range is Corrupt, not
         // an overflow (a real directory cannot see 2^64 insertions).
         d.next_seq = seq.checked_add(1).ok_or(Error::Corrupt)?.into();
-        d.size = d.size.get().saturating_add(1).into();
+        super::data::add_sat(&mut d.size, 1);
         let now = self.now();
         d.mtime = now.into();
         self.write_inode(dir, &d)
@@ -165,11 +165,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub(crate) fn remove_entry(&mut self, dir: u64, name: &[u8]) -> Result<Found> {
         let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
         let mut buf = [0u8; HASH_ITEM_BUF];
-        let mut found = None;
-        let kept = self.vol.get(&key, |v| -> Result<usize> {
-            let mut out = 0;
+        // The item without the entry: the bytes before it and after it (every entry checked).
+        let kept = self.vol.get(&key, |v| -> Result<(usize, Option<Found>)> {
+            let mut found = None;
+            let mut cut = (0, 0);
+            let mut at = 0;
             for e in entries(v) {
                 let (h, n) = e?;
+                let len = DIR_ENTRY_HEAD_LEN + n.len();
                 if n == name && found.is_none() {
                     let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
                     found = Some(Found {
@@ -177,17 +180,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                         seq: h.seq.get(),
                         kind,
                     });
-                    continue;
+                    cut = (at, at + len);
                 }
-                let len = DIR_ENTRY_HEAD_LEN + n.len();
-                let dst = buf.get_mut(out..out + len).ok_or(Error::TooLarge)?;
-                dst[..DIR_ENTRY_HEAD_LEN].copy_from_slice(h.as_bytes());
-                dst[DIR_ENTRY_HEAD_LEN..].copy_from_slice(n);
-                out += len;
+                at += len;
             }
-            Ok(out)
+            let (head, rest) = v.split_at_checked(cut.0).ok_or(Error::Corrupt)?;
+            let tail = rest.get(cut.1 - cut.0..).ok_or(Error::Corrupt)?;
+            let out = head.len() + tail.len();
+            let dst = buf.get_mut(..out).ok_or(Error::TooLarge)?;
+            let (d1, d2) = dst.split_at_mut(head.len());
+            d1.copy_from_slice(head);
+            d2.copy_from_slice(tail);
+            Ok((out, found))
         })?;
-        let kept = kept.ok_or(Error::NotFound)??;
+        let (kept, found) = kept.ok_or(Error::NotFound)??;
         let f = found.ok_or(Error::NotFound)?;
         if kept == 0 {
             self.vol.remove(&key)?;
@@ -208,7 +214,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Start listing directory `path`.
     pub fn read_dir(&mut self, path: &str) -> Result<ReadDir> {
-        let (dir, kind) = self.resolve(path)?;
+        let (dir, kind) = self.resolve(path.as_bytes())?;
         if kind != FileKind::Dir {
             return Err(Error::NotADirectory);
         }

@@ -85,9 +85,9 @@ impl<const H: usize> Handles<H> {
         })
     }
 
-    pub fn get(&self, fd: Fd) -> Result<Open> {
+    pub fn get(&self, fd: Fd) -> Result<&Open> {
         match self.slots.get(usize::from(fd.idx)) {
-            Some(Some(o)) if o.gen == fd.gen => Ok(*o),
+            Some(Some(o)) if o.gen == fd.gen => Ok(o),
             _ => Err(Error::BadHandle),
         }
     }

@@ -10,6 +10,7 @@ use crate::wire::items::{kind, FileKind, InodeItem};
 use crate::wire::Key;
 
 /// The key of inode `ino`.
+#[inline(never)]
 pub(crate) fn inode_key(ino: u64) -> Key {
     Key::new(ino, kind::INODE, 0)
 }
@@ -74,6 +75,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The caller's clock, or 0.
+    #[inline(never)]
     pub(crate) fn now(&self) -> u64 {
         self.clock.map_or(0, |c| c())
     }

@@ -228,7 +228,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Resolve `path` to `(inode, kind)`.
-    fn resolve(&mut self, path: &str) -> Result<(u64, Kind)> {
+    fn resolve(&mut self, path: &[u8]) -> Result<(u64, Kind)> {
         let mut cur = ROOT_INO;
         let mut kind = Kind::Dir;
         for c in path::components(path) {
@@ -237,10 +237,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 return Err(Error::NotADirectory);
             }
             match c {
-                "." => {}
-                ".." => cur = self.read_inode(cur)?.parent.get(),
+                b"." => {}
+                b".." => cur = self.read_inode(cur)?.parent.get(),
                 name => {
-                    let f = self.lookup(cur, name.as_bytes())?.ok_or(Error::NotFound)?;
+                    let f = self.lookup(cur, name)?.ok_or(Error::NotFound)?;
                     cur = f.ino;
                     kind = f.kind;
                 }
@@ -250,8 +250,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Resolve the directory holding `path`'s last component; returns it and the name.
-    fn resolve_parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p str)> {
-        let (dir, name) = path::split_last(path)?;
+    fn resolve_parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8])> {
+        let (dir, name) = path::split_last(path.as_bytes())?;
         let (ino, kind) = self.resolve(dir)?;
         if kind != Kind::Dir {
             return Err(Error::NotADirectory);
@@ -317,7 +317,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.settle()?;
         }
         let (dir, name) = self.resolve_parent(path)?;
-        let ino = match self.lookup(dir, name.as_bytes())? {
+        let ino = match self.lookup(dir, name)? {
             Some(f) if flags.contains(OpenFlags::CREATE | OpenFlags::EXCL) => {
                 let _ = f;
                 return Err(Error::AlreadyExists);
@@ -329,7 +329,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 if self.handles.count() >= H {
                     return Err(Error::TooManyOpenFiles);
                 }
-                self.create_in(dir, name.as_bytes(), Kind::File, None)?
+                self.create_in(dir, name, Kind::File, None)?
             }
             None => return Err(Error::NotFound),
         };
@@ -345,25 +345,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Close a handle.
     pub fn close(&mut self, fd: Fd) -> Result<()> {
-        let o = self.handles.get(fd)?;
+        let o = *self.handles.get(fd)?;
         self.settle_ino(o.ino)?;
         self.handles.close(fd)
     }
 
     /// Read from the handle's position; returns bytes read (0 at end of file).
     pub fn read(&mut self, fd: Fd, buf: &mut [u8]) -> Result<usize> {
-        let o = self.handles.get(fd)?;
-        if !o.flags.contains(OpenFlags::READ) {
-            return Err(Error::BadHandle);
-        }
-        let n = self.read_at(fd, o.pos, buf)?;
-        self.handles.get_mut(fd)?.pos = o.pos + n as u64;
+        // (`read_at` checks the handle and its flags.)
+        let pos = self.handles.get(fd)?.pos;
+        let n = self.read_at(fd, pos, buf)?;
+        self.handles.get_mut(fd)?.pos = pos + n as u64;
         Ok(n)
     }
 
     /// Read at `offset` without moving the handle's position.
     pub fn read_at(&mut self, fd: Fd, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let o = self.handles.get(fd)?;
+        let o = *self.handles.get(fd)?;
         if !o.flags.contains(OpenFlags::READ) {
             return Err(Error::BadHandle);
         }
@@ -373,7 +371,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Write at the handle's position (or the end, with `APPEND`); returns bytes written.
     pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize> {
-        let o = self.handles.get(fd)?;
+        let o = *self.handles.get(fd)?;
         let pos = if o.flags.contains(OpenFlags::APPEND) {
             self.read_inode(o.ino)?.size.get()
         } else {
@@ -392,7 +390,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// [`write_at`](Self::write_at); `tail` lets whole-block appends take the fast path of
     /// `tail.rs` (queued writes do not: their data and log operation must be in place at once).
     fn write_at_inner(&mut self, fd: Fd, offset: u64, data: &[u8], tail: bool) -> Result<usize> {
-        let o = self.handles.get(fd)?;
+        let o = *self.handles.get(fd)?;
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
@@ -419,20 +417,22 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Up front, the space a copy-on-write of every block touched may take (split extent,
         // new mapping, freed block: a few tree changes each), so a write fails before it starts
         // rather than half-way.
-        let bs = u64::from(self.vol.space_info().block_size);
         let blocks = if data.is_empty() {
             0
         } else {
-            (offset % bs + data.len() as u64).div_ceil(bs)
+            // (`offset` in its block, plus the data, rounded up to whole blocks.)
+            self.blk_of(self.in_blk(offset) + data.len() as u64 + self.bs() - 1)
         };
         // Tree changes are reserved for the mapping; each block's allocation reserves the rest
         // as it goes (a write that runs out part-way is a short write).
         let tree_ops = 4 + blocks.min(4);
-        let n = match self.op(tree_ops, true, |fs| fs.write_data(o.ino, offset, data)) {
+        // (One closure for both tries: one instance of `op`.)
+        let write = |fs: &mut Self| fs.write_data(o.ino, offset, data);
+        let n = match self.op(tree_ops, true, write) {
             // Space freed since the last checkpoint is reusable after one: take it and retry.
             Err(Error::NoSpace) if self.vol.pending_free() > 0 => {
                 self.checkpoint()?;
-                self.op(tree_ops, true, |fs| fs.write_data(o.ino, offset, data))?
+                self.op(tree_ops, true, write)?
             }
             r => r?,
         };
@@ -445,7 +445,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Move the handle's position; returns the new position.
     pub fn seek(&mut self, fd: Fd, to: SeekFrom) -> Result<u64> {
-        let o = self.handles.get(fd)?;
+        let o = *self.handles.get(fd)?;
         let size = self.read_inode(o.ino)?.size.get();
         let base = match to {
             SeekFrom::Start(n) => Some(n),
@@ -461,7 +461,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Set the file's size: shrinking frees blocks, growing leaves a hole (reads as zeros).
     pub fn truncate(&mut self, fd: Fd, size: u64) -> Result<()> {
-        let o = self.handles.get(fd)?;
+        let o = *self.handles.get(fd)?;
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
@@ -473,7 +473,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// blocks), not a checkpoint. Every change before it, to any file, becomes durable too.
     /// Without the `journal` feature it is a checkpoint, as [`sync_all`](Self::sync_all).
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
-        let o = self.handles.get(fd)?;
+        let o = *self.handles.get(fd)?;
         self.read_inode(o.ino)?;
         self.settle()?;
         self.quiesce()?;
@@ -511,13 +511,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Metadata of `path`.
     pub fn stat(&mut self, path: &str) -> Result<Metadata> {
-        let (ino, _) = self.resolve(path)?;
+        let (ino, _) = self.resolve(path.as_bytes())?;
         self.stat_ino(ino)
     }
 
     /// Metadata of an open file.
     pub fn fstat(&mut self, fd: Fd) -> Result<Metadata> {
-        let o = self.handles.get(fd)?;
+        let o = *self.handles.get(fd)?;
         self.stat_ino(o.ino)
     }
 
@@ -551,8 +551,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.writable()?;
         self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
-        self.create_in(dir, name.as_bytes(), Kind::Dir, None)
-            .map(|_| ())
+        self.create_in(dir, name, Kind::Dir, None).map(|_| ())
     }
 
     /// Remove the empty directory `path`.
@@ -560,7 +559,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.writable()?;
         self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
-        self.remove_in(dir, name.as_bytes(), Some(Kind::Dir))
+        self.remove_in(dir, name, Some(Kind::Dir))
     }
 
     /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
@@ -569,7 +568,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.writable()?;
         self.settle()?;
         let (dir, name) = self.resolve_parent(path)?;
-        self.remove_in(dir, name.as_bytes(), Some(Kind::File))
+        self.remove_in(dir, name, Some(Kind::File))
     }
 
     /// Rename `from` to `to`, atomically, replacing `to` as POSIX `rename` does: a file may
@@ -580,7 +579,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.settle()?;
         let (fdir, fname) = self.resolve_parent(from)?;
         let (tdir, tname) = self.resolve_parent(to)?;
-        self.rename_in(fdir, fname.as_bytes(), tdir, tname.as_bytes())
+        self.rename_in(fdir, fname, tdir, tname)
     }
 
     /// Create `name` in directory `dir` (the journal replays this with the logged inode number

@@ -35,7 +35,7 @@
 //!
 //! [`Volume::alloc_data_at`]: crate::volume::Volume::alloc_data_at
 
-use super::data::Ext;
+use super::data::{Ext, Src};
 use super::Fs;
 use crate::btree::InsertMode;
 use crate::device::BlockDevice;
@@ -59,8 +59,8 @@ pub(crate) struct Tail {
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The tail, unless the volume shut down (then every read must go to the refusing tree).
-    fn live_tail(&self) -> Option<Tail> {
-        self.tail.filter(|_| !self.vol.is_shut_down())
+    fn live_tail(&self) -> Option<&Tail> {
+        self.tail.as_ref().filter(|_| !self.vol.is_shut_down())
     }
 
     /// The tail's inode, if `ino` is the tail's file.
@@ -116,7 +116,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Settle the tail if it belongs to `ino`.
     pub(crate) fn settle_ino(&mut self, ino: u64) -> Result<()> {
-        if self.tail.is_some_and(|t| t.ino == ino) {
+        if self.tail.as_ref().is_some_and(|t| t.ino == ino) {
             self.settle()
         } else {
             Ok(())
@@ -127,8 +127,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// the end of the file, on a block boundary, with an extent that ends there too, start a
     /// tail so the next whole-block appends take the fast path.
     pub(crate) fn start_tail(&mut self, ino: u64, end: u64) {
-        let bs = self.bs();
-        if self.tail.is_some() || end % bs != 0 || self.replaying() || self.vol.is_read_only() {
+        if self.tail.is_some()
+            || self.in_blk(end) != 0
+            || self.replaying()
+            || self.vol.is_read_only()
+        {
             return;
         }
         let Ok(inode) = self.read_inode(ino) else {
@@ -138,7 +141,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if size != end || size == 0 || inode.flags.get() & inode_flags::INLINE != 0 {
             return;
         }
-        let end = size / bs;
+        let end = self.blk_of(size);
         // An extent whose numbers do not add up (a damaged volume) simply gets no tail.
         let sane = |e: &Ext| {
             e.fblk.checked_add(e.len) == Some(end) && e.block.checked_add(e.len).is_some()
@@ -167,17 +170,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         offset: u64,
         data: &[u8],
     ) -> Result<Option<usize>> {
-        let Some(mut t) = self.tail.filter(|t| t.ino == ino) else {
+        // (Read and updated in place: the tail is too large to copy around cheaply.)
+        let Some(t) = self.tail.as_ref().filter(|t| t.ino == ino) else {
             return Ok(None);
         };
-        let bs = self.bs();
-        let blocks = data.len() as u64 / bs;
-        if offset != t.inode.size.get() || blocks == 0 {
-            return Ok(None);
-        }
         // (`start_tail` checked that this does not overflow; appends keep it below the
         // allocator's run.)
-        let start = t.ext.block.saturating_add(t.ext.len);
+        let (size, start) = (t.inode.size.get(), t.ext.block.saturating_add(t.ext.len));
+        let bs = self.bs();
+        let blocks = self.blk_of(data.len() as u64);
+        if offset != size || blocks == 0 {
+            return Ok(None);
+        }
         let Some(run) = self.vol.alloc_data_at(start, blocks) else {
             return Ok(None);
         };
@@ -193,11 +197,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.vol.fail();
             return Err(e);
         }
-        t.ext.len += run.len;
-        t.inode.size = (offset + n).into();
-        t.inode.blocks = t.inode.blocks.get().saturating_add(run.len).into();
-        t.inode.mtime = self.now().into();
-        self.tail = Some(t);
+        let now = self.now();
+        if let Some(t) = &mut self.tail {
+            t.ext.len += run.len;
+            t.inode.size = (offset + n).into();
+            super::data::add_sat(&mut t.inode.blocks, run.len);
+            t.inode.mtime = now.into();
+        }
         Ok(Some(n as usize))
     }
 
@@ -212,15 +218,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !self.vol.needs_flush() && self.vol.write_data_now(first, src)? {
             return Ok(());
         }
-        for (i, chunk) in src.chunks_exact(bs).enumerate() {
-            let id = self.vol.pin_new_data(first + i as u64, true)?;
-            let r = self.vol.slot_mut(id).and_then(|s| {
-                s.get_mut(..bs)
-                    .ok_or(Error::InvalidArgument)
-                    .map(|d| d.copy_from_slice(chunk))
-            });
-            self.vol.unpin(id);
-            r?;
+        // Whole new blocks, as the general path writes them.
+        let bs = bs as u64;
+        for i in 0..count {
+            self.fill_block(first + i, true, 0, Src::Bytes(src), i * bs, bs)?;
         }
         Ok(())
     }
