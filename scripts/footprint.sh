@@ -65,11 +65,11 @@ FW_BIN=$FW_TARGET/thumbv7em-none-eabihf/release
 (cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin baseline --bin rw >&2)
 cp "$FW_BIN/baseline" "$OUT/bonsaifs-baseline.elf"
 cp "$FW_BIN/rw" "$OUT/bonsaifs-rw.elf"
-# The same firmware with the journal, and with the crate's default features (journal and
-# the NOWAIT pipeline).
+# The same firmware with the journal, and with the crate's default features (journal, the
+# NOWAIT pipeline and the fast paths).
 (cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin rw --features bonsaifs/journal >&2)
 cp "$FW_BIN/rw" "$OUT/bonsaifs-rwjournal.elf"
-(cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin rw --features bonsaifs/nowait >&2)
+(cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin rw --features bonsaifs/default >&2)
 cp "$FW_BIN/rw" "$OUT/bonsaifs-rwdefault.elf"
 (cd footprint && CARGO_TARGET_DIR=$FW_TARGET cargo build --release --bin ro "${RO_FEATURES[@]}" >&2)
 cp "$FW_BIN/ro" "$OUT/bonsaifs-ro.elf"
@@ -184,10 +184,11 @@ done
   echo "and buffers, which live in statics) plus the filesystem state where it sits on \`main\`'s"
   echo "stack (bonsaifs's \`Fs\` value; littlefs's \`lfs_t\` and file are statics, already in \`.bss\`)."
   echo "\`bonsaifs read-write\` is built without default features: every call blocks, as littlefs's"
-  echo "do, and \`fsync\` is a checkpoint (power-safe; littlefs also commits metadata at each sync)."
+  echo "do, \`fsync\` is a checkpoint (power-safe; littlefs also commits metadata at each sync),"
+  echo "and data goes through the cache (no \`fast-paths\`: append tail, direct I/O, lookup memos)."
   echo "\`+ journal\` adds the \`journal\` feature (\`fsync\` writes one log record; mount replays);"
   echo "\`default features\` also has \`nowait\` (queued \`NOWAIT\` / \`DSYNC\` writes, tickets,"
-  echo "\`NOWAIT\` reads). The Performance section measures the default build."
+  echo "\`NOWAIT\` reads) and \`fast-paths\`. The Performance section measures the default build."
   if [ ${#RO_FEATURES[@]} -eq 0 ]; then
     echo "The core has no \`read-only\` feature yet: the read-only bonsaifs firmware only calls read"
     echo "paths, but mount still links the journal replay and every write path it reaches."

@@ -99,9 +99,10 @@ cargo test -p bonsaifs-harness -- --nocapture --test-threads 1 2>&1 | tee -a "$T
 section "cargo test -p bonsaifs-hal --features std (host drivers)"
 cargo test -p bonsaifs-hal --features std 2>&1 | tee -a "$TEST_LOG"
 
-section "without default features (no journal: fsync checkpoints; no nowait: every call blocks)"
+section "without default features (no journal: fsync checkpoints; no nowait: every call blocks; no fast-paths)"
 cargo clippy -p bonsaifs --no-default-features --all-targets -- -D warnings
 cargo clippy -p bonsaifs --no-default-features --features journal --all-targets -- -D warnings
+cargo clippy -p bonsaifs --no-default-features --features fast-paths --all-targets -- -D warnings
 cargo test -p bonsaifs --no-default-features --features std,inject-bugs 2>&1 | tee -a "$TEST_LOG"
 
 section "read-only build: an image made by the host tool, read by a --features read-only build"

@@ -2,6 +2,9 @@
 //! inode are kept up to date in memory and reach the tree (and the journal) once per run of
 //! appends instead of once per write.
 //!
+//! Only with the `fast-paths` feature (default): without it no tail is ever started, every
+//! write takes the general path, and the functions here compile to nothing.
+//!
 //! # Why
 //!
 //! An aligned 4 KiB append through the general path searches the tree for the extent and the
@@ -60,6 +63,9 @@ pub(crate) struct Tail {
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The tail, unless the volume shut down (then every read must go to the refusing tree).
     fn live_tail(&self) -> Option<&Tail> {
+        if !cfg!(feature = "fast-paths") {
+            return None;
+        }
         self.tail.as_ref().filter(|_| !self.vol.is_shut_down())
     }
 
@@ -81,6 +87,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// On a read-only volume the tail stays: nothing may reach the device any more, but the
     /// appends succeeded, and reads keep showing them (from the tail) until unmount.
     pub(crate) fn settle(&mut self) -> Result<()> {
+        if !cfg!(feature = "fast-paths") {
+            return Ok(());
+        }
         let Some(t) = self.tail else {
             return Ok(());
         };
@@ -116,7 +125,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Settle the tail if it belongs to `ino`.
     pub(crate) fn settle_ino(&mut self, ino: u64) -> Result<()> {
-        if self.tail.as_ref().is_some_and(|t| t.ino == ino) {
+        if cfg!(feature = "fast-paths") && self.tail.as_ref().is_some_and(|t| t.ino == ino) {
             self.settle()
         } else {
             Ok(())
@@ -127,7 +136,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// the end of the file, on a block boundary, with an extent that ends there too, start a
     /// tail so the next whole-block appends take the fast path.
     pub(crate) fn start_tail(&mut self, ino: u64, end: u64) {
-        if self.tail.is_some()
+        if !cfg!(feature = "fast-paths")
+            || self.tail.is_some()
             || self.in_blk(end) != 0
             || self.replaying()
             || self.vol.is_read_only()
@@ -170,6 +180,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         offset: u64,
         data: &[u8],
     ) -> Result<Option<usize>> {
+        if !cfg!(feature = "fast-paths") {
+            return Ok(None);
+        }
         // (Read and updated in place: the tail is too large to copy around cheaply.)
         let Some(t) = self.tail.as_ref().filter(|t| t.ino == ino) else {
             return Ok(None);

@@ -9,6 +9,9 @@
 //! buffer ↔ slot ↔ device) and searches, evicts and writes back a slot per block. On a device
 //! that completes at submit time anyway, one copy is enough.
 //!
+//! Only with the `fast-paths` feature (default): without it these answer "not possible here"
+//! and every data block goes through the cache.
+//!
 //! # Why it is safe
 //!
 //! * Only blocks *not* in the cache go direct, so a cached copy (clean, dirty or in flight)
@@ -30,6 +33,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// the device. `Ok(false)`: not possible here (a block is cached, probing mode, or the
     /// device has no fast path); the caller reads through the cache.
     pub fn read_data_now(&mut self, block: u64, dst: &mut [u8]) -> Result<bool> {
+        if !cfg!(feature = "fast-paths") {
+            return Ok(false);
+        }
         self.refuse_if_shut_down()?;
         let Some(lba) = self.direct_lba(block, dst.len())? else {
             return Ok(false);
@@ -44,6 +50,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// the device. The blocks must be newly allocated by the running transaction. `Ok(false)`:
     /// not possible here; the caller writes through the cache.
     pub fn write_data_now(&mut self, block: u64, src: &[u8]) -> Result<bool> {
+        if !cfg!(feature = "fast-paths") {
+            return Ok(false);
+        }
         self.writable()?;
         let Some(lba) = self.direct_lba(block, src.len())? else {
             return Ok(false);
@@ -79,7 +88,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// current run does not continue there, or when taking them would leave less in reserve
     /// than the tree updates that map them later (and deletes) may need.
     pub fn alloc_data_at(&mut self, start: u64, want: u64) -> Option<Run> {
-        if self.is_read_only() {
+        if !cfg!(feature = "fast-paths") || self.is_read_only() {
             return None;
         }
         let keep = (DATA_MAP_OPS + DELETE_KEEP_OPS) * self.op_blocks();
