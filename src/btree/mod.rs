@@ -123,7 +123,8 @@ impl Tree {
 
     /// Call `f` with the value of `key`, if present.
     ///
-    /// The descent is [`Tree::seek`], compiled once; only the call of `f` is generic.
+    /// The descent is the one [`Tree::next`] and [`Tree::prev`] share, compiled once per store
+    /// type; only the call of `f` is generic.
     pub fn get<S: NodeStore, R>(
         &self,
         s: &mut S,
