@@ -536,31 +536,26 @@ impl Tree {
         (lb, lid): (u64, SlotId),
         (rb, rid): (u64, SlotId),
     ) -> Result<()> {
-        let (lused, rused, cap) = {
-            let l = NodeRef::new(s.node(lid)?, lb);
-            let r = NodeRef::new(s.node(rid)?, rb);
-            (l.used(), r.used(), l.capacity())
-        };
-        if lused + rused <= cap {
-            // Merge right into left.
-            let (src, dst) = s.pair(rid, lid)?;
-            let from = NodeRef::new(src, rb);
-            let mut to = NodeMut::new(dst, lb);
-            let base = to.as_ref().len();
-            for i in 0..from.len() {
-                move_item(&from, i, &mut to, base + i)?;
-            }
-            NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
-            return s.free_node(rb);
-        }
-        // Move items one at a time from the fuller node to the emptier one while each move
-        // narrows the gap between them.
+        // Merge right into left if both fit in one node; otherwise move items one at a time
+        // from the fuller node to the emptier one while each move narrows the gap between
+        // them. A move keeps `lu + ru`, so only the first pass can merge.
         for _ in 0..4096 {
             let (l, r) = (
                 NodeRef::new(s.node(lid)?, lb),
                 NodeRef::new(s.node(rid)?, rb),
             );
             let (lu, ru) = (l.used(), r.used());
+            if lu + ru <= l.capacity() {
+                let (src, dst) = s.pair(rid, lid)?;
+                let from = NodeRef::new(src, rb);
+                let mut to = NodeMut::new(dst, lb);
+                let base = to.as_ref().len();
+                for i in 0..from.len() {
+                    move_item(&from, i, &mut to, base + i)?;
+                }
+                NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
+                return s.free_node(rb);
+            }
             let left_to_right = lu > ru;
             let (from_id, from_b, to_id, to_b) = if left_to_right {
                 (lid, lb, rid, rb)
