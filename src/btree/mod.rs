@@ -585,11 +585,12 @@ impl Tree {
 
 /// Copy item `i` of `from` to index `at` of `to` (same level).
 fn move_item(from: &NodeRef<'_>, i: usize, to: &mut NodeMut<'_>, at: usize) -> Result<()> {
+    let key = from.key(i)?;
     if from.is_leaf() {
-        to.leaf_insert(at, from.key(i)?, from.value(i)?)
+        to.leaf_insert(at, key, from.value(i)?)
     } else {
         let (b, g) = from.child(i)?;
-        to.ptr_insert(at, from.key(i)?, b, g)
+        to.ptr_insert(at, key, b, g)
     }
 }
 

@@ -377,10 +377,12 @@ impl<'a> NodeMut<'a> {
         if i > n || len > usize::from(u16::MAX) {
             return Err(Error::InvalidArgument);
         }
-        if self.free() < LEAF_ITEM_LEN + len {
+        let data_start = self.data_start();
+        // The free space is the gap between the descriptors and the values (the layout is
+        // verified on load and every edit keeps it); it must take a descriptor and the value.
+        if data_start < HEADER_LEN + (n + 1) * LEAF_ITEM_LEN + len {
             return Err(Error::TooLarge);
         }
-        let data_start = self.data_start();
         // End of the new value: where item i-1's value starts (or the block end).
         let end = if i == 0 {
             self.buf.len()
@@ -486,7 +488,7 @@ impl<'a> NodeMut<'a> {
         if i > n {
             return Err(Error::InvalidArgument);
         }
-        if self.free() < INTERNAL_PTR_LEN {
+        if HEADER_LEN + (n + 1) * INTERNAL_PTR_LEN > self.buf.len() {
             return Err(Error::TooLarge);
         }
         let bad = self.corrupt();
