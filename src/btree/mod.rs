@@ -330,7 +330,7 @@ impl Tree {
     }
 
     /// Split the writable child `idx` (in slot `cid`, block `cblock`) of the writable node in
-    /// slot `pid`: its upper half moves to a new right sibling.
+    /// slot `pid`: its upper half moves to a new right sibling, returned as `(block, slot)`.
     fn split_child(
         &self,
         s: &mut impl NodeStore,
@@ -339,7 +339,7 @@ impl Tree {
         idx: usize,
         cid: SlotId,
         cblock: u64,
-    ) -> Result<()> {
+    ) -> Result<(u64, SlotId)> {
         let level = NodeRef::new(s.node(cid)?, cblock).level();
         s.pin(pid);
         s.pin(cid);
@@ -367,7 +367,8 @@ impl Tree {
             let sep = to.as_ref().key(0)?;
             NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
             let cur = s.generation();
-            NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)
+            NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)?;
+            Ok((sb, sid))
         })();
         s.unpin(cid);
         s.unpin(pid);
@@ -422,18 +423,17 @@ impl Tree {
                 return NodeMut::new(s.node_mut(id)?, block).leaf_put(key, value);
             }
             let level = n.level() - 1;
-            let mut idx = n.child_index(&key);
+            let idx = n.child_index(&key);
             if idx == 0 && key < n.key(0)? {
                 NodeMut::new(s.node_mut(id)?, block).set_key(0, key)?;
             }
             let (mut cb, mut cid) = self.cow_child(s, id, block, idx, level)?;
             if Self::needs_split(s, cid, cb, &key, value.len())? {
-                self.split_child(s, id, block, idx, cid, cb)?;
-                let n = NodeRef::new(s.node(id)?, block);
-                let j = n.child_index(&key);
-                if j != idx {
-                    idx = j;
-                    (cb, cid) = self.cow_child(s, id, block, idx, level)?;
+                let sib = self.split_child(s, id, block, idx, cid, cb)?;
+                // The key belongs to the new sibling (already writable, still resident: nothing
+                // was loaded since) if it no longer maps to child `idx`.
+                if NodeRef::new(s.node(id)?, block).child_index(&key) != idx {
+                    (cb, cid) = sib;
                 }
             }
             (block, id) = (cb, cid);
