@@ -322,11 +322,9 @@ impl Tree {
         if !n.is_leaf() {
             return Ok(free < INTERNAL_PTR_LEN);
         }
-        let need = match n.search(key) {
-            Ok(i) => len.saturating_sub(n.item_size(i) - LEAF_ITEM_LEN),
-            Err(_) => LEAF_ITEM_LEN + len,
-        };
-        Ok(free < need)
+        // Replacing frees the old item (descriptor and value) first.
+        let old = n.search(key).map_or(0, |i| n.item_size(i));
+        Ok(free + old < LEAF_ITEM_LEN + len)
     }
 
     /// Split the writable child `idx` (in slot `cid`, block `cblock`) of the writable node in

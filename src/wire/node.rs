@@ -448,7 +448,7 @@ impl<'a> NodeMut<'a> {
     pub fn leaf_update(&mut self, i: usize, value: &[u8]) -> Result<()> {
         let key = self.as_ref().key(i)?;
         let old = self.as_ref().item_size(i) - LEAF_ITEM_LEN;
-        if value.len() > old && self.free() < value.len() - old {
+        if self.free() + old < value.len() {
             return Err(Error::TooLarge);
         }
         self.leaf_remove(i)?;
@@ -461,7 +461,7 @@ impl<'a> NodeMut<'a> {
             Ok(i) => {
                 // `i` is an item of this leaf, so its size includes its descriptor.
                 let old = self.as_ref().item_size(i).saturating_sub(LEAF_ITEM_LEN);
-                if value.len() > old && self.free() < value.len() - old {
+                if self.free() + old < value.len() {
                     return Err(Error::TooLarge);
                 }
                 self.leaf_remove(i)?;
