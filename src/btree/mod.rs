@@ -251,13 +251,13 @@ impl Tree {
         Err(Error::Corrupt)
     }
 
-    /// Copy-on-write the node `(block, gen, level)`: returns a writable `(block, slot)`.
+    /// Copy-on-write the node `(block, level, gen)`: returns a writable `(block, slot)`.
     fn cow(
         &self,
         s: &mut impl NodeStore,
         block: u64,
-        gen: u64,
         level: u8,
+        gen: u64,
     ) -> Result<(u64, SlotId)> {
         let id = self.load(s, block, level, gen)?;
         let cur = s.generation();
@@ -282,7 +282,7 @@ impl Tree {
 
     /// Make the root writable, updating `self.root`.
     fn cow_root(&mut self, s: &mut impl NodeStore) -> Result<(u64, SlotId)> {
-        let (b, id) = self.cow(s, self.root.block, self.root.generation, self.root.level)?;
+        let (b, id) = self.cow(s, self.root.block, self.root.level, self.root.generation)?;
         self.root.block = b;
         self.root.generation = s.generation();
         Ok((b, id))
@@ -299,7 +299,7 @@ impl Tree {
     ) -> Result<(u64, SlotId)> {
         let (cb, cg) = NodeRef::new(s.node(pid)?, pblock).child(idx)?;
         s.pin(pid);
-        let r = self.cow(s, cb, cg, level);
+        let r = self.cow(s, cb, level, cg);
         s.unpin(pid);
         let (nb, nid) = r?;
         if nb != cb {
