@@ -56,6 +56,17 @@ pub(crate) struct Ext {
     pub gen: u64,
 }
 
+/// What [`Fs::fill_block`] keeps of a block's other bytes.
+#[derive(Clone, Copy)]
+pub(crate) enum Fill {
+    /// A new block: zeros.
+    Fresh,
+    /// The block's own (read if needed).
+    Keep,
+    /// A new block taking those of disk block `.0` (copy-on-write).
+    CopyOf(u64),
+}
+
 /// Where bytes to write come from.
 #[derive(Clone, Copy)]
 pub(crate) enum Src<'a> {
@@ -383,7 +394,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // A fresh block, zero past the bytes (less than a block: the inline limit is below
         // the smallest block size).
         let bytes = buf.get(..n).unwrap_or_default();
-        self.fill_block(run.start, true, 0, Src::Bytes(bytes), 0, n as u64)?;
+        self.fill_block(run.start, Fill::Fresh, 0, Src::Bytes(bytes), 0, n as u64)?;
         self.vol.remove(&key)?;
         self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
@@ -407,110 +418,96 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let len = src.len();
         let gen = self.write_gen();
         while *done < len {
-            let done_now = *done;
-            let pos = off + done_now;
+            let pos = off + *done;
             let fblk = self.blk_of(pos);
-            let in_off = self.in_blk(pos);
-            match self.extent_at(ino, fblk)? {
+            let ext = self.extent_at(ino, fblk)?;
+            // Where the bytes go: the block itself (this transaction's), a copy of it (an
+            // older one's), or a new run for as much of the write as lies in the hole.
+            let (run, fill) = match ext {
                 Some(e) => {
-                    let n = (bs - in_off).min(len - done_now);
                     let phys = e.block + (fblk - e.fblk);
                     if e.gen == gen {
-                        self.fill_block(phys, false, in_off, src, done_now, n)?;
+                        (
+                            Run {
+                                start: phys,
+                                len: 1,
+                            },
+                            Fill::Keep,
+                        )
                     } else {
-                        self.cow_block(ino, e, fblk, in_off, src, done_now, n)?;
+                        (self.vol.alloc_data(1)?, Fill::CopyOf(phys))
                     }
-                    *done += n;
                 }
                 None => {
-                    // A hole: allocate a run for as much of the write as lies in it.
                     let next = self
                         .extent_from(ino, fblk + 1)?
                         .map_or(u64::MAX, |e| e.fblk);
                     let last = self.blk_of(off + len - 1);
                     let want = (last + 1).min(next) - fblk;
-                    let run = self.vol.alloc_data(want)?;
-                    let mut d = done_now;
-                    for i in 0..run.len {
-                        let in_off = self.in_blk(off + d);
-                        let n = (bs - in_off).min(len - d);
-                        self.fill_block(run.start + i, true, in_off, src, d, n)?;
-                        d += n;
-                    }
-                    self.map_run(ino, fblk, run, in_off == 0)?;
+                    (self.vol.alloc_data(want)?, Fill::Fresh)
+                }
+            };
+            let mut d = *done;
+            for i in 0..run.len {
+                let in_off = self.in_blk(off + d);
+                let n = (bs - in_off).min(len - d);
+                self.fill_block(run.start + i, fill, in_off, src, d, n)?;
+                d += n;
+            }
+            match (ext, fill) {
+                (_, Fill::Keep) => {}
+                (Some(e), _) => {
+                    // Copy-on-write: the extent split around the block, the old block freed.
+                    let old = self.unmap_block(ino, e, fblk)?;
+                    self.map_run(ino, fblk, run, false)?;
+                    self.vol.free_data(Run { start: old, len: 1 })?;
+                }
+                (None, _) => {
+                    self.map_run(ino, fblk, run, self.in_blk(pos) == 0)?;
                     add_sat(&mut inode.blocks, run.len);
-                    *done = d;
                 }
             }
+            *done = d;
         }
         Ok(())
     }
 
-    /// Put `n` bytes of `src` (from `src_off`) at `in_off` of disk block `phys`. A `fresh`
-    /// block is zero-filled around them; otherwise its other bytes are kept (read if needed).
+    /// Put `n` bytes of `src` (from `src_off`) at `in_off` of disk block `phys`; `fill` says
+    /// what the block's other bytes are.
     pub(crate) fn fill_block(
         &mut self,
         phys: u64,
-        fresh: bool,
+        fill: Fill,
         in_off: u64,
         src: Src<'_>,
         src_off: u64,
         n: u64,
     ) -> Result<()> {
         let whole = in_off == 0 && n == self.bs();
-        let id = if fresh || whole {
+        let id = match fill {
+            Fill::Keep if !whole => self.vol.pin_data(phys)?,
+            // Every byte is written below: the old block's bytes, then the new ones.
+            Fill::CopyOf(_) => self.vol.pin_new_data(phys, true)?,
             // A whole block is overwritten: no need to zero it first.
-            self.vol.pin_new_data(phys, whole)?
-        } else {
-            self.vol.pin_data(phys)?
+            _ => self.vol.pin_new_data(phys, whole)?,
         };
-        let r = self.vol.slot_mut(id).and_then(|s| {
-            let dst = s
-                .get_mut(in_off as usize..(in_off + n) as usize)
-                .ok_or(Error::InvalidArgument)?;
-            src.copy_to(src_off, dst);
-            Ok(())
-        });
-        self.vol.unpin(id);
-        r
-    }
-
-    /// Copy-on-write file block `fblk` of committed extent `e`: new block with the old bytes
-    /// plus the written ones, the extent split around it, the old block freed.
-    #[allow(clippy::too_many_arguments)]
-    fn cow_block(
-        &mut self,
-        ino: u64,
-        e: Ext,
-        fblk: u64,
-        in_off: u64,
-        src: Src<'_>,
-        src_off: u64,
-        n: u64,
-    ) -> Result<()> {
-        let old = e.block + (fblk - e.fblk);
-        let run = self.vol.alloc_data(1)?;
-        // Every byte is written below: the old block's bytes, then the new ones.
-        let new_id = self.vol.pin_new_data(run.start, true)?;
         let r = (|| -> Result<()> {
-            if n < self.bs() {
+            if let (Fill::CopyOf(old), false) = (fill, whole) {
                 let old_id = self.vol.pin_data(old)?;
-                let r = self.vol.copy_slot(old_id, new_id);
+                let r = self.vol.copy_slot(old_id, id);
                 self.vol.unpin(old_id);
                 r?;
             }
-            let s = self.vol.slot_mut(new_id)?;
-            let dst = s
+            let dst = self
+                .vol
+                .slot_mut(id)?
                 .get_mut(in_off as usize..(in_off + n) as usize)
                 .ok_or(Error::InvalidArgument)?;
             src.copy_to(src_off, dst);
             Ok(())
         })();
-        self.vol.unpin(new_id);
-        r?;
-        let old = self.unmap_block(ino, e, fblk)?;
-        self.map_run(ino, fblk, run, false)?;
-        self.vol.free_data(Run { start: old, len: 1 })
+        self.vol.unpin(id);
+        r
     }
 
     /// Take file block `fblk` out of extent `e` (which covers it): the extent is split into
