@@ -259,6 +259,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok((ino, name))
     }
 
+    /// [`resolve_parent`](Self::resolve_parent) for a change of the namespace: the volume must
+    /// be writable, and appends held in memory are put into the tree first.
+    fn parent_to_change<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8])> {
+        self.writable()?;
+        self.settle()?;
+        self.resolve_parent(path)
+    }
+
     /// Run `f` as one all-or-nothing operation of up to `tree_ops` tree changes: the space it
     /// may need is reserved first, so it fails with `NoSpace` before changing anything.
     fn op<R>(
@@ -548,26 +556,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Create the directory `path`.
     pub fn mkdir(&mut self, path: &str) -> Result<()> {
-        self.writable()?;
-        self.settle()?;
-        let (dir, name) = self.resolve_parent(path)?;
+        let (dir, name) = self.parent_to_change(path)?;
         self.create_in(dir, name, Kind::Dir, None).map(|_| ())
     }
 
     /// Remove the empty directory `path`.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
-        self.writable()?;
-        self.settle()?;
-        let (dir, name) = self.resolve_parent(path)?;
+        let (dir, name) = self.parent_to_change(path)?;
         self.remove_in(dir, name, Some(Kind::Dir))
     }
 
     /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
     /// `NotFound`); its blocks are freed at once.
     pub fn unlink(&mut self, path: &str) -> Result<()> {
-        self.writable()?;
-        self.settle()?;
-        let (dir, name) = self.resolve_parent(path)?;
+        let (dir, name) = self.parent_to_change(path)?;
         self.remove_in(dir, name, Some(Kind::File))
     }
 
@@ -575,9 +577,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// replace a file, a directory may replace an empty directory. A directory cannot move
     /// into itself or below itself (`InvalidPath`).
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        self.writable()?;
-        self.settle()?;
-        let (fdir, fname) = self.resolve_parent(from)?;
+        let (fdir, fname) = self.parent_to_change(from)?;
         let (tdir, tname) = self.resolve_parent(to)?;
         self.rename_in(fdir, fname, tdir, tname)
     }
