@@ -261,38 +261,44 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         while done < n {
             let pos = off + done as u64;
             let (fblk, in_off) = (self.blk_of(pos), self.in_blk(pos) as usize);
-            let ext = self.extent_at(ino, fblk)?;
-            // Whole blocks of one extent: straight from the device when it can (no slot).
-            let whole = self
-                .blk_of((n - done) as u64)
-                .min(ext.map_or(0, |e| e.fblk.saturating_add(e.len) - fblk));
-            if let (Some(e), 0, 1..) = (ext, in_off, whole) {
-                let len = (whole * bs) as usize;
-                let dst = buf
-                    .get_mut(done..done + len)
-                    .ok_or(Error::InvalidArgument)?;
-                let phys = e.block.checked_add(fblk - e.fblk).ok_or(Error::Corrupt)?;
-                if self.vol.read_data_now(phys, dst)? {
-                    done += len;
-                    continue;
-                }
-            }
             let len = (bs as usize - in_off).min(n - done);
-            let dst = buf
-                .get_mut(done..done + len)
-                .ok_or(Error::InvalidArgument)?;
-            match ext {
+            match self.extent_at(ino, fblk)? {
                 Some(e) => {
-                    let id = self.vol.pin_data(e.block + (fblk - e.fblk))?;
+                    let phys = e.block.checked_add(fblk - e.fblk).ok_or(Error::Corrupt)?;
+                    // Whole blocks of one extent: straight from the device when it can (no
+                    // slot).
+                    let whole = self
+                        .blk_of((n - done) as u64)
+                        .min(e.fblk.saturating_add(e.len) - fblk);
+                    if in_off == 0 && whole > 0 {
+                        let all = (whole * bs) as usize;
+                        let dst = buf
+                            .get_mut(done..done + all)
+                            .ok_or(Error::InvalidArgument)?;
+                        if self.vol.read_data_now(phys, dst)? {
+                            done += all;
+                            continue;
+                        }
+                    }
+                    let id = self.vol.pin_data(phys)?;
                     let r = self.vol.slot(id).and_then(|s| {
-                        s.get(in_off..in_off + len)
-                            .map(|s| dst.copy_from_slice(s))
-                            .ok_or(Error::InvalidArgument)
+                        match (s.get(in_off..in_off + len), buf.get_mut(done..done + len)) {
+                            (Some(s), Some(d)) => {
+                                d.copy_from_slice(s);
+                                Ok(())
+                            }
+                            _ => Err(Error::InvalidArgument),
+                        }
                     });
                     self.vol.unpin(id);
                     r?;
                 }
-                None => dst.fill(0),
+                None => {
+                    let dst = buf
+                        .get_mut(done..done + len)
+                        .ok_or(Error::InvalidArgument)?;
+                    dst.fill(0);
+                }
             }
             done += len;
         }
