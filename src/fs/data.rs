@@ -430,27 +430,25 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             // Where the bytes go: the block itself (this transaction's), a copy of it (an
             // older one's), or a new run for as much of the write as lies in the hole.
             let (run, fill) = match ext {
-                Some(e) => {
-                    let phys = e.block + (fblk - e.fblk);
-                    if e.gen == gen {
-                        (
-                            Run {
-                                start: phys,
-                                len: 1,
-                            },
-                            Fill::Keep,
-                        )
-                    } else {
-                        (self.vol.alloc_data(1)?, Fill::CopyOf(phys))
-                    }
-                }
-                None => {
-                    let next = self
-                        .extent_from(ino, fblk + 1)?
-                        .map_or(u64::MAX, |e| e.fblk);
-                    let last = self.blk_of(off + len - 1);
-                    let want = (last + 1).min(next) - fblk;
-                    (self.vol.alloc_data(want)?, Fill::Fresh)
+                Some(e) if e.gen == gen => (
+                    Run {
+                        start: e.block + (fblk - e.fblk),
+                        len: 1,
+                    },
+                    Fill::Keep,
+                ),
+                _ => {
+                    let (want, fill) = match ext {
+                        Some(e) => (1, Fill::CopyOf(e.block + (fblk - e.fblk))),
+                        None => {
+                            let next = self
+                                .extent_from(ino, fblk + 1)?
+                                .map_or(u64::MAX, |e| e.fblk);
+                            let last = self.blk_of(off + len - 1);
+                            ((last + 1).min(next) - fblk, Fill::Fresh)
+                        }
+                    };
+                    (self.vol.alloc_data(want)?, fill)
                 }
             };
             let mut d = *done;
@@ -460,18 +458,19 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 self.fill_block(run.start + i, fill, in_off, src, d, n)?;
                 d += n;
             }
-            match (ext, fill) {
-                (_, Fill::Keep) => {}
-                (Some(e), _) => {
-                    // Copy-on-write: the extent split around the block, the old block freed.
-                    let old = self.unmap_block(ino, e, fblk)?;
-                    self.map_run(ino, fblk, run, false)?;
-                    self.vol.free_data(Run { start: old, len: 1 })?;
-                }
-                (None, _) => {
-                    self.map_run(ino, fblk, run, self.in_blk(pos) == 0)?;
-                    add_sat(&mut inode.blocks, run.len);
-                }
+            if let (Some(e), Fill::CopyOf(_)) = (ext, fill) {
+                // Copy-on-write: the extent split around the block (then mapped anew below,
+                // the old block freed).
+                self.unmap_block(ino, e, fblk)?;
+            }
+            if !matches!(fill, Fill::Keep) {
+                let aligned = matches!(fill, Fill::Fresh) && self.in_blk(pos) == 0;
+                self.map_run(ino, fblk, run, aligned)?;
+            }
+            match fill {
+                Fill::Keep => {}
+                Fill::CopyOf(old) => self.vol.free_data(Run { start: old, len: 1 })?,
+                Fill::Fresh => add_sat(&mut inode.blocks, run.len),
             }
             *done = d;
         }
