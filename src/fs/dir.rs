@@ -80,6 +80,12 @@ pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[
     })
 }
 
+/// The key of the hash item holding `name` in `dir`.
+#[inline(never)]
+fn hash_key(dir: u64, name: &[u8]) -> Key {
+    Key::new(dir, kind::DIR_HASH, name_hash(name))
+}
+
 fn head(ino: u64, seq: u64, kind: FileKind, name: &[u8]) -> DirEntryHead {
     DirEntryHead {
         ino: ino.into(),
@@ -92,7 +98,7 @@ fn head(ino: u64, seq: u64, kind: FileKind, name: &[u8]) -> DirEntryHead {
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Find `name` in directory `dir`.
     pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<Option<Found>> {
-        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        let key = hash_key(dir, name);
         let found = self.vol.get(&key, |v| -> Result<Option<Found>> {
             for e in entries(v) {
                 let (h, n) = e?;
@@ -121,7 +127,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let mut d = self.read_inode(dir)?;
         let seq = d.next_seq.get();
         let h = head(ino, seq, kind, name);
-        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        let key = hash_key(dir, name);
         // The hash item, with this entry appended (collisions are rare; several fit).
         let mut buf = [0u8; HASH_ITEM_BUF];
         let old = self.vol.get(&key, |v| {
@@ -163,7 +169,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Remove `name` from directory `dir`; returns what it named.
     pub(crate) fn remove_entry(&mut self, dir: u64, name: &[u8]) -> Result<Found> {
-        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        let key = hash_key(dir, name);
         let mut buf = [0u8; HASH_ITEM_BUF];
         // The item without the entry: the bytes before it and after it (every entry checked).
         let kept = self.vol.get(&key, |v| -> Result<(usize, Option<Found>)> {
