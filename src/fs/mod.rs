@@ -353,7 +353,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Close a handle.
     pub fn close(&mut self, fd: Fd) -> Result<()> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         self.settle_ino(o.ino)?;
         self.handles.close(fd)
     }
@@ -369,7 +369,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Read at `offset` without moving the handle's position.
     pub fn read_at(&mut self, fd: Fd, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         if !o.flags.contains(OpenFlags::READ) {
             return Err(Error::BadHandle);
         }
@@ -379,7 +379,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Write at the handle's position (or the end, with `APPEND`); returns bytes written.
     pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         let pos = if o.flags.contains(OpenFlags::APPEND) {
             self.read_inode(o.ino)?.size.get()
         } else {
@@ -398,7 +398,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// [`write_at`](Self::write_at); `tail` lets whole-block appends take the fast path of
     /// `tail.rs` (queued writes do not: their data and log operation must be in place at once).
     fn write_at_inner(&mut self, fd: Fd, offset: u64, data: &[u8], tail: bool) -> Result<usize> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
@@ -453,7 +453,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Move the handle's position; returns the new position.
     pub fn seek(&mut self, fd: Fd, to: SeekFrom) -> Result<u64> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         let size = self.read_inode(o.ino)?.size.get();
         let base = match to {
             SeekFrom::Start(n) => Some(n),
@@ -469,7 +469,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Set the file's size: shrinking frees blocks, growing leaves a hole (reads as zeros).
     pub fn truncate(&mut self, fd: Fd, size: u64) -> Result<()> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
@@ -481,7 +481,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// blocks), not a checkpoint. Every change before it, to any file, becomes durable too.
     /// Without the `journal` feature it is a checkpoint, as [`sync_all`](Self::sync_all).
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         self.read_inode(o.ino)?;
         self.settle()?;
         self.quiesce()?;
@@ -525,7 +525,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Metadata of an open file.
     pub fn fstat(&mut self, fd: Fd) -> Result<Metadata> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         self.stat_ino(o.ino)
     }
 
