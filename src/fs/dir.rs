@@ -113,7 +113,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             Ok(None)
         })?;
-        found.unwrap_or(Ok(None))
+        Ok(found.transpose()?.flatten())
     }
 
     /// Add `name` → `ino` to directory `dir` (which must not have it).
@@ -143,11 +143,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             None => 0,
         };
         let total = used + DIR_ENTRY_HEAD_LEN + name.len();
-        let slot = buf.get_mut(used..total).ok_or(Error::TooLarge)?;
+        let all = buf.get_mut(..total).ok_or(Error::TooLarge)?;
+        let slot = all.get_mut(used..).ok_or(Error::TooLarge)?;
         let (hb, nb) = slot.split_at_mut(DIR_ENTRY_HEAD_LEN);
         hb.copy_from_slice(h.as_bytes());
         nb.copy_from_slice(name);
-        let all = buf.get(..total).ok_or(Error::TooLarge)?;
+        let all = &*all;
         let mode = if used == 0 {
             InsertMode::Create
         } else {
@@ -155,7 +156,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         };
         self.vol.insert(key, all, mode)?;
         // The ordered index: the same entry alone.
-        let idx = buf.get(used..total).ok_or(Error::TooLarge)?;
+        let idx = all.get(used..).ok_or(Error::TooLarge)?;
         self.vol
             .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
         // Both counters come from disk: a hostile inode at the top of the range is Corrupt, not
@@ -190,8 +191,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 }
                 at += len;
             }
-            let (head, rest) = v.split_at_checked(cut.0).ok_or(Error::Corrupt)?;
-            let tail = rest.get(cut.1 - cut.0..).ok_or(Error::Corrupt)?;
+            let head = v.get(..cut.0).ok_or(Error::Corrupt)?;
+            let tail = v.get(cut.1..).ok_or(Error::Corrupt)?;
             let out = head.len() + tail.len();
             let dst = buf.get_mut(..out).ok_or(Error::TooLarge)?;
             let (d1, d2) = dst.split_at_mut(head.len());
