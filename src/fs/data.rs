@@ -56,6 +56,17 @@ pub(crate) struct Ext {
     pub gen: u64,
 }
 
+/// What [`Fs::fill_block`] keeps of a block's other bytes.
+#[derive(Clone, Copy)]
+pub(crate) enum Fill {
+    /// A new block: zeros.
+    Fresh,
+    /// The block's own (read if needed).
+    Keep,
+    /// A new block taking those of disk block `.0` (copy-on-write).
+    CopyOf(u64),
+}
+
 /// Where bytes to write come from.
 #[derive(Clone, Copy)]
 pub(crate) enum Src<'a> {
@@ -250,38 +261,44 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         while done < n {
             let pos = off + done as u64;
             let (fblk, in_off) = (self.blk_of(pos), self.in_blk(pos) as usize);
-            let ext = self.extent_at(ino, fblk)?;
-            // Whole blocks of one extent: straight from the device when it can (no slot).
-            let whole = self
-                .blk_of((n - done) as u64)
-                .min(ext.map_or(0, |e| e.fblk.saturating_add(e.len) - fblk));
-            if let (Some(e), 0, 1..) = (ext, in_off, whole) {
-                let len = (whole * bs) as usize;
-                let dst = buf
-                    .get_mut(done..done + len)
-                    .ok_or(Error::InvalidArgument)?;
-                let phys = e.block.checked_add(fblk - e.fblk).ok_or(Error::Corrupt)?;
-                if self.vol.read_data_now(phys, dst)? {
-                    done += len;
-                    continue;
-                }
-            }
             let len = (bs as usize - in_off).min(n - done);
-            let dst = buf
-                .get_mut(done..done + len)
-                .ok_or(Error::InvalidArgument)?;
-            match ext {
+            match self.extent_at(ino, fblk)? {
                 Some(e) => {
-                    let id = self.vol.pin_data(e.block + (fblk - e.fblk))?;
+                    let phys = e.block.checked_add(fblk - e.fblk).ok_or(Error::Corrupt)?;
+                    // Whole blocks of one extent: straight from the device when it can (no
+                    // slot).
+                    let whole = self
+                        .blk_of((n - done) as u64)
+                        .min(e.fblk.saturating_add(e.len) - fblk);
+                    if in_off == 0 && whole > 0 {
+                        let all = (whole * bs) as usize;
+                        let dst = buf
+                            .get_mut(done..done + all)
+                            .ok_or(Error::InvalidArgument)?;
+                        if self.vol.read_data_now(phys, dst)? {
+                            done += all;
+                            continue;
+                        }
+                    }
+                    let id = self.vol.pin_data(phys)?;
                     let r = self.vol.slot(id).and_then(|s| {
-                        s.get(in_off..in_off + len)
-                            .map(|s| dst.copy_from_slice(s))
-                            .ok_or(Error::InvalidArgument)
+                        match (s.get(in_off..in_off + len), buf.get_mut(done..done + len)) {
+                            (Some(s), Some(d)) => {
+                                d.copy_from_slice(s);
+                                Ok(())
+                            }
+                            _ => Err(Error::InvalidArgument),
+                        }
                     });
                     self.vol.unpin(id);
                     r?;
                 }
-                None => dst.fill(0),
+                None => {
+                    let dst = buf
+                        .get_mut(done..done + len)
+                        .ok_or(Error::InvalidArgument)?;
+                    dst.fill(0);
+                }
             }
             done += len;
         }
@@ -383,7 +400,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // A fresh block, zero past the bytes (less than a block: the inline limit is below
         // the smallest block size).
         let bytes = buf.get(..n).unwrap_or_default();
-        self.fill_block(run.start, true, 0, Src::Bytes(bytes), 0, n as u64)?;
+        self.fill_block(run.start, Fill::Fresh, 0, Src::Bytes(bytes), 0, n as u64)?;
         self.vol.remove(&key)?;
         self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
@@ -407,110 +424,95 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let len = src.len();
         let gen = self.write_gen();
         while *done < len {
-            let done_now = *done;
-            let pos = off + done_now;
+            let pos = off + *done;
             let fblk = self.blk_of(pos);
-            let in_off = self.in_blk(pos);
-            match self.extent_at(ino, fblk)? {
-                Some(e) => {
-                    let n = (bs - in_off).min(len - done_now);
-                    let phys = e.block + (fblk - e.fblk);
-                    if e.gen == gen {
-                        self.fill_block(phys, false, in_off, src, done_now, n)?;
-                    } else {
-                        self.cow_block(ino, e, fblk, in_off, src, done_now, n)?;
-                    }
-                    *done += n;
+            let ext = self.extent_at(ino, fblk)?;
+            // Where the bytes go: the block itself (this transaction's), a copy of it (an
+            // older one's), or a new run for as much of the write as lies in the hole.
+            let (run, fill) = match ext {
+                Some(e) if e.gen == gen => (
+                    Run {
+                        start: e.block + (fblk - e.fblk),
+                        len: 1,
+                    },
+                    Fill::Keep,
+                ),
+                _ => {
+                    let (want, fill) = match ext {
+                        Some(e) => (1, Fill::CopyOf(e.block + (fblk - e.fblk))),
+                        None => {
+                            let next = self
+                                .extent_from(ino, fblk + 1)?
+                                .map_or(u64::MAX, |e| e.fblk);
+                            let last = self.blk_of(off + len - 1);
+                            ((last + 1).min(next) - fblk, Fill::Fresh)
+                        }
+                    };
+                    (self.vol.alloc_data(want)?, fill)
                 }
-                None => {
-                    // A hole: allocate a run for as much of the write as lies in it.
-                    let next = self
-                        .extent_from(ino, fblk + 1)?
-                        .map_or(u64::MAX, |e| e.fblk);
-                    let last = self.blk_of(off + len - 1);
-                    let want = (last + 1).min(next) - fblk;
-                    let run = self.vol.alloc_data(want)?;
-                    let mut d = done_now;
-                    for i in 0..run.len {
-                        let in_off = self.in_blk(off + d);
-                        let n = (bs - in_off).min(len - d);
-                        self.fill_block(run.start + i, true, in_off, src, d, n)?;
-                        d += n;
-                    }
-                    self.map_run(ino, fblk, run, in_off == 0)?;
-                    add_sat(&mut inode.blocks, run.len);
-                    *done = d;
-                }
+            };
+            let mut d = *done;
+            for i in 0..run.len {
+                let in_off = self.in_blk(off + d);
+                let n = (bs - in_off).min(len - d);
+                self.fill_block(run.start + i, fill, in_off, src, d, n)?;
+                d += n;
             }
+            if let (Some(e), Fill::CopyOf(_)) = (ext, fill) {
+                // Copy-on-write: the extent split around the block (then mapped anew below,
+                // the old block freed).
+                self.unmap_block(ino, e, fblk)?;
+            }
+            if !matches!(fill, Fill::Keep) {
+                let aligned = matches!(fill, Fill::Fresh) && self.in_blk(pos) == 0;
+                self.map_run(ino, fblk, run, aligned)?;
+            }
+            match fill {
+                Fill::Keep => {}
+                Fill::CopyOf(old) => self.vol.free_data(Run { start: old, len: 1 })?,
+                Fill::Fresh => add_sat(&mut inode.blocks, run.len),
+            }
+            *done = d;
         }
         Ok(())
     }
 
-    /// Put `n` bytes of `src` (from `src_off`) at `in_off` of disk block `phys`. A `fresh`
-    /// block is zero-filled around them; otherwise its other bytes are kept (read if needed).
+    /// Put `n` bytes of `src` (from `src_off`) at `in_off` of disk block `phys`; `fill` says
+    /// what the block's other bytes are.
     pub(crate) fn fill_block(
         &mut self,
         phys: u64,
-        fresh: bool,
+        fill: Fill,
         in_off: u64,
         src: Src<'_>,
         src_off: u64,
         n: u64,
     ) -> Result<()> {
         let whole = in_off == 0 && n == self.bs();
-        let id = if fresh || whole {
+        let id = match fill {
+            Fill::Keep if !whole => self.vol.pin_data(phys)?,
+            // Every byte is written below: the old block's bytes, then the new ones.
+            Fill::CopyOf(_) => self.vol.pin_new_data(phys, true)?,
             // A whole block is overwritten: no need to zero it first.
-            self.vol.pin_new_data(phys, whole)?
-        } else {
-            self.vol.pin_data(phys)?
+            _ => self.vol.pin_new_data(phys, whole)?,
         };
-        let r = self.vol.slot_mut(id).and_then(|s| {
-            let dst = s
-                .get_mut(in_off as usize..(in_off + n) as usize)
-                .ok_or(Error::InvalidArgument)?;
-            src.copy_to(src_off, dst);
-            Ok(())
-        });
-        self.vol.unpin(id);
-        r
-    }
-
-    /// Copy-on-write file block `fblk` of committed extent `e`: new block with the old bytes
-    /// plus the written ones, the extent split around it, the old block freed.
-    #[allow(clippy::too_many_arguments)]
-    fn cow_block(
-        &mut self,
-        ino: u64,
-        e: Ext,
-        fblk: u64,
-        in_off: u64,
-        src: Src<'_>,
-        src_off: u64,
-        n: u64,
-    ) -> Result<()> {
-        let old = e.block + (fblk - e.fblk);
-        let run = self.vol.alloc_data(1)?;
-        // Every byte is written below: the old block's bytes, then the new ones.
-        let new_id = self.vol.pin_new_data(run.start, true)?;
         let r = (|| -> Result<()> {
-            if n < self.bs() {
+            if let (Fill::CopyOf(old), false) = (fill, whole) {
                 let old_id = self.vol.pin_data(old)?;
-                let r = self.vol.copy_slot(old_id, new_id);
+                let r = self.vol.copy_slot(old_id, id);
                 self.vol.unpin(old_id);
                 r?;
             }
-            let s = self.vol.slot_mut(new_id)?;
-            let dst = s
+            let dst = self
+                .vol
+                .slot_mut(id)?
                 .get_mut(in_off as usize..(in_off + n) as usize)
                 .ok_or(Error::InvalidArgument)?;
             src.copy_to(src_off, dst);
             Ok(())
         })();
-        self.vol.unpin(new_id);
-        r?;
-        let old = self.unmap_block(ino, e, fblk)?;
-        self.map_run(ino, fblk, run, false)?;
-        self.vol.free_data(Run { start: old, len: 1 })
+        self.vol.unpin(id);
+        r
     }
 
     /// Take file block `fblk` out of extent `e` (which covers it): the extent is split into

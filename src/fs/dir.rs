@@ -80,6 +80,12 @@ pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[
     })
 }
 
+/// The key of the hash item holding `name` in `dir`.
+#[inline(never)]
+fn hash_key(dir: u64, name: &[u8]) -> Key {
+    Key::new(dir, kind::DIR_HASH, name_hash(name))
+}
+
 fn head(ino: u64, seq: u64, kind: FileKind, name: &[u8]) -> DirEntryHead {
     DirEntryHead {
         ino: ino.into(),
@@ -92,7 +98,7 @@ fn head(ino: u64, seq: u64, kind: FileKind, name: &[u8]) -> DirEntryHead {
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Find `name` in directory `dir`.
     pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<Option<Found>> {
-        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        let key = hash_key(dir, name);
         let found = self.vol.get(&key, |v| -> Result<Option<Found>> {
             for e in entries(v) {
                 let (h, n) = e?;
@@ -107,7 +113,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             Ok(None)
         })?;
-        found.unwrap_or(Ok(None))
+        Ok(found.transpose()?.flatten())
     }
 
     /// Add `name` → `ino` to directory `dir` (which must not have it).
@@ -121,7 +127,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let mut d = self.read_inode(dir)?;
         let seq = d.next_seq.get();
         let h = head(ino, seq, kind, name);
-        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        let key = hash_key(dir, name);
         // The hash item, with this entry appended (collisions are rare; several fit).
         let mut buf = [0u8; HASH_ITEM_BUF];
         let old = self.vol.get(&key, |v| {
@@ -137,11 +143,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             None => 0,
         };
         let total = used + DIR_ENTRY_HEAD_LEN + name.len();
-        let slot = buf.get_mut(used..total).ok_or(Error::TooLarge)?;
+        let all = buf.get_mut(..total).ok_or(Error::TooLarge)?;
+        let slot = all.get_mut(used..).ok_or(Error::TooLarge)?;
         let (hb, nb) = slot.split_at_mut(DIR_ENTRY_HEAD_LEN);
         hb.copy_from_slice(h.as_bytes());
         nb.copy_from_slice(name);
-        let all = buf.get(..total).ok_or(Error::TooLarge)?;
+        let all = &*all;
         let mode = if used == 0 {
             InsertMode::Create
         } else {
@@ -149,7 +156,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         };
         self.vol.insert(key, all, mode)?;
         // The ordered index: the same entry alone.
-        let idx = buf.get(used..total).ok_or(Error::TooLarge)?;
+        let idx = all.get(used..).ok_or(Error::TooLarge)?;
         self.vol
             .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
         // Both counters come from disk: a hostile inode at the top of the range is Corrupt, not
@@ -163,7 +170,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Remove `name` from directory `dir`; returns what it named.
     pub(crate) fn remove_entry(&mut self, dir: u64, name: &[u8]) -> Result<Found> {
-        let key = Key::new(dir, kind::DIR_HASH, name_hash(name));
+        let key = hash_key(dir, name);
         let mut buf = [0u8; HASH_ITEM_BUF];
         // The item without the entry: the bytes before it and after it (every entry checked).
         let kept = self.vol.get(&key, |v| -> Result<(usize, Option<Found>)> {
@@ -184,8 +191,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 }
                 at += len;
             }
-            let (head, rest) = v.split_at_checked(cut.0).ok_or(Error::Corrupt)?;
-            let tail = rest.get(cut.1 - cut.0..).ok_or(Error::Corrupt)?;
+            let head = v.get(..cut.0).ok_or(Error::Corrupt)?;
+            let tail = v.get(cut.1..).ok_or(Error::Corrupt)?;
             let out = head.len() + tail.len();
             let dst = buf.get_mut(..out).ok_or(Error::TooLarge)?;
             let (d1, d2) = dst.split_at_mut(head.len());

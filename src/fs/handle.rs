@@ -64,30 +64,29 @@ impl<const H: usize> Handles<H> {
     }
 
     pub fn open(&mut self, ino: u64, flags: OpenFlags) -> Result<Fd> {
-        let idx = self
-            .slots
-            .iter()
-            .position(Option::is_none)
-            .ok_or(Error::TooManyOpenFiles)?;
-        let gen = self.gens.get(idx).copied().unwrap_or(0).wrapping_add(1);
-        if let (Some(s), Some(g)) = (self.slots.get_mut(idx), self.gens.get_mut(idx)) {
-            *g = gen;
-            *s = Some(Open {
-                ino,
-                pos: 0,
-                flags,
-                gen,
-            });
+        let free = self.slots.iter_mut().zip(self.gens.iter_mut()).enumerate();
+        for (idx, (s, g)) in free {
+            if s.is_none() {
+                let gen = g.wrapping_add(1);
+                *g = gen;
+                *s = Some(Open {
+                    ino,
+                    pos: 0,
+                    flags,
+                    gen,
+                });
+                return Ok(Fd {
+                    idx: idx as u16,
+                    gen,
+                });
+            }
         }
-        Ok(Fd {
-            idx: idx as u16,
-            gen,
-        })
+        Err(Error::TooManyOpenFiles)
     }
 
-    pub fn get(&self, fd: Fd) -> Result<&Open> {
+    pub fn get(&self, fd: Fd) -> Result<Open> {
         match self.slots.get(usize::from(fd.idx)) {
-            Some(Some(o)) if o.gen == fd.gen => Ok(o),
+            Some(Some(o)) if o.gen == fd.gen => Ok(*o),
             _ => Err(Error::BadHandle),
         }
     }

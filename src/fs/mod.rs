@@ -259,6 +259,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok((ino, name))
     }
 
+    /// [`resolve_parent`](Self::resolve_parent) for a change of the namespace: the volume must
+    /// be writable, and appends held in memory are put into the tree first.
+    fn parent_to_change<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8])> {
+        self.writable()?;
+        self.settle()?;
+        self.resolve_parent(path)
+    }
+
     /// Run `f` as one all-or-nothing operation of up to `tree_ops` tree changes: the space it
     /// may need is reserved first, so it fails with `NoSpace` before changing anything.
     fn op<R>(
@@ -345,7 +353,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Close a handle.
     pub fn close(&mut self, fd: Fd) -> Result<()> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         self.settle_ino(o.ino)?;
         self.handles.close(fd)
     }
@@ -361,7 +369,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Read at `offset` without moving the handle's position.
     pub fn read_at(&mut self, fd: Fd, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         if !o.flags.contains(OpenFlags::READ) {
             return Err(Error::BadHandle);
         }
@@ -371,7 +379,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Write at the handle's position (or the end, with `APPEND`); returns bytes written.
     pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         let pos = if o.flags.contains(OpenFlags::APPEND) {
             self.read_inode(o.ino)?.size.get()
         } else {
@@ -390,7 +398,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// [`write_at`](Self::write_at); `tail` lets whole-block appends take the fast path of
     /// `tail.rs` (queued writes do not: their data and log operation must be in place at once).
     fn write_at_inner(&mut self, fd: Fd, offset: u64, data: &[u8], tail: bool) -> Result<usize> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
@@ -445,7 +453,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Move the handle's position; returns the new position.
     pub fn seek(&mut self, fd: Fd, to: SeekFrom) -> Result<u64> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         let size = self.read_inode(o.ino)?.size.get();
         let base = match to {
             SeekFrom::Start(n) => Some(n),
@@ -461,7 +469,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Set the file's size: shrinking frees blocks, growing leaves a hole (reads as zeros).
     pub fn truncate(&mut self, fd: Fd, size: u64) -> Result<()> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         if !o.flags.intersects(OpenFlags::WRITE | OpenFlags::APPEND) {
             return Err(Error::BadHandle);
         }
@@ -473,7 +481,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// blocks), not a checkpoint. Every change before it, to any file, becomes durable too.
     /// Without the `journal` feature it is a checkpoint, as [`sync_all`](Self::sync_all).
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         self.read_inode(o.ino)?;
         self.settle()?;
         self.quiesce()?;
@@ -517,7 +525,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Metadata of an open file.
     pub fn fstat(&mut self, fd: Fd) -> Result<Metadata> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         self.stat_ino(o.ino)
     }
 
@@ -548,26 +556,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Create the directory `path`.
     pub fn mkdir(&mut self, path: &str) -> Result<()> {
-        self.writable()?;
-        self.settle()?;
-        let (dir, name) = self.resolve_parent(path)?;
+        let (dir, name) = self.parent_to_change(path)?;
         self.create_in(dir, name, Kind::Dir, None).map(|_| ())
     }
 
     /// Remove the empty directory `path`.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
-        self.writable()?;
-        self.settle()?;
-        let (dir, name) = self.resolve_parent(path)?;
+        let (dir, name) = self.parent_to_change(path)?;
         self.remove_in(dir, name, Some(Kind::Dir))
     }
 
     /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
     /// `NotFound`); its blocks are freed at once.
     pub fn unlink(&mut self, path: &str) -> Result<()> {
-        self.writable()?;
-        self.settle()?;
-        let (dir, name) = self.resolve_parent(path)?;
+        let (dir, name) = self.parent_to_change(path)?;
         self.remove_in(dir, name, Some(Kind::File))
     }
 
@@ -575,9 +577,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// replace a file, a directory may replace an empty directory. A directory cannot move
     /// into itself or below itself (`InvalidPath`).
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        self.writable()?;
-        self.settle()?;
-        let (fdir, fname) = self.resolve_parent(from)?;
+        let (fdir, fname) = self.parent_to_change(from)?;
         let (tdir, tname) = self.resolve_parent(to)?;
         self.rename_in(fdir, fname, tdir, tname)
     }

@@ -44,7 +44,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !flags.contains(ReadFlags::NOWAIT) {
             return self.read_at(fd, offset, buf);
         }
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         if !o.flags.contains(OpenFlags::READ) {
             return Err(Error::BadHandle);
         }
@@ -108,7 +108,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// for a file whose bytes live inside its inode. (Like `FIBMAP`: for tools and for tests
     /// that check the device trace.)
     pub fn block_map(&mut self, fd: Fd, offset: u64) -> Result<Option<u64>> {
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         let inode = self.read_inode(o.ino)?;
         if offset >= inode.size.get()
             || inode.flags.get() & crate::wire::items::inode_flags::INLINE != 0

@@ -161,7 +161,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             return Ok(WriteStatus::Done(n));
         }
-        let o = *self.handles.get(fd)?;
+        let o = self.handles.get(fd)?;
         if !o
             .flags
             .intersects(super::OpenFlags::WRITE | super::OpenFlags::APPEND)

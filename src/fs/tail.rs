@@ -38,7 +38,7 @@
 //!
 //! [`Volume::alloc_data_at`]: crate::volume::Volume::alloc_data_at
 
-use super::data::{Ext, Src};
+use super::data::{Ext, Fill, Src};
 use super::Fs;
 use crate::btree::InsertMode;
 use crate::device::BlockDevice;
@@ -234,7 +234,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Whole new blocks, as the general path writes them.
         let bs = bs as u64;
         for i in 0..count {
-            self.fill_block(first + i, true, 0, Src::Bytes(src), i * bs, bs)?;
+            self.fill_block(first + i, Fill::Fresh, 0, Src::Bytes(src), i * bs, bs)?;
         }
         Ok(())
     }
