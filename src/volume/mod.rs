@@ -169,8 +169,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Err(Error::NotFormatted);
         }
         let (mut bufs, cache_mem) = split_mem(mem, ss)?;
-        let mut best: Option<Superblock> = None;
-        let mut first_err = Error::NotFormatted;
+        // The newest valid copy so far, verified in place in the sector buffer and copied out
+        // once. A valid copy has a generation of at least 1: the zeroed one never wins.
+        let mut sb = Superblock::new_zeroed();
+        let mut err = Error::NotFormatted;
         for (i, off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
             let sb_buf = bufs
                 .first_mut()
@@ -180,18 +182,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 crate::device::read_blocks(&mut dev, superblock_lba(*off, geo.sector_size), sb_buf);
             let sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
-            let parsed = Superblock::parse(sb_buf, i as u64);
+            match Superblock::verify(sb_buf, i as u64) {
+                Ok(copy) if copy.generation() > sb.generation() => sb = *copy,
+                Ok(_) | Err(Error::NotFormatted) => {}
+                Err(e) => err = e,
+            }
             if let Some(slot) = bufs.first_mut() {
                 *slot = Some(sb_buf);
             }
-            match parsed {
-                Ok(sb) if best.is_none_or(|b| sb.generation() > b.generation()) => best = Some(sb),
-                Ok(_) => {}
-                Err(e) if e != Error::NotFormatted => first_err = e,
-                Err(_) => {}
-            }
         }
-        let sb = best.ok_or(first_err)?;
+        if sb.generation() == 0 {
+            return Err(err);
+        }
         let bs = sb.block_size.get();
         let count = sb.block_count.get();
         if bs % geo.sector_size != 0 || count.saturating_mul(u64::from(bs)) > geo.capacity() {
