@@ -148,7 +148,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             len: (count - data_start).into(),
         };
         sb.free_blocks = (count - data_start).into();
-        let mut vol = Self::assemble(dev, bufs, cache_mem, sb, false)?;
+        let mut vol = Self::assemble(dev, bufs, cache_mem, &sb, false)?;
         // Invalidate any previous volume's superblocks before writing the new trees.
         for i in 0..2 {
             vol.write_superblock_copy(i, false)?;
@@ -199,7 +199,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if bs % geo.sector_size != 0 || count.saturating_mul(u64::from(bs)) > geo.capacity() {
             return Err(Error::Corrupt);
         }
-        Self::assemble(dev, bufs, cache_mem, sb, geo.read_only)
+        Self::assemble(dev, bufs, cache_mem, &sb, geo.read_only)
     }
 
     /// The volume `sb` describes, in memory: mount's newest valid copy, or the superblock
@@ -209,7 +209,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         dev: D,
         bufs: heapless::Vec<Option<&'b mut [u8]>, 4>,
         cache_mem: &'b mut [u8],
-        sb: Superblock,
+        sb: &Superblock,
         read_only: bool,
     ) -> Result<Self> {
         let ss = dev.geometry().sector_size;
@@ -250,7 +250,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 sectors: sb.log_blocks.get() * sectors_per_block,
                 ..LogState::default()
             },
-            sb,
+            sb: *sb,
             bufs,
             log_buf_in_flight: None,
             op_depth: 0,
