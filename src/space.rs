@@ -27,7 +27,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::btree::{InsertMode, NodeStore, Tree};
 use crate::error::{Error, Result};
-use crate::wire::{Key, MAX_DEPTH};
+use crate::wire::{Extent, Key, MAX_DEPTH};
 
 /// Item type of a free extent in the free-space tree.
 pub const FREE_EXTENT: u8 = 1;
@@ -92,9 +92,24 @@ pub struct Space {
 impl Space {
     /// Allocator state as loaded from a superblock.
     pub fn new(persisted: [Run; RESERVE_RUNS], free_blocks: u64, committed: u64) -> Self {
+        let mut sp = Self::load(&[Extent::default(); RESERVE_RUNS], free_blocks, committed);
+        sp.reserve[..RESERVE_RUNS].copy_from_slice(&persisted);
+        sp
+    }
+
+    /// [`new`](Self::new) straight from the superblock's extents (mount and format build no
+    /// intermediate array).
+    pub(crate) fn load(
+        persisted: &[Extent; RESERVE_RUNS],
+        free_blocks: u64,
+        committed: u64,
+    ) -> Self {
         let mut reserve = [Run::default(); RESERVE_SLOTS];
-        for (slot, run) in reserve.iter_mut().zip(persisted) {
-            *slot = run;
+        for (slot, e) in reserve.iter_mut().zip(persisted) {
+            *slot = Run {
+                start: e.start.get(),
+                len: e.len.get(),
+            };
         }
         Space {
             reserve,

@@ -215,12 +215,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let ss = dev.geometry().sector_size;
         let bs = sb.block_size.get();
         let cache = BlockCache::new(cache_mem, bs as usize, ss as usize)?;
-        let run = |e: Extent| Run {
-            start: e.start.get(),
-            len: e.len.get(),
-        };
         let committed = sb.generation();
-        let space = Space::new(sb.reserve.map(run), sb.free_blocks.get(), committed);
+        let space = Space::load(&sb.reserve, sb.free_blocks.get(), committed);
         let root = |r: TreeRoot| Root {
             block: r.block.get(),
             generation: r.generation.get(),
