@@ -135,6 +135,19 @@ impl Space {
         Ok(out)
     }
 
+    /// [`persisted_reserve`](Self::persisted_reserve) written straight into the superblock's
+    /// extents; `out` is untouched on error.
+    pub(crate) fn save_reserve(&self, out: &mut [Extent; RESERVE_RUNS]) -> Result<()> {
+        self.persisted_reserve()?;
+        for (o, r) in out.iter_mut().zip(&self.reserve) {
+            *o = Extent {
+                start: r.start.into(),
+                len: r.len.into(),
+            };
+        }
+        Ok(())
+    }
+
     /// Blocks left in the reserve.
     pub fn reserved(&self) -> u64 {
         self.reserve.iter().map(|r| r.len).sum()

@@ -749,11 +749,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         };
         sb.fs_root = root(self.fs.root);
         sb.free_root = root(self.free.root);
-        let ext = |r: Run| Extent {
-            start: r.start.into(),
-            len: r.len.into(),
-        };
-        sb.reserve = self.store.space.persisted_reserve()?.map(ext);
+        self.store.space.save_reserve(&mut sb.reserve)?;
         sb.free_blocks = self.store.space.free_blocks.into();
         if both_copies {
             self.write_superblock_copy(0, true)?;
