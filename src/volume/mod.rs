@@ -81,8 +81,9 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
     free: Tree,
     sb: Superblock,
     /// Sector-multiple I/O buffers outside the cache: `bufs[i]` holds `sector_size << i`
-    /// bytes. `bufs[0]` carries superblocks; all of them carry log records.
-    bufs: heapless::Vec<Option<&'b mut [u8]>, 4>,
+    /// bytes (`None` past the last one the sector size allows). `bufs[0]` carries
+    /// superblocks; all of them carry log records.
+    bufs: Bufs<'b>,
     log: LogState,
     /// Which record buffer an asynchronous log write holds.
     log_buf_in_flight: Option<usize>,
@@ -207,7 +208,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// the struct is built in one place, which is most of the code either path has).
     fn assemble(
         dev: D,
-        bufs: heapless::Vec<Option<&'b mut [u8]>, 4>,
+        bufs: Bufs<'b>,
         cache_mem: &'b mut [u8],
         sb: &Superblock,
         read_only: bool,
@@ -867,25 +868,30 @@ fn superblock_lba(offset: u64, sector_size: u32) -> u64 {
     u64::from(offset.checked_div(sector_size).unwrap_or(0))
 }
 
+/// The record buffers: `sector_size << i` bytes at index `i`, as many as fit up to
+/// `max(MAX_RECORD, sector_size)` (four for 512-byte sectors), then `None`.
+type Bufs<'b> = [Option<&'b mut [u8]>; 4];
+const _: () = assert!(MAX_RECORD <= SUPERBLOCK_LEN << 3);
+
 /// Cut the record buffers (`sector_size << i` bytes, up to `max(MAX_RECORD, sector_size)`)
 /// off the front of `mem`; the rest is the cache's.
-#[allow(clippy::type_complexity)]
-fn split_mem(
-    mem: &mut [u8],
-    sector_size: usize,
-) -> Result<(heapless::Vec<Option<&mut [u8]>, 4>, &mut [u8])> {
+fn split_mem(mem: &mut [u8], sector_size: usize) -> Result<(Bufs<'_>, &mut [u8])> {
     if sector_size < SUPERBLOCK_LEN
         || !sector_size.is_power_of_two()
         || mem.len() < log_buffers_len(sector_size)
     {
         return Err(Error::InvalidArgument);
     }
-    let mut bufs = heapless::Vec::new();
+    let mut bufs = Bufs::default();
     let mut rest = mem;
     let mut size = sector_size;
-    while size <= MAX_RECORD.max(sector_size) {
+    // Sectors of at least SUPERBLOCK_LEN bytes: four slots always reach MAX_RECORD.
+    for slot in &mut bufs {
+        if size > MAX_RECORD.max(sector_size) {
+            break;
+        }
         let (a, b) = rest.split_at_mut(size);
-        bufs.push(Some(a)).map_err(|_| Error::InvalidArgument)?;
+        *slot = Some(a);
         rest = b;
         size *= 2;
     }
