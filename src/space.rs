@@ -307,7 +307,8 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
     let prev = free.prev(s, &key_of(start), item)?.transpose()?;
     let next = free.next(s, &key_of(start), true, item)?.transpose()?;
     if let Some((ps, pl, _)) = prev {
-        if ps.saturating_add(pl) > start {
+        // `item` checked that a run's end does not wrap.
+        if ps + pl > start {
             return Err(Error::Corrupt);
         }
     }
@@ -428,7 +429,7 @@ fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
                     if let Some(slot) = sp.reserve.iter_mut().rev().find(|r| r.len == 0) {
                         *slot = Run { start, len };
                     }
-                    sp.cursor = start.saturating_add(len);
+                    sp.cursor = start + len; // `item` checked it does not wrap
                     return Ok(());
                 }
                 from = key_of(start.saturating_add(1));
