@@ -195,7 +195,7 @@ impl Superblock {
         let data = self.data_start.get();
         // The journal lies between the superblocks and the data area, which ends before the
         // last block; tree roots and reserve runs lie inside the data area.
-        let mut ok = within(self.header.generation.get(), 0, 1, MAX_GENERATION - 1)
+        let mut ok = (1..MAX_GENERATION).contains(&self.header.generation.get())
             && within(
                 self.log_start.get(),
                 self.log_blocks.get(),
@@ -203,7 +203,7 @@ impl Superblock {
                 data,
             )
             && within(data, 1, 0, count)
-            && within(0, self.free_blocks.get(), 0, count);
+            && self.free_blocks.get() <= count;
         for root in [&self.fs_root, &self.free_root] {
             ok &= within(root.block.get(), 1, data, count)
                 && usize::from(root.level) < super::MAX_DEPTH;
