@@ -27,7 +27,8 @@ pub const MAX_GENERATION: u64 = 1 << 38;
 pub const SUPERBLOCK_REGION: u64 = 8192;
 
 /// Does the run of `len` from `start` lie inside `lo..=hi` (its end, `start + len`, at most
-/// `hi`, without wrapping)? One out-of-line check for every range a superblock records.
+/// `hi`, without wrapping)? One out-of-line check for the runs a superblock records (journal,
+/// data area, tree roots, reserve).
 #[inline(never)]
 fn within(start: u64, len: u64, lo: u64, hi: u64) -> bool {
     match start.checked_add(len) {
