@@ -74,7 +74,7 @@ pub struct CacheStats {
 
 /// A write-back block cache of `N` slots.
 pub struct BlockCache<'b, const N: usize> {
-    slots: heapless::Vec<Slot<'b>, N>,
+    slots: [Slot<'b>; N],
     /// Completions of other callers' requests (log records, flushes) reaped while the cache
     /// waited for its own; handed out by [`take_foreign`](Self::take_foreign), never dropped.
     foreign: heapless::Deque<Completion<'b>, 8>,
@@ -106,22 +106,18 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         {
             return Err(Error::InvalidArgument);
         }
-        let mut slots = heapless::Vec::new();
-        for buf in mem.chunks_exact_mut(block_size).take(N) {
-            let slot = Slot {
-                buf: Some(buf),
-                block: u64::MAX,
-                state: State::Empty,
-                pins: 0,
-                lru: 0,
-                meta: false,
-                checked: false,
-                error: None,
-            };
-            if slots.push(slot).is_err() {
-                return Err(Error::InvalidArgument);
-            }
-        }
+        // `mem` holds `N` whole blocks (checked above): every slot gets its buffer.
+        let mut bufs = mem.chunks_exact_mut(block_size);
+        let slots = core::array::from_fn(|_| Slot {
+            buf: bufs.next(),
+            block: u64::MAX,
+            state: State::Empty,
+            pins: 0,
+            lru: 0,
+            meta: false,
+            checked: false,
+            error: None,
+        });
         Ok(BlockCache {
             slots,
             foreign: heapless::Deque::new(),

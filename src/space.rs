@@ -27,7 +27,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::btree::{InsertMode, NodeStore, Tree};
 use crate::error::{Error, Result};
-use crate::wire::{Key, MAX_DEPTH};
+use crate::wire::{Extent, Key, MAX_DEPTH};
 
 /// Item type of a free extent in the free-space tree.
 pub const FREE_EXTENT: u8 = 1;
@@ -92,9 +92,24 @@ pub struct Space {
 impl Space {
     /// Allocator state as loaded from a superblock.
     pub fn new(persisted: [Run; RESERVE_RUNS], free_blocks: u64, committed: u64) -> Self {
+        let mut sp = Self::load(&[Extent::default(); RESERVE_RUNS], free_blocks, committed);
+        sp.reserve[..RESERVE_RUNS].copy_from_slice(&persisted);
+        sp
+    }
+
+    /// [`new`](Self::new) straight from the superblock's extents (mount and format build no
+    /// intermediate array).
+    pub(crate) fn load(
+        persisted: &[Extent; RESERVE_RUNS],
+        free_blocks: u64,
+        committed: u64,
+    ) -> Self {
         let mut reserve = [Run::default(); RESERVE_SLOTS];
-        for (slot, run) in reserve.iter_mut().zip(persisted) {
-            *slot = run;
+        for (slot, e) in reserve.iter_mut().zip(persisted) {
+            *slot = Run {
+                start: e.start.get(),
+                len: e.len.get(),
+            };
         }
         Space {
             reserve,
@@ -118,6 +133,19 @@ impl Space {
             *o = r;
         }
         Ok(out)
+    }
+
+    /// [`persisted_reserve`](Self::persisted_reserve) written straight into the superblock's
+    /// extents; `out` is untouched on error.
+    pub(crate) fn save_reserve(&self, out: &mut [Extent; RESERVE_RUNS]) -> Result<()> {
+        self.persisted_reserve()?;
+        for (o, r) in out.iter_mut().zip(&self.reserve) {
+            *o = Extent {
+                start: r.start.into(),
+                len: r.len.into(),
+            };
+        }
+        Ok(())
     }
 
     /// Blocks left in the reserve.
@@ -279,7 +307,8 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
     let prev = free.prev(s, &key_of(start), item)?.transpose()?;
     let next = free.next(s, &key_of(start), true, item)?.transpose()?;
     if let Some((ps, pl, _)) = prev {
-        if ps.saturating_add(pl) > start {
+        // `item` checked that a run's end does not wrap.
+        if ps + pl > start {
             return Err(Error::Corrupt);
         }
     }
@@ -400,7 +429,7 @@ fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
                     if let Some(slot) = sp.reserve.iter_mut().rev().find(|r| r.len == 0) {
                         *slot = Run { start, len };
                     }
-                    sp.cursor = start.saturating_add(len);
+                    sp.cursor = start + len; // `item` checked it does not wrap
                     return Ok(());
                 }
                 from = key_of(start.saturating_add(1));

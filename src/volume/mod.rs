@@ -81,8 +81,9 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
     free: Tree,
     sb: Superblock,
     /// Sector-multiple I/O buffers outside the cache: `bufs[i]` holds `sector_size << i`
-    /// bytes. `bufs[0]` carries superblocks; all of them carry log records.
-    bufs: heapless::Vec<Option<&'b mut [u8]>, 4>,
+    /// bytes (`None` past the last one the sector size allows). `bufs[0]` carries
+    /// superblocks; all of them carry log records.
+    bufs: Bufs<'b>,
     log: LogState,
     /// Which record buffer an asynchronous log write holds.
     log_buf_in_flight: Option<usize>,
@@ -148,7 +149,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             len: (count - data_start).into(),
         };
         sb.free_blocks = (count - data_start).into();
-        let mut vol = Self::assemble(dev, bufs, cache_mem, sb, false)?;
+        let mut vol = Self::assemble(dev, bufs, cache_mem, &sb, false)?;
         // Invalidate any previous volume's superblocks before writing the new trees.
         for i in 0..2 {
             vol.write_superblock_copy(i, false)?;
@@ -169,8 +170,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Err(Error::NotFormatted);
         }
         let (mut bufs, cache_mem) = split_mem(mem, ss)?;
-        let mut best: Option<Superblock> = None;
-        let mut first_err = Error::NotFormatted;
+        // The newest valid copy so far, verified in place in the sector buffer and copied out
+        // once. A valid copy has a generation of at least 1: the zeroed one never wins.
+        let mut sb = Superblock::new_zeroed();
+        let mut err = Error::NotFormatted;
         for (i, off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
             let sb_buf = bufs
                 .first_mut()
@@ -180,24 +183,24 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 crate::device::read_blocks(&mut dev, superblock_lba(*off, geo.sector_size), sb_buf);
             let sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
-            let parsed = Superblock::parse(sb_buf, i as u64);
+            match Superblock::verify(sb_buf, i as u64) {
+                Ok(copy) if copy.generation() > sb.generation() => sb = *copy,
+                Ok(_) | Err(Error::NotFormatted) => {}
+                Err(e) => err = e,
+            }
             if let Some(slot) = bufs.first_mut() {
                 *slot = Some(sb_buf);
             }
-            match parsed {
-                Ok(sb) if best.is_none_or(|b| sb.generation() > b.generation()) => best = Some(sb),
-                Ok(_) => {}
-                Err(e) if e != Error::NotFormatted => first_err = e,
-                Err(_) => {}
-            }
         }
-        let sb = best.ok_or(first_err)?;
+        if sb.generation() == 0 {
+            return Err(err);
+        }
         let bs = sb.block_size.get();
         let count = sb.block_count.get();
         if bs % geo.sector_size != 0 || count.saturating_mul(u64::from(bs)) > geo.capacity() {
             return Err(Error::Corrupt);
         }
-        Self::assemble(dev, bufs, cache_mem, sb, geo.read_only)
+        Self::assemble(dev, bufs, cache_mem, &sb, geo.read_only)
     }
 
     /// The volume `sb` describes, in memory: mount's newest valid copy, or the superblock
@@ -205,20 +208,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// the struct is built in one place, which is most of the code either path has).
     fn assemble(
         dev: D,
-        bufs: heapless::Vec<Option<&'b mut [u8]>, 4>,
+        bufs: Bufs<'b>,
         cache_mem: &'b mut [u8],
-        sb: Superblock,
+        sb: &Superblock,
         read_only: bool,
     ) -> Result<Self> {
         let ss = dev.geometry().sector_size;
         let bs = sb.block_size.get();
         let cache = BlockCache::new(cache_mem, bs as usize, ss as usize)?;
-        let run = |e: Extent| Run {
-            start: e.start.get(),
-            len: e.len.get(),
-        };
         let committed = sb.generation();
-        let space = Space::new(sb.reserve.map(run), sb.free_blocks.get(), committed);
+        let space = Space::load(&sb.reserve, sb.free_blocks.get(), committed);
         let root = |r: TreeRoot| Root {
             block: r.block.get(),
             generation: r.generation.get(),
@@ -248,7 +247,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 sectors: sb.log_blocks.get() * sectors_per_block,
                 ..LogState::default()
             },
-            sb,
+            sb: *sb,
             bufs,
             log_buf_in_flight: None,
             op_depth: 0,
@@ -751,11 +750,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         };
         sb.fs_root = root(self.fs.root);
         sb.free_root = root(self.free.root);
-        let ext = |r: Run| Extent {
-            start: r.start.into(),
-            len: r.len.into(),
-        };
-        sb.reserve = self.store.space.persisted_reserve()?.map(ext);
+        self.store.space.save_reserve(&mut sb.reserve)?;
         sb.free_blocks = self.store.space.free_blocks.into();
         if both_copies {
             self.write_superblock_copy(0, true)?;
@@ -873,25 +868,30 @@ fn superblock_lba(offset: u64, sector_size: u32) -> u64 {
     u64::from(offset.checked_div(sector_size).unwrap_or(0))
 }
 
+/// The record buffers: `sector_size << i` bytes at index `i`, as many as fit up to
+/// `max(MAX_RECORD, sector_size)` (four for 512-byte sectors), then `None`.
+type Bufs<'b> = [Option<&'b mut [u8]>; 4];
+const _: () = assert!(MAX_RECORD <= SUPERBLOCK_LEN << 3);
+
 /// Cut the record buffers (`sector_size << i` bytes, up to `max(MAX_RECORD, sector_size)`)
 /// off the front of `mem`; the rest is the cache's.
-#[allow(clippy::type_complexity)]
-fn split_mem(
-    mem: &mut [u8],
-    sector_size: usize,
-) -> Result<(heapless::Vec<Option<&mut [u8]>, 4>, &mut [u8])> {
+fn split_mem(mem: &mut [u8], sector_size: usize) -> Result<(Bufs<'_>, &mut [u8])> {
     if sector_size < SUPERBLOCK_LEN
         || !sector_size.is_power_of_two()
         || mem.len() < log_buffers_len(sector_size)
     {
         return Err(Error::InvalidArgument);
     }
-    let mut bufs = heapless::Vec::new();
+    let mut bufs = Bufs::default();
     let mut rest = mem;
     let mut size = sector_size;
-    while size <= MAX_RECORD.max(sector_size) {
+    // Sectors of at least SUPERBLOCK_LEN bytes: four slots always reach MAX_RECORD.
+    for slot in &mut bufs {
+        if size > MAX_RECORD.max(sector_size) {
+            break;
+        }
         let (a, b) = rest.split_at_mut(size);
-        bufs.push(Some(a)).map_err(|_| Error::InvalidArgument)?;
+        *slot = Some(a);
         rest = b;
         size *= 2;
     }

@@ -26,6 +26,17 @@ pub const MAX_GENERATION: u64 = 1 << 38;
 /// Bytes at the start of the device reserved for the superblocks.
 pub const SUPERBLOCK_REGION: u64 = 8192;
 
+/// Does the run of `len` from `start` lie inside `lo..=hi` (its end, `start + len`, at most
+/// `hi`, without wrapping)? One out-of-line check for the runs a superblock records (journal,
+/// data area, tree roots, reserve).
+#[inline(never)]
+fn within(start: u64, len: u64, lo: u64, hi: u64) -> bool {
+    match start.checked_add(len) {
+        Some(end) => start >= lo && end <= hi,
+        None => false,
+    }
+}
+
 bitflags! {
     /// Features an older reader may ignore.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,9 +156,15 @@ impl Superblock {
     /// later code may rely on them: block size a power of two in range, a layout that fits the
     /// volume, tree roots and reserve extents inside the managed area.
     pub fn parse(bytes: &[u8], index: u64) -> Result<Superblock> {
+        Self::verify(bytes, index).copied()
+    }
+
+    /// [`parse`](Self::parse) in place: the verified copy, borrowed from `bytes` (mount keeps
+    /// only the newest, so nothing else moves a whole superblock around).
+    pub(crate) fn verify(bytes: &[u8], index: u64) -> Result<&Superblock> {
         let bad = Error::NotFormatted;
         let raw = bytes.get(..SUPERBLOCK_LEN).ok_or(bad)?;
-        let sb = Superblock::read_from_bytes(raw).map_err(|_| bad)?;
+        let sb = Superblock::ref_from_bytes(raw).map_err(|_| bad)?;
         let h = &sb.header;
         if h.magic.get() != MAGIC {
             return Err(bad);
@@ -163,47 +180,40 @@ impl Superblock {
         if sb.version.get() != FORMAT_VERSION || Incompat::from_bits(sb.incompat.get()).is_none() {
             return Err(Error::Unsupported);
         }
-        sb.check_geometry().map_err(|_| Error::Corrupt)?;
-        Ok(sb)
+        if sb.geometry_ok() {
+            Ok(sb)
+        } else {
+            Err(Error::Corrupt)
+        }
     }
 
-    fn check_geometry(&self) -> core::result::Result<(), ()> {
+    fn geometry_ok(&self) -> bool {
         let bs = self.block_size.get();
         if !bs.is_power_of_two() || !(super::MIN_BLOCK_SIZE..=super::MAX_BLOCK_SIZE).contains(&bs) {
-            return Err(());
-        }
-        if !(1..MAX_GENERATION).contains(&self.header.generation.get()) {
-            return Err(());
+            return false;
         }
         let count = self.block_count.get();
-        let sb_blocks = super::SUPERBLOCK_REGION.div_ceil(u64::from(bs));
-        let log_end = self
-            .log_start
-            .get()
-            .checked_add(self.log_blocks.get())
-            .ok_or(())?;
-        if self.log_start.get() < sb_blocks
-            || log_end > self.data_start.get()
-            || self.data_start.get() >= count
-        {
-            return Err(());
+        let data = self.data_start.get();
+        // The journal lies between the superblocks and the data area, which ends before the
+        // last block; tree roots and reserve runs lie inside the data area.
+        let mut ok = (1..MAX_GENERATION).contains(&self.header.generation.get())
+            && within(
+                self.log_start.get(),
+                self.log_blocks.get(),
+                super::SUPERBLOCK_REGION.div_ceil(u64::from(bs)),
+                data,
+            )
+            && within(data, 1, 0, count)
+            && self.free_blocks.get() <= count;
+        for root in [&self.fs_root, &self.free_root] {
+            ok &= within(root.block.get(), 1, data, count)
+                && usize::from(root.level) < super::MAX_DEPTH;
         }
-        let in_data = |b: u64| (self.data_start.get()..count).contains(&b);
-        for root in [self.fs_root, self.free_root] {
-            if !in_data(root.block.get()) || usize::from(root.level) >= super::MAX_DEPTH {
-                return Err(());
-            }
+        for e in &self.reserve {
+            let len = e.len.get();
+            ok &= len == 0 || within(e.start.get(), len, data, count);
         }
-        for e in self.reserve {
-            let end = e.start.get().checked_add(e.len.get()).ok_or(())?;
-            if e.len.get() != 0 && (!in_data(e.start.get()) || end > count) {
-                return Err(());
-            }
-        }
-        if self.free_blocks.get() > count {
-            return Err(());
-        }
-        Ok(())
+        ok
     }
 
     /// The checkpoint generation this copy records.
