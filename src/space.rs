@@ -171,8 +171,12 @@ impl Space {
     fn compact(&mut self) {
         let mut n = 0;
         for i in 0..self.reserve.len() {
-            if self.reserve[i].len > 0 {
-                self.reserve.swap(n, i);
+            let r = self.reserve[i];
+            if r.len > 0 {
+                // Not `swap`: for n == i it calls `memmove`, which would link 1.5 KiB of
+                // Thumb code that no other path needs.
+                self.reserve[i] = self.reserve[n];
+                self.reserve[n] = r;
                 n += 1;
             }
         }
