@@ -126,9 +126,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let count = geo.capacity() / u64::from(bs);
         let sb_blocks = SUPERBLOCK_REGION.div_ceil(u64::from(bs));
         let log_blocks = opts.log_blocks.unwrap_or((count / 64).clamp(16, 1024));
-        let data_start = sb_blocks + log_blocks;
+        // Saturating: a `log_blocks` near `u64::MAX` is a caller's mistake to report as
+        // `NoSpace`, not an overflow.
+        let data_start = sb_blocks.saturating_add(log_blocks);
         // Two tree roots plus room to work.
-        if count < data_start + 2 + 2 * BLOCKS_PER_OP {
+        if count < data_start.saturating_add(2 + 2 * BLOCKS_PER_OP) {
             return Err(Error::NoSpace);
         }
         let (bufs, cache_mem) = split_mem(mem, geo.sector_size as usize)?;
@@ -918,6 +920,21 @@ mod tests {
 
     fn val(i: u64) -> Vec<u8> {
         vec![i as u8; (i % 90) as usize]
+    }
+
+    #[test]
+    fn format_refuses_a_journal_larger_than_the_device() {
+        let mut disk = vec![0u8; 1 << 20];
+        for log_blocks in [u64::MAX, u64::MAX - 3, 1 << 20] {
+            let mut mem = vec![0u8; memory_needed(512, 4096, SLOTS)];
+            let dev = RamDisk::new(&mut disk, 512).unwrap();
+            let opts = FormatOptions {
+                log_blocks: Some(log_blocks),
+                ..FormatOptions::default()
+            };
+            let got = Volume::<'_, _, SLOTS>::format(dev, &mut mem, opts).map(|_| ());
+            assert_eq!(got, Err(Error::NoSpace), "log_blocks {log_blocks}");
+        }
     }
 
     #[test]
