@@ -68,16 +68,30 @@ fn set_nitems(buf: &mut [u8], n: usize) {
 /// Copy `len` bytes of `buf` from `src` to `dst`; the ranges may overlap. `None` (and no
 /// change) if either range leaves the buffer.
 ///
-/// A byte loop in the safe direction instead of `copy_within`, which would link the 1.5 KB
-/// `memmove` for these few node edits; the early exits keep LLVM from turning it back into
-/// one.
+/// Not `copy_within`: that links the 1.5 KB `memmove` for these few node edits. Instead the
+/// range moves in chunks no longer than the distance moved, so no chunk overlaps its
+/// destination and each is a plain `memcpy` (linked anyway); moving down the chunks go
+/// front first, moving up back first, so no chunk is overwritten before it is read. A byte
+/// loop would be as small but several times slower on a 4 KiB node.
 fn shift(buf: &mut [u8], src: usize, dst: usize, len: usize) -> Option<()> {
     buf.get(src.max(dst)..)?.get(..len)?;
-    for i in 0..len {
-        // Moving down, copy from the front; moving up, from the back.
-        let j = if dst < src { i } else { len - 1 - i };
-        let b = *buf.get(src + j)?;
-        *buf.get_mut(dst + j)? = b;
+    let (lo, hi) = (src.min(dst), src.max(dst));
+    let step = hi - lo;
+    let mut done = 0;
+    while done < len && step > 0 {
+        let n = step.min(len - done);
+        let off = if dst < src { done } else { len - done - n };
+        let (below, above) = buf.split_at_mut_checked(hi + off)?;
+        let (low, high) = (
+            below.get_mut(lo + off..)?.get_mut(..n)?,
+            above.get_mut(..n)?,
+        );
+        if dst < src {
+            low.copy_from_slice(high);
+        } else {
+            high.copy_from_slice(low);
+        }
+        done += n;
     }
     Some(())
 }
@@ -575,6 +589,29 @@ mod tests {
 
     fn leaf(buf: &mut [u8]) {
         BlockHeader::init(buf, BlockKind::Leaf, 1, 5, 1, 0).unwrap();
+    }
+
+    #[test]
+    fn shift_matches_copy_within_for_every_overlap() {
+        const N: usize = 24;
+        let orig: [u8; N] = core::array::from_fn(|i| i as u8 + 1);
+        for src in 0..=N {
+            for dst in 0..=N {
+                for len in 0..=N {
+                    let mut got = orig;
+                    let r = shift(&mut got, src, dst, len);
+                    if src.max(dst) + len > N {
+                        assert_eq!(r, None, "{src} {dst} {len}");
+                        assert_eq!(got, orig, "unchanged when out of range");
+                        continue;
+                    }
+                    let mut want = orig;
+                    want.copy_within(src..src + len, dst);
+                    assert_eq!(r, Some(()));
+                    assert_eq!(got, want, "src {src} dst {dst} len {len}");
+                }
+            }
+        }
     }
 
     #[test]
