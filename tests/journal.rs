@@ -416,3 +416,32 @@ fn fsync_without_fua_costs_one_flush() {
     assert_eq!(read_all(&mut fs, "/data"), want);
     assert_fsck(&mut fs);
 }
+
+#[test]
+fn a_volume_formatted_without_a_journal_syncs_by_checkpoint() {
+    let mut m = mem(4096);
+    let opts = FormatOptions {
+        log_blocks: Some(0),
+        ..FormatOptions::default()
+    };
+    let mut fs = F::format(
+        Trace::new(QueuedRamDisk::new(cfg(8 << 20, 13))),
+        &mut m,
+        opts,
+    )
+    .unwrap();
+    let fd = fs
+        .open("/f", OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE)
+        .unwrap();
+    let mut want = Vec::new();
+    for i in 0..20u8 {
+        let chunk = vec![i; 700];
+        fs.write(fd, &chunk).unwrap();
+        want.extend_from_slice(&chunk);
+        fs.fsync(fd).unwrap();
+    }
+    let mut m2 = mem(4096);
+    let mut fs = remount(fs, &mut m2);
+    assert_eq!(read_all(&mut fs, "/f"), want);
+    assert_fsck(&mut fs);
+}
