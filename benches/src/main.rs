@@ -469,7 +469,7 @@ const USAGE: &str =
   --quick           scaled-down sizes (1 MiB files, 100 ops) for a CI smoke run
   --csv             print CSV instead of the table
   --markdown PATH   also write the results, the set-up and the machine as Markdown to PATH
-  --repeat N        run each (workload, fs) up to N times, keep the fastest (default 3,
+  --repeat N        run each (workload, fs) up to N times, keep the fastest (default 5,
                     quick 1; a run longer than 5 s is not repeated)
   --budget SECS     abandon a directory phase that runs longer (default 120, quick 60)
   --fs LIST         only these filesystems (comma-separated)
@@ -667,7 +667,7 @@ fn main() {
 
     let mut runner = Runner {
         p: &p,
-        repeat: args.repeat.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
+        repeat: args.repeat.unwrap_or(if args.quick { 1 } else { 5 }).max(1),
         only_fs: args.only_fs.clone(),
         only_workloads: args.only_workloads.clone(),
         rows: Vec::new(),
