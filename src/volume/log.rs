@@ -176,11 +176,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// the commit group to their end, while a `NOWAIT` read (or a `NOWAIT` write's probe)
     /// that missed the cache leaves its read in flight (its caller got `WouldBlock` and comes
     /// back later), and the pipeline starts write-backs of dirty slots it does not wait for.
-    /// The checkpoint drains the queue for the same reason. Completions reaped here are
+    /// The checkpoint waits here for the same reason. Completions reaped here are
     /// applied to the cache as if the pipeline had reaped them (a failed read is kept for the
     /// block's next reader; a failed write-back leaves the block dirty), and a log or flush
     /// completion stays stashed for [`poll_io`](Self::poll_io): nothing is dropped.
-    fn wait_in_flight(&mut self) {
+    pub(super) fn wait_in_flight(&mut self) {
         let st = &mut self.store;
         st.cache.drain_device(&mut st.dev);
     }

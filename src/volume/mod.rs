@@ -704,7 +704,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         self.generation_left()?;
         // Whatever is in flight (queued writes, a log record) finishes first; their
         // completions stay with the cache for the journal to see.
-        self.store.cache.drain_device(&mut self.store.dev);
+        self.wait_in_flight();
         // A log record or flush the pipeline started has finished: the checkpoint supersedes
         // it (the pipeline drops its commit group when the epoch moves), but its buffer must
         // come back, the superblock is written from the first one. Only the NOWAIT pipeline
