@@ -17,7 +17,7 @@
 
 use crate::device::{BlockDevice, Command, Completion, Request, Tag};
 use crate::error::{Error, IoError, Result};
-use crate::wire::BlockHeader;
+use crate::wire::{BlockHeader, BlockNr};
 
 /// Index of a cache slot. Valid until the slot is evicted; pin it to keep it.
 pub type SlotId = usize;
@@ -46,7 +46,7 @@ enum State {
 
 struct Slot<'b> {
     buf: Option<&'b mut [u8]>,
-    block: u64,
+    block: BlockNr,
     state: State,
     pins: u16,
     lru: u32,
@@ -110,7 +110,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         let mut bufs = mem.chunks_exact_mut(block_size);
         let slots = core::array::from_fn(|_| Slot {
             buf: bufs.next(),
-            block: u64::MAX,
+            block: BlockNr::MAX,
             state: State::Empty,
             pins: 0,
             lru: 0,
@@ -182,7 +182,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// The slot holding `block`, if any (in any state).
-    pub fn find(&self, block: u64) -> Option<SlotId> {
+    pub fn find(&self, block: BlockNr) -> Option<SlotId> {
         self.slots
             .iter()
             .position(|s| s.state != State::Empty && s.block == block)
@@ -279,7 +279,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
 
     /// Drop `block` from the cache without writing it (it was freed). A slot in flight is left
     /// alone: its completion still has to come back.
-    pub fn forget(&mut self, block: u64) {
+    pub fn forget(&mut self, block: BlockNr) {
         if let Some(id) = self.find(block) {
             if let Some(s) = self.slots.get_mut(id) {
                 if matches!(s.state, State::Clean | State::Dirty) && s.pins == 0 {
@@ -287,7 +287,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
                         self.mutations = self.mutations.wrapping_add(1);
                     }
                     s.state = State::Empty;
-                    s.block = u64::MAX;
+                    s.block = BlockNr::MAX;
                     s.checked = false;
                 }
             }
@@ -299,7 +299,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         for s in self.slots.iter_mut() {
             if matches!(s.state, State::Clean | State::Dirty | State::Failed) {
                 s.state = State::Empty;
-                s.block = u64::MAX;
+                s.block = BlockNr::MAX;
                 s.checked = false;
                 s.pins = 0;
             }
@@ -418,7 +418,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         }
         let e = s.error.take().unwrap_or(IoError::Media);
         s.state = State::Empty;
-        s.block = u64::MAX;
+        s.block = BlockNr::MAX;
         s.checked = false;
         Err(Error::Io(e))
     }
@@ -441,8 +441,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     ) -> Result<()> {
         let spb = self.sectors_per_block;
         let s = self.slot_mut(id)?;
-        let lba = s
-            .block
+        let lba = u64::from(s.block)
             .checked_mul(spb)
             .ok_or(Error::Io(IoError::OutOfRange))?;
         let buf = s.buf.take().ok_or(Error::WouldBlock)?;
@@ -517,7 +516,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     pub fn read<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
-        block: u64,
+        block: BlockNr,
         meta: bool,
     ) -> Result<SlotId> {
         self.refuse_if_shut_down()?;
@@ -576,7 +575,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     pub fn create<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
-        block: u64,
+        block: BlockNr,
         meta: bool,
     ) -> Result<SlotId> {
         self.claim(dev, block, meta, true)
@@ -588,7 +587,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     pub fn create_overwritten<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
-        block: u64,
+        block: BlockNr,
     ) -> Result<SlotId> {
         self.claim(dev, block, false, false)
     }
@@ -596,7 +595,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     fn claim<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
-        block: u64,
+        block: BlockNr,
         meta: bool,
         zero: bool,
     ) -> Result<SlotId> {
@@ -626,7 +625,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     pub fn write_back_block<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
-        block: u64,
+        block: BlockNr,
     ) -> Result<bool> {
         let Some(id) = self.find(block) else {
             return Ok(false);
@@ -647,8 +646,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     pub fn write_back_run<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
-        start: u64,
-        len: u64,
+        start: BlockNr,
+        len: BlockNr,
     ) -> Result<()> {
         let end = start.saturating_add(len);
         for id in 0..self.slots.len() {
@@ -674,7 +673,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     pub fn start_write<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
-        block: u64,
+        block: BlockNr,
         fua: bool,
     ) -> Result<bool> {
         let Some(id) = self.find(block) else {
@@ -690,8 +689,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         }
         let spb = self.sectors_per_block;
         let s = self.slot_mut(id)?;
-        let lba = s
-            .block
+        let lba = u64::from(s.block)
             .checked_mul(spb)
             .ok_or(Error::Io(IoError::OutOfRange))?;
         let buf = s.buf.take().ok_or(Error::WouldBlock)?;
@@ -744,7 +742,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
 
     /// Where a block's last write stands: `None` while it is in flight, `Some(Ok(()))` when it
     /// is on the device (or not cached any more), `Some(Err(_))` when it failed.
-    pub fn write_state(&mut self, block: u64) -> Option<Result<()>> {
+    pub fn write_state(&mut self, block: BlockNr) -> Option<Result<()>> {
         let Some(id) = self.find(block) else {
             return Some(Ok(()));
         };
@@ -759,7 +757,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Is `block` cached with I/O in flight?
-    pub fn in_flight(&self, block: u64) -> bool {
+    pub fn in_flight(&self, block: BlockNr) -> bool {
         self.find(block)
             .and_then(|id| self.slots.get(id))
             .is_some_and(|s| matches!(s.state, State::Reading | State::Writing))
@@ -776,7 +774,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Is `block` cached and readable now?
-    pub fn is_resident(&self, block: u64) -> bool {
+    pub fn is_resident(&self, block: BlockNr) -> bool {
         self.find(block)
             .and_then(|id| self.slots.get(id))
             .is_some_and(|s| matches!(s.state, State::Clean | State::Dirty))
@@ -836,7 +834,7 @@ mod tests {
         let mut dev = RamDisk::new(&mut store, 512).unwrap();
         let mut mem = [0u8; 512 * 2];
         let mut cache: BlockCache<'_, 2> = BlockCache::new(&mut mem, 512, 512).unwrap();
-        for b in 0..10u64 {
+        for b in 0..10 {
             let id = cache.read(&mut dev, b, false).unwrap();
             assert_eq!(cache.data(id).unwrap()[0], b as u8);
         }
@@ -862,7 +860,7 @@ mod tests {
         let mut dev = QueuedRamDisk::new(cfg);
         let mut mem = std::vec![0u8; 1024 * 8];
         let mut cache: BlockCache<'_, 8> = BlockCache::new(&mut mem, 1024, 512).unwrap();
-        for b in 0..8u64 {
+        for b in 0..8 {
             let id = cache.create(&mut dev, b, false).unwrap();
             cache.data_mut(id).unwrap().fill(b as u8 + 1);
         }

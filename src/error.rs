@@ -83,7 +83,8 @@ pub enum Error {
     ShutDown,
     /// The device does not hold a bonsaifs volume (no valid superblock).
     NotFormatted,
-    /// The volume needs a feature this build does not know (incompat bits).
+    /// The volume needs a feature this build does not know (incompat bits), or has more
+    /// blocks than this build addresses ([`BlockNr`](crate::wire::BlockNr)).
     Unsupported,
 }
 

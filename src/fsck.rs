@@ -12,7 +12,7 @@
 use crate::btree::{NodeStore, Tree};
 use crate::error::{Error, Result};
 use crate::space::{FreeExtent, Run, SpaceStore, FREE_EXTENT};
-use crate::wire::{tree_id, Key, NodeRef, MAX_DEPTH};
+use crate::wire::{block_nr, tree_id, BlockNr, Key, NodeRef, MAX_DEPTH};
 use zerocopy::FromBytes;
 
 /// What [`check`] found.
@@ -62,8 +62,8 @@ impl Report {
 
 struct Marks<'a> {
     bits: &'a mut [u8],
-    start: u64,
-    end: u64,
+    start: BlockNr,
+    end: BlockNr,
 }
 
 impl Marks<'_> {
@@ -82,7 +82,7 @@ impl Marks<'_> {
         // length must not make this loop for hours); the rest counts as out of range at once.
         let end = run.start.saturating_add(run.len);
         let inside = run.start.max(self.start)..end.min(self.end);
-        let mut dup = run.len - (inside.end.saturating_sub(inside.start));
+        let mut dup = u64::from(run.len - (inside.end.saturating_sub(inside.start)));
         for b in inside {
             if b < self.start || b >= self.end {
                 dup += 1;
@@ -102,7 +102,7 @@ impl Marks<'_> {
 /// One level of the explicit walk stack.
 #[derive(Clone, Copy)]
 struct Frame {
-    block: u64,
+    block: BlockNr,
     generation: u64,
     level: u8,
     next: usize,
@@ -133,7 +133,7 @@ fn walk_with<S: NodeStore>(
     rep: &mut Report,
     nodes: &mut u64,
     item: &mut ItemFn<'_>,
-    node: &mut dyn FnMut(u64),
+    node: &mut dyn FnMut(BlockNr),
 ) -> Result<()> {
     let mut stack: heapless::Vec<Frame, { MAX_DEPTH + 1 }> = heapless::Vec::new();
     let root = tree.root;
@@ -157,7 +157,7 @@ fn walk_with<S: NodeStore>(
             Ok(id) => id,
             Err(Error::Corrupt) => {
                 rep.bad_nodes += 1;
-                rep.bad(top.block);
+                rep.bad(u64::from(top.block));
                 stack.pop();
                 first_visit = false;
                 continue;
@@ -175,7 +175,7 @@ fn walk_with<S: NodeStore>(
                         len: 1,
                     },
                     rep,
-                    top.block,
+                    u64::from(top.block),
                 );
             }
             // Keys must lie in [lo, hi).
@@ -185,7 +185,7 @@ fn walk_with<S: NodeStore>(
                 let below = n.is_leaf() && first < top.lo;
                 if below || top.hi.is_some_and(|h| last >= h) {
                     rep.bad_nodes += 1;
-                    rep.bad(top.block);
+                    rep.bad(u64::from(top.block));
                 }
             }
         }
@@ -262,12 +262,13 @@ pub fn check<S: SpaceStore + DataArea>(
             }
             match crate::wire::items::ExtentItem::ref_from_bytes(v) {
                 Ok(e) if e.len.get() > 0 => {
+                    // A number past `BlockNr` lies outside the area: counted out of range.
                     let run = Run {
-                        start: e.block.get(),
-                        len: e.len.get(),
+                        start: block_nr(e.block.get()).unwrap_or(BlockNr::MAX),
+                        len: block_nr(e.len.get()).unwrap_or(BlockNr::MAX),
                     };
-                    rep.data_blocks = rep.data_blocks.saturating_add(run.len);
-                    marks.claim_reported(run, rep, run.start);
+                    rep.data_blocks = rep.data_blocks.saturating_add(e.len.get());
+                    marks.claim_reported(run, rep, e.block.get());
                 }
                 _ => {
                     rep.bad_items += 1;
@@ -288,10 +289,10 @@ pub fn check<S: SpaceStore + DataArea>(
         &mut |k, v, marks, rep| match FreeExtent::ref_from_bytes(v) {
             Ok(e) if k.kind == FREE_EXTENT && k.offset == 0 && e.len.get() > 0 => {
                 let run = Run {
-                    start: k.id,
-                    len: e.len.get(),
+                    start: block_nr(k.id).unwrap_or(BlockNr::MAX),
+                    len: block_nr(e.len.get()).unwrap_or(BlockNr::MAX),
                 };
-                rep.free_run_blocks = rep.free_run_blocks.saturating_add(run.len);
+                rep.free_run_blocks = rep.free_run_blocks.saturating_add(e.len.get());
                 marks.claim_reported(run, rep, k.id);
             }
             _ => {
@@ -304,33 +305,34 @@ pub fn check<S: SpaceStore + DataArea>(
 
     let reserve = s.space().reserve;
     for run in reserve {
-        rep.reserved_blocks = rep.reserved_blocks.saturating_add(run.len);
-        marks.claim_reported(run, &mut rep, run.start);
+        rep.reserved_blocks = rep.reserved_blocks.saturating_add(u64::from(run.len));
+        marks.claim_reported(run, &mut rep, u64::from(run.start));
     }
     let claimed: u64 = marks.bits.iter().map(|b| u64::from(b.count_ones())).sum();
-    rep.leaked = (end - start) - claimed.min(end - start);
+    let area = u64::from(end - start);
+    rep.leaked = area - claimed.min(area);
     // Lengths from disk: sums saturate (a hostile run length must not overflow the report).
     rep.counter_mismatch =
-        s.space().free_blocks != rep.free_run_blocks.saturating_add(rep.reserved_blocks);
+        u64::from(s.space().free_blocks) != rep.free_run_blocks.saturating_add(rep.reserved_blocks);
     Ok(rep)
 }
 
 /// The managed block range of a store.
 pub trait DataArea {
     /// `(first, one past last)` managed block.
-    fn data_area(&self) -> (u64, u64);
+    fn data_area(&self) -> (BlockNr, BlockNr);
 }
 
 impl<'b, D: crate::device::BlockDevice<'b>, const N: usize> DataArea
     for crate::volume::Store<'b, D, N>
 {
-    fn data_area(&self) -> (u64, u64) {
+    fn data_area(&self) -> (BlockNr, BlockNr) {
         self.data
     }
 }
 
 /// Call `f` with the block number of every node of `tree` (verifying each on the way).
-pub fn visit_nodes<S: NodeStore>(s: &mut S, tree: &Tree, f: &mut dyn FnMut(u64)) -> Result<()> {
+pub fn visit_nodes<S: NodeStore>(s: &mut S, tree: &Tree, f: &mut dyn FnMut(BlockNr)) -> Result<()> {
     let mut rep = Report::default();
     let mut bits = [0u8; 0];
     // Claims are not tracked here (an empty bitmap counts every block as out of range).

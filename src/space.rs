@@ -27,13 +27,13 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::btree::{InsertMode, NodeStore, Tree};
 use crate::error::{Error, Result};
-use crate::wire::{Extent, Key, MAX_DEPTH};
+use crate::wire::{block_nr, verified_nr, BlockNr, Extent, Key, MAX_DEPTH};
 
 /// Item type of a free extent in the free-space tree.
 pub const FREE_EXTENT: u8 = 1;
 
 /// Blocks one tree operation (plus the draining it causes) may need, at most.
-pub const BLOCKS_PER_OP: u64 = 4 * (MAX_DEPTH as u64 + 1);
+pub const BLOCKS_PER_OP: BlockNr = 4 * (MAX_DEPTH as BlockNr + 1);
 
 /// Reserve runs a superblock records.
 pub const RESERVE_RUNS: usize = crate::wire::RESERVE_RUNS;
@@ -59,13 +59,13 @@ pub struct FreeExtent {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Run {
     /// First block.
-    pub start: u64,
+    pub start: BlockNr,
     /// Number of blocks.
-    pub len: u64,
+    pub len: BlockNr,
 }
 
 impl Run {
-    fn end(&self) -> u64 {
+    fn end(&self) -> BlockNr {
         self.start.saturating_add(self.len)
     }
 }
@@ -76,22 +76,22 @@ pub struct Space {
     /// Runs taken out of the free-space tree, used first to last.
     pub reserve: [Run; RESERVE_SLOTS],
     /// Free blocks on the volume: in the tree, in the reserve, or queued to be freed.
-    pub free_blocks: u64,
+    pub free_blocks: BlockNr,
     /// The last durable checkpoint's generation.
     pub committed: u64,
     /// Frees waiting to be put into the tree.
     deferred: heapless::Vec<Run, 64>,
     /// Blocks freed by the running transaction (reusable after its checkpoint).
-    pub pending: u64,
+    pub pending: BlockNr,
     /// Where the next refill starts looking (next fit).
-    cursor: u64,
+    cursor: BlockNr,
     /// Deliberate bugs switched on (tests only; see [`crate::inject`]).
     pub bugs: crate::inject::Bugs,
 }
 
 impl Space {
     /// Allocator state as loaded from a superblock.
-    pub fn new(persisted: [Run; RESERVE_RUNS], free_blocks: u64, committed: u64) -> Self {
+    pub fn new(persisted: [Run; RESERVE_RUNS], free_blocks: BlockNr, committed: u64) -> Self {
         let mut sp = Self::load(&[Extent::default(); RESERVE_RUNS], free_blocks, committed);
         sp.reserve[..RESERVE_RUNS].copy_from_slice(&persisted);
         sp
@@ -101,14 +101,14 @@ impl Space {
     /// intermediate array).
     pub(crate) fn load(
         persisted: &[Extent; RESERVE_RUNS],
-        free_blocks: u64,
+        free_blocks: BlockNr,
         committed: u64,
     ) -> Self {
         let mut reserve = [Run::default(); RESERVE_SLOTS];
         for (slot, e) in reserve.iter_mut().zip(persisted) {
             *slot = Run {
-                start: e.start.get(),
-                len: e.len.get(),
+                start: verified_nr(e.start),
+                len: verified_nr(e.len),
             };
         }
         Space {
@@ -141,15 +141,15 @@ impl Space {
         self.persisted_reserve()?;
         for (o, r) in out.iter_mut().zip(&self.reserve) {
             *o = Extent {
-                start: r.start.into(),
-                len: r.len.into(),
+                start: u64::from(r.start).into(),
+                len: u64::from(r.len).into(),
             };
         }
         Ok(())
     }
 
     /// Blocks left in the reserve.
-    pub fn reserved(&self) -> u64 {
+    pub fn reserved(&self) -> BlockNr {
         self.reserve.iter().map(|r| r.len).sum()
     }
 
@@ -183,7 +183,7 @@ impl Space {
     }
 
     /// Take one block for a tree node, from the end of the current reserve run.
-    pub fn alloc(&mut self) -> Result<u64> {
+    pub fn alloc(&mut self) -> Result<BlockNr> {
         let r = self.current()?;
         r.len -= 1;
         let b = r.start + r.len;
@@ -192,7 +192,7 @@ impl Space {
     }
 
     /// Give back the block [`alloc`](Self::alloc) just returned (nothing refers to it).
-    pub fn unalloc(&mut self, block: u64) {
+    pub fn unalloc(&mut self, block: BlockNr) {
         let r = &mut self.reserve[0];
         if r.start + r.len == block {
             r.len += 1;
@@ -202,7 +202,7 @@ impl Space {
 
     /// Take up to `want` contiguous blocks for file data, from the start of the current run,
     /// leaving at least `keep` blocks in the reserve for the tree updates that follow.
-    pub fn alloc_data(&mut self, want: u64, keep: u64) -> Result<Run> {
+    pub fn alloc_data(&mut self, want: BlockNr, keep: BlockNr) -> Result<Run> {
         let spare = self.reserved().saturating_sub(keep);
         let r = self.current()?;
         let n = want.min(spare).min(r.len);
@@ -223,7 +223,7 @@ impl Space {
     /// block after a file's last extent), from the current run, leaving at least `keep`
     /// blocks in the reserve. Never touches a tree: `None` when the current run does not
     /// start there or the reserve is short (the caller takes the general path).
-    pub fn alloc_data_at(&mut self, start: u64, want: u64, keep: u64) -> Option<Run> {
+    pub fn alloc_data_at(&mut self, start: BlockNr, want: BlockNr, keep: BlockNr) -> Option<Run> {
         let spare = self.reserved().saturating_sub(keep);
         let r = self.reserve.first_mut()?;
         if r.start != start {
@@ -269,36 +269,37 @@ pub trait SpaceStore: NodeStore {
     fn space(&mut self) -> &mut Space;
 }
 
-fn key_of(start: u64) -> Key {
-    Key::new(start, FREE_EXTENT, 0)
+fn key_of(start: BlockNr) -> Key {
+    Key::new(u64::from(start), FREE_EXTENT, 0)
 }
 
-fn decode(v: &[u8]) -> Result<(u64, u64)> {
+fn decode(v: &[u8]) -> Result<(BlockNr, u64)> {
     let e = FreeExtent::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
-    Ok((e.len.get(), e.freed.get()))
+    Ok((block_nr(e.len.get())?, e.freed.get()))
 }
 
-fn encode(len: u64, freed: u64) -> FreeExtent {
+fn encode(len: BlockNr, freed: u64) -> FreeExtent {
     FreeExtent {
-        len: len.into(),
+        len: u64::from(len).into(),
         freed: freed.into(),
     }
 }
 
 /// A free-space tree item: `(start, len, freed)`.
-type Item = (u64, u64, u64);
+type Item = (BlockNr, BlockNr, u64);
 
 fn item(k: Key, v: &[u8]) -> Result<Item> {
     if k.kind != FREE_EXTENT || k.offset != 0 {
         return Err(Error::Corrupt);
     }
+    let start = block_nr(k.id)?;
     let (len, freed) = decode(v)?;
     // A run that wraps past the last block number is not a run: every sum of a start and a
     // length below (merging neighbours, cutting pieces) relies on this.
-    if k.id.checked_add(len).is_none() {
+    if start.checked_add(len).is_none() {
         return Err(Error::Corrupt);
     }
-    Ok((k.id, len, freed))
+    Ok((start, len, freed))
 }
 
 /// Put `run`, freed in generation `freed`, into the tree, merging it with the runs next to it
@@ -343,7 +344,7 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
 }
 
 /// Move every queued free into the tree.
-pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()> {
+pub fn drain<S: SpaceStore>(free: &mut Tree, s: &mut S, need: BlockNr) -> Result<()> {
     // Each round copies more of the free tree into this transaction; once a path is copied,
     // editing it frees nothing more, so this ends. Bound it anyway.
     for _ in 0..100_000u32 {
@@ -388,7 +389,7 @@ pub fn spill_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
 }
 
 /// Make sure the reserve holds at least `need` blocks, cutting runs from the tree.
-pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: u64) -> Result<()> {
+pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: BlockNr) -> Result<()> {
     for _ in 0..4 * RESERVE_SLOTS {
         if s.space().reserved() >= need {
             return Ok(());
@@ -437,7 +438,7 @@ fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
                     return Ok(());
                 }
                 from = key_of(start.saturating_add(1));
-                if start == u64::MAX {
+                if start == BlockNr::MAX {
                     return Err(Error::NoSpace);
                 }
             }

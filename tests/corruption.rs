@@ -76,7 +76,8 @@ fn metadata_blocks(image: &mut [u8]) -> Vec<(u64, u64)> {
     let dev = RamDisk::new(image, 512).unwrap().read_only(true);
     let mut vol = RoVol::mount(dev, &mut mem).expect("mount");
     let mut nodes = Vec::new();
-    vol.visit_nodes(|t, b| nodes.push((t, b))).expect("visit");
+    vol.visit_nodes(|t, b| nodes.push((t, u64::from(b))))
+        .expect("visit");
     nodes
 }
 
@@ -129,7 +130,9 @@ fn scan_hits_corrupt(
                 return Err("scan ended early without an error".into())
             }
             Ok(None) => return Ok(false),
-            Err(Error::Corrupt) if vol.last_corrupt() == Some(block) => return Ok(true),
+            Err(Error::Corrupt) if vol.last_corrupt().map(u64::from) == Some(block) => {
+                return Ok(true)
+            }
             Err(e) => return Err(format!("scan: unexpected error {e:?}")),
         }
     }
@@ -148,8 +151,9 @@ fn probe(
     let dev = RamDisk::new(image, 512).unwrap().read_only(true);
     let mut vol = RoVol::mount(dev, mem).map_err(|e| format!("mount failed: {e:?}"))?;
     // `Corrupt` itself names no block; the volume remembers the node that failed its checks.
-    let is_target =
-        |vol: &RoVol<'_, '_>, e: &Error| *e == Error::Corrupt && vol.last_corrupt() == Some(block);
+    let is_target = |vol: &RoVol<'_, '_>, e: &Error| {
+        *e == Error::Corrupt && vol.last_corrupt().map(u64::from) == Some(block)
+    };
 
     // Point lookups: the exact value or Corrupt for the bad block.
     let mut corrupt_gets = 0usize;
@@ -433,7 +437,7 @@ fn either_bad_copy_of_identical_checkpoints_loses_nothing() {
 
 /// A log record whose checksum holds but whose `MAP` names a run far larger than the volume
 /// (a crafted image: a flipped bit re-sealed) makes mount answer `Corrupt` at once. Replay
-/// used to claim such a run block by block — 2^40 tree lookups, a hang.
+/// used to claim such a run block by block — billions of tree lookups, a hang.
 #[test]
 #[cfg(feature = "journal")]
 fn a_sealed_log_record_mapping_a_huge_run_is_corrupt_not_a_hang() {
@@ -463,7 +467,7 @@ fn a_sealed_log_record_mapping_a_huge_run_is_corrupt_not_a_hang() {
         ino
     };
     // Replace the first record with one of the same place in the chain holding one MAP of
-    // 2^40 blocks, sealed so its checksum holds.
+    // 2^32 - 1 blocks, sealed so its checksum holds.
     let sb = Superblock::read_from_prefix(&image[SUPERBLOCK_OFFSETS[0] as usize..])
         .unwrap()
         .0;
@@ -477,7 +481,7 @@ fn a_sealed_log_record_mapping_a_huge_run_is_corrupt_not_a_hang() {
         ino,
         fblk: 0,
         block: 100,
-        count: 1 << 40,
+        count: u32::MAX,
         size: 8192,
         sum: None,
     })

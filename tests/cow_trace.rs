@@ -197,7 +197,7 @@ impl Checker {
 fn committed_nodes(vol: &mut TVol<'_>) -> HashSet<u64> {
     let mut set = HashSet::new();
     vol.visit_nodes(|_, b| {
-        set.insert(b);
+        set.insert(u64::from(b));
     })
     .expect("visit_nodes");
     set

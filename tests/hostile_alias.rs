@@ -49,7 +49,7 @@ fn an_extent_naming_a_cached_tree_node_is_corrupt_not_a_panic() {
     let at = leaf as usize * BS;
     let node = &mut image[at..at + BS];
     let (off, len) = {
-        let n = NodeRef::new(node, leaf);
+        let n = NodeRef::new(node, leaf as u32);
         let i = n
             .search(&Key::new(ino, kind::EXTENT, 0))
             .expect("extent item");

@@ -202,7 +202,7 @@ fn regions(image: &mut [u8]) -> Result<Vec<Region>, String> {
         .read_only(true);
     let mut vol = Volume::<_, SLOTS>::mount(dev, &mut mem).map_err(|e| format!("mount: {e}"))?;
     let mut nodes = Vec::new();
-    vol.visit_nodes(|tree, block| nodes.push((tree, block)))
+    vol.visit_nodes(|tree, block| nodes.push((tree, u64::from(block))))
         .map_err(|e| format!("visit: {e}"))?;
     let sb = *vol.superblock();
     drop(vol);

@@ -20,7 +20,8 @@ use core::cmp::Ordering;
 use crate::cache::SlotId;
 use crate::error::{Error, Result};
 use crate::wire::{
-    BlockHeader, Key, NodeMut, NodeRef, HEADER_LEN, INTERNAL_PTR_LEN, LEAF_ITEM_LEN, MAX_DEPTH,
+    BlockHeader, BlockNr, Key, NodeMut, NodeRef, HEADER_LEN, INTERNAL_PTR_LEN, LEAF_ITEM_LEN,
+    MAX_DEPTH,
 };
 
 /// Largest value a tree of `block_size`-byte nodes accepts.
@@ -36,7 +37,7 @@ pub const fn max_value_len(block_size: usize) -> usize {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Root {
     /// Root block.
-    pub block: u64,
+    pub block: BlockNr,
     /// Generation of the root block (must match its header).
     pub generation: u64,
     /// Level of the root (0: the root is a leaf).
@@ -68,7 +69,7 @@ pub struct Tree {
 /// One step of a descent: the node and which child was taken.
 #[derive(Clone, Copy)]
 struct Step {
-    block: u64,
+    block: BlockNr,
     idx: usize,
 }
 
@@ -76,7 +77,7 @@ struct Step {
 #[derive(Clone, Copy)]
 struct Item {
     id: SlotId,
-    block: u64,
+    block: BlockNr,
     idx: usize,
 }
 
@@ -114,7 +115,7 @@ impl Tree {
     fn load(
         &self,
         s: &mut impl NodeStore,
-        block: u64,
+        block: BlockNr,
         level: u8,
         generation: u64,
     ) -> Result<SlotId> {
@@ -255,10 +256,10 @@ impl Tree {
     fn cow(
         &self,
         s: &mut impl NodeStore,
-        block: u64,
+        block: BlockNr,
         level: u8,
         gen: u64,
-    ) -> Result<(u64, SlotId)> {
+    ) -> Result<(BlockNr, SlotId)> {
         let id = self.load(s, block, level, gen)?;
         let cur = s.generation();
         if gen == cur {
@@ -270,7 +271,7 @@ impl Tree {
             let (src, dst) = s.pair(id, nid)?;
             dst.copy_from_slice(src);
             let h = BlockHeader::parse_mut(dst).ok_or(Error::Corrupt)?;
-            h.blocknr = nb.into();
+            h.blocknr = u64::from(nb).into();
             h.generation = cur.into();
             Ok((nb, nid))
         });
@@ -281,7 +282,7 @@ impl Tree {
     }
 
     /// Make the root writable, updating `self.root`.
-    fn cow_root(&mut self, s: &mut impl NodeStore) -> Result<(u64, SlotId)> {
+    fn cow_root(&mut self, s: &mut impl NodeStore) -> Result<(BlockNr, SlotId)> {
         let (b, id) = self.cow(s, self.root.block, self.root.level, self.root.generation)?;
         self.root.block = b;
         self.root.generation = s.generation();
@@ -293,10 +294,10 @@ impl Tree {
         &self,
         s: &mut impl NodeStore,
         pid: SlotId,
-        pblock: u64,
+        pblock: BlockNr,
         idx: usize,
         level: u8,
-    ) -> Result<(u64, SlotId)> {
+    ) -> Result<(BlockNr, SlotId)> {
         let (cb, cg) = NodeRef::new(s.node(pid)?, pblock).child(idx)?;
         s.pin(pid);
         let r = self.cow(s, cb, level, cg);
@@ -313,7 +314,7 @@ impl Tree {
     fn needs_split(
         s: &impl NodeStore,
         id: SlotId,
-        block: u64,
+        block: BlockNr,
         key: &Key,
         len: usize,
     ) -> Result<bool> {
@@ -333,11 +334,11 @@ impl Tree {
         &self,
         s: &mut impl NodeStore,
         pid: SlotId,
-        pblock: u64,
+        pblock: BlockNr,
         idx: usize,
         cid: SlotId,
-        cblock: u64,
-    ) -> Result<(u64, SlotId)> {
+        cblock: BlockNr,
+    ) -> Result<(BlockNr, SlotId)> {
         let level = NodeRef::new(s.node(cid)?, cblock).level();
         s.pin(pid);
         s.pin(cid);
@@ -507,7 +508,7 @@ impl Tree {
         &self,
         s: &mut impl NodeStore,
         pid: SlotId,
-        pblock: u64,
+        pblock: BlockNr,
         li: usize,
         level: u8,
     ) -> Result<()> {
@@ -529,10 +530,10 @@ impl Tree {
         &self,
         s: &mut impl NodeStore,
         pid: SlotId,
-        pblock: u64,
+        pblock: BlockNr,
         li: usize,
-        (lb, lid): (u64, SlotId),
-        (rb, rid): (u64, SlotId),
+        (lb, lid): (BlockNr, SlotId),
+        (rb, rid): (BlockNr, SlotId),
     ) -> Result<()> {
         // Merge right into left if both fit in one node; otherwise move items one at a time
         // from the fuller node to the emptier one while each move narrows the gap between

@@ -7,6 +7,7 @@
 
 use crate::cache::SlotId;
 use crate::error::Result;
+use crate::wire::BlockNr;
 
 /// The page store a [`Tree`](super::Tree) works on.
 pub trait NodeStore {
@@ -16,7 +17,7 @@ pub trait NodeStore {
 
     /// Bring node `block` into the cache and verify it (checksum, address, `owner`, `level`,
     /// `generation`, layout) unless it was verified since it was read. Returns its slot.
-    fn load(&mut self, block: u64, owner: u64, level: u8, generation: u64) -> Result<SlotId>;
+    fn load(&mut self, block: BlockNr, owner: u64, level: u8, generation: u64) -> Result<SlotId>;
 
     /// Bytes of a resident node.
     fn node(&self, id: SlotId) -> Result<&[u8]>;
@@ -29,10 +30,10 @@ pub trait NodeStore {
 
     /// Allocate a block for a new node of `owner` at `level`, with its header written, in a
     /// dirty cache slot. Returns `(block, slot)`.
-    fn new_node(&mut self, owner: u64, level: u8) -> Result<(u64, SlotId)>;
+    fn new_node(&mut self, owner: u64, level: u8) -> Result<(BlockNr, SlotId)>;
 
     /// Node `block` is no longer part of the tree being built (it was copied or emptied).
-    fn free_node(&mut self, block: u64) -> Result<()>;
+    fn free_node(&mut self, block: BlockNr) -> Result<()>;
 
     /// Keep a slot resident across calls that may evict.
     fn pin(&mut self, id: SlotId);

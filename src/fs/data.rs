@@ -22,7 +22,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::space::Run;
 use crate::wire::items::{inode_flags, kind, ExtentItem, InodeItem};
-use crate::wire::Key;
+use crate::wire::{block_nr, BlockNr, Key};
 use zerocopy::little_endian::U64;
 
 /// Largest inline file we keep a stack copy of while editing it.
@@ -51,9 +51,19 @@ pub(crate) fn add_sat(f: &mut U64, n: u64) {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ext {
     pub fblk: u64,
-    pub block: u64,
-    pub len: u64,
+    pub block: BlockNr,
+    pub len: BlockNr,
     pub gen: u64,
+}
+
+impl Ext {
+    /// The disk block holding file block `fblk`, which the extent covers (so the offset is
+    /// below its `BlockNr` length, and the sum stays inside the data area it was checked
+    /// against).
+    pub(crate) fn phys(&self, fblk: u64) -> BlockNr {
+        self.block
+            .wrapping_add(fblk.wrapping_sub(self.fblk) as BlockNr)
+    }
 }
 
 /// What [`Fs::fill_block`] keeps of a block's other bytes.
@@ -64,7 +74,7 @@ pub(crate) enum Fill {
     /// The block's own (read if needed).
     Keep,
     /// A new block taking those of disk block `.0` (copy-on-write).
-    CopyOf(u64),
+    CopyOf(BlockNr),
 }
 
 /// Where bytes to write come from.
@@ -128,18 +138,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         // Every later sum (a block inside the extent, its end in the file) relies on these:
         // the blocks lie in the data area, and the file range does not wrap.
-        self.vol.check_data_run(Run {
-            start: e.block.get(),
-            len: e.len.get(),
-        })?;
+        let (block, len) = (block_nr(e.block.get())?, block_nr(e.len.get())?);
+        self.vol.check_data_run(Run { start: block, len })?;
         let fblk = self.blk_of(k.offset);
-        if fblk.checked_add(e.len.get()).is_none() {
+        if fblk.checked_add(u64::from(len)).is_none() {
             return Err(Error::Corrupt);
         }
         Ok(Ext {
             fblk,
-            block: e.block.get(),
-            len: e.len.get(),
+            block,
+            len,
             gen: e.generation.get(),
         })
     }
@@ -165,7 +173,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let before = ext_key(ino, (fblk + 1) * bs);
         let r = self.vol.prev(&before, |k, v| (k, v.to_vec_stack()))?;
         let e = self.ext_of(ino, r)?;
-        Ok(e.filter(|e| fblk < e.fblk.saturating_add(e.len)))
+        Ok(e.filter(|e| fblk < e.fblk.saturating_add(u64::from(e.len))))
     }
 
     /// The first extent of `ino` at or after file block `fblk`.
@@ -188,8 +196,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     pub(crate) fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
         let item = ExtentItem {
-            block: e.block.into(),
-            len: e.len.into(),
+            block: u64::from(e.block).into(),
+            len: u64::from(e.len).into(),
             generation: e.gen.into(),
         };
         let bs = self.bs();
@@ -209,7 +217,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let gen = self.write_gen();
         if let Some(fb) = fblk.checked_sub(1) {
             if let Some(p) = self.extent_at(ino, fb)? {
-                let contiguous = p.fblk + p.len == fblk && p.block + p.len == run.start;
+                let contiguous = p.fblk + u64::from(p.len) == fblk && p.block + p.len == run.start;
                 if contiguous && (p.gen == gen || aligned) {
                     let merged = Ext {
                         len: p.len + run.len,
@@ -264,12 +272,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let len = (bs as usize - in_off).min(n - done);
             match self.extent_at(ino, fblk)? {
                 Some(e) => {
-                    let phys = e.block.checked_add(fblk - e.fblk).ok_or(Error::Corrupt)?;
+                    let phys = e.phys(fblk);
                     // Whole blocks of one extent: straight from the device when it can (no
                     // slot).
                     let whole = self
                         .blk_of((n - done) as u64)
-                        .min(e.fblk.saturating_add(e.len) - fblk);
+                        .min(e.fblk.saturating_add(u64::from(e.len)) - fblk);
                     if in_off == 0 && whole > 0 {
                         let all = (whole * bs) as usize;
                         let dst = buf
@@ -432,20 +440,24 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let (run, fill) = match ext {
                 Some(e) if e.gen == gen => (
                     Run {
-                        start: e.block + (fblk - e.fblk),
+                        start: e.phys(fblk),
                         len: 1,
                     },
                     Fill::Keep,
                 ),
                 _ => {
                     let (want, fill) = match ext {
-                        Some(e) => (1, Fill::CopyOf(e.block + (fblk - e.fblk))),
+                        Some(e) => (1, Fill::CopyOf(e.phys(fblk))),
                         None => {
                             let next = self
                                 .extent_from(ino, fblk + 1)?
                                 .map_or(u64::MAX, |e| e.fblk);
                             let last = self.blk_of(off + len - 1);
-                            ((last + 1).min(next) - fblk, Fill::Fresh)
+                            (
+                                BlockNr::try_from((last + 1).min(next) - fblk)
+                                    .unwrap_or(BlockNr::MAX),
+                                Fill::Fresh,
+                            )
                         }
                     };
                     (self.vol.alloc_data(want)?, fill)
@@ -470,7 +482,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             match fill {
                 Fill::Keep => {}
                 Fill::CopyOf(old) => self.vol.free_data(Run { start: old, len: 1 })?,
-                Fill::Fresh => add_sat(&mut inode.blocks, run.len),
+                Fill::Fresh => add_sat(&mut inode.blocks, u64::from(run.len)),
             }
             *done = d;
         }
@@ -481,7 +493,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// what the block's other bytes are.
     pub(crate) fn fill_block(
         &mut self,
-        phys: u64,
+        phys: BlockNr,
         fill: Fill,
         in_off: u64,
         src: Src<'_>,
@@ -517,11 +529,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Take file block `fblk` out of extent `e` (which covers it): the extent is split into
     /// what lies before and after. Returns the disk block that held it; the caller frees it.
-    fn unmap_block(&mut self, ino: u64, e: Ext, fblk: u64) -> Result<u64> {
+    fn unmap_block(&mut self, ino: u64, e: Ext, fblk: u64) -> Result<BlockNr> {
         let bs = self.bs();
-        let old = e.block + (fblk - e.fblk);
+        let old = e.phys(fblk);
         self.vol.remove(&ext_key(ino, e.fblk * bs))?;
-        let head = fblk - e.fblk;
+        // Below `e.len`: the extent covers `fblk`.
+        let head = old.wrapping_sub(e.block);
         if head > 0 {
             self.put_ext(ino, Ext { len: head, ..e }, InsertMode::Create)?;
         }
@@ -542,7 +555,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// splitting and freeing whatever mapped it before. The new mapping carries generation 0,
     /// so it is never rewritten in place: the block belongs to a durable log record.
     #[cfg(feature = "journal")]
-    pub(crate) fn remap_block(&mut self, ino: u64, fblk: u64, phys: u64) -> Result<()> {
+    pub(crate) fn remap_block(&mut self, ino: u64, fblk: u64, phys: BlockNr) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
             self.inline_to_block(ino, &mut inode)?;
@@ -572,7 +585,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// (never rewritten in place: the blocks belong to a durable log record).
     /// The file must not be inline.
     #[cfg(feature = "journal")]
-    pub(crate) fn map_hole(&mut self, ino: u64, fblk: u64, phys: u64, count: u64) -> Result<()> {
+    pub(crate) fn map_hole(
+        &mut self,
+        ino: u64,
+        fblk: u64,
+        phys: BlockNr,
+        count: BlockNr,
+    ) -> Result<()> {
         let mut inode = self.read_inode(ino)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
             return Err(Error::Corrupt);
@@ -587,7 +606,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         match prev {
             Some(p)
                 if p.gen == gen
-                    && p.fblk.checked_add(p.len) == Some(fblk)
+                    && p.fblk.checked_add(u64::from(p.len)) == Some(fblk)
                     && p.block.checked_add(p.len) == Some(phys) =>
             {
                 let len = p.len.checked_add(count).ok_or(Error::Corrupt)?;
@@ -603,7 +622,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 self.put_ext(ino, e, InsertMode::Create)?;
             }
         }
-        add_sat(&mut inode.blocks, count);
+        add_sat(&mut inode.blocks, u64::from(count));
         self.write_inode(ino, &inode)
     }
 
@@ -619,14 +638,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // An extent straddling the boundary keeps its head.
         if let Some(fb) = first.checked_sub(1) {
             if let Some(e) = self.extent_at(ino, fb)? {
-                let keep = first - e.fblk;
+                // Below `e.len` when the extent covers `first - 1`.
+                let keep = (first - e.fblk) as BlockNr;
                 if keep < e.len {
                     self.put_ext(ino, Ext { len: keep, ..e }, InsertMode::Replace)?;
                     self.vol.free_data(Run {
                         start: e.block + keep,
                         len: e.len - keep,
                     })?;
-                    freed += e.len - keep;
+                    freed += u64::from(e.len - keep);
                 }
             }
         }
@@ -636,7 +656,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 start: e.block,
                 len: e.len,
             })?;
-            freed += e.len;
+            freed += u64::from(e.len);
         }
         Ok(freed)
     }

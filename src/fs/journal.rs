@@ -30,6 +30,7 @@ use crate::wire::items::{inode_flags, FileKind};
 use crate::wire::log::{
     data_sum_step, decode_op, ops, set_map_sum, LogOp, LOG_COMMIT, LOG_HEADER_LEN,
 };
+use crate::wire::BlockNr;
 
 /// Writes up to this many bytes are logged by value.
 pub const SMALL_WRITE: usize = 256;
@@ -170,17 +171,24 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 self.journal.overflow = true;
                 return Ok(());
             };
-            let count = (e.fblk + e.len).min(end) - fblk;
-            let block = e.block + (fblk - e.fblk);
-            self.log_map(ino, fblk, block, count, size);
-            fblk += count;
+            // At most `e.len`: the extent covers `fblk`.
+            let count = ((e.fblk + u64::from(e.len)).min(end) - fblk) as BlockNr;
+            self.log_map(ino, fblk, e.phys(fblk), count, size);
+            fblk += u64::from(count);
         }
         Ok(())
     }
 
     /// Record that file blocks `fblk..fblk + count` of `ino` now live in disk blocks
     /// `block..` (written before the record that will carry this), and the size after it.
-    pub(crate) fn log_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) {
+    pub(crate) fn log_map(
+        &mut self,
+        ino: u64,
+        fblk: u64,
+        block: BlockNr,
+        count: BlockNr,
+        size: u64,
+    ) {
         self.log(&LogOp::Map {
             ino,
             fblk,
@@ -211,7 +219,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         for fblk in offset / bs..(offset + len).div_ceil(bs) {
             if let Some(e) = self.extent_at(ino, fblk)? {
-                let phys = e.block + (fblk - e.fblk);
+                let phys = e.phys(fblk);
                 if self
                     .journal
                     .runs
@@ -358,11 +366,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The data sum of blocks `block..block + count` as they are on the device.
-    fn device_data_sum(&mut self, block: u64, count: u64) -> Result<u32> {
+    fn device_data_sum(&mut self, block: BlockNr, count: BlockNr) -> Result<u32> {
         let mut acc = 0;
         for i in 0..count {
             let id = self.vol.pin_data(block.saturating_add(i))?;
-            let r = self.vol.slot(id).map(|b| data_sum_step(acc, i, b));
+            let r = self
+                .vol
+                .slot(id)
+                .map(|b| data_sum_step(acc, u64::from(i), b));
             self.vol.unpin(id);
             acc = r?;
         }
@@ -478,14 +489,21 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Point file blocks `fblk..fblk + count` of `ino` at disk blocks `block..`, freeing what
     /// they pointed at before (unless it is the same block), and set the size.
-    fn replay_map(&mut self, ino: u64, fblk: u64, block: u64, count: u64, size: u64) -> Result<()> {
+    fn replay_map(
+        &mut self,
+        ino: u64,
+        fblk: u64,
+        block: BlockNr,
+        count: BlockNr,
+        size: u64,
+    ) -> Result<()> {
         let mut i = 0;
         while i < count {
-            let fb = fblk.checked_add(i).ok_or(Error::Corrupt)?;
+            let fb = fblk.checked_add(u64::from(i)).ok_or(Error::Corrupt)?;
             let phys = block.checked_add(i).ok_or(Error::Corrupt)?;
             let inline = self.read_inode(ino)?.flags.get() & inode_flags::INLINE != 0;
             match self.extent_at(ino, fb)? {
-                Some(e) if e.block.checked_add(fb - e.fblk) == Some(phys) => i += 1,
+                Some(e) if e.phys(fb) == phys => i += 1,
                 // (An inline file's bytes move into a block of their own first.)
                 Some(_) | None if inline => {
                     self.op(8, false, |fs| fs.remap_block(ino, fb, phys))?;
@@ -502,7 +520,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                         Some(n) => self.extent_from(ino, n)?.map_or(u64::MAX, |e| e.fblk),
                         None => u64::MAX,
                     };
-                    let k = (count - i).min(next - fb);
+                    let k = (count - i).min(BlockNr::try_from(next - fb).unwrap_or(BlockNr::MAX));
                     self.op(8, false, |fs| fs.map_hole(ino, fb, phys, k))?;
                     i += k;
                 }

@@ -12,6 +12,7 @@ use super::Fs;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::wire::log::LogOp;
+use crate::wire::BlockNr;
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Generation stamped on newly written data blocks: it changes at every checkpoint (the
@@ -34,7 +35,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Nothing is logged.
-    pub(crate) fn log_map(&mut self, _ino: u64, _fblk: u64, _block: u64, _count: u64, _size: u64) {}
+    pub(crate) fn log_map(
+        &mut self,
+        _ino: u64,
+        _fblk: u64,
+        _block: BlockNr,
+        _count: BlockNr,
+        _size: u64,
+    ) {
+    }
 
     /// Never replaying.
     pub(crate) fn replaying(&self) -> bool {

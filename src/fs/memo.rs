@@ -45,7 +45,10 @@ impl Memo {
         }
         match self.extent {
             Some((c, i, e))
-                if c == changes && i == ino && e.fblk <= fblk && fblk - e.fblk < e.len =>
+                if c == changes
+                    && i == ino
+                    && e.fblk <= fblk
+                    && fblk - e.fblk < u64::from(e.len) =>
             {
                 Some(e)
             }

@@ -141,6 +141,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     ///
     /// The block size must be at least 2048 bytes so that a directory entry with a 255-byte
     /// name fits in a tree item.
+    /// The device must hold at most `BlockNr::MAX` blocks of that size
+    /// ([`crate::wire::BlockNr`]).
     pub fn format(dev: D, mem: &'b mut [u8], opts: FormatOptions) -> Result<Self> {
         if opts.block_size < 2048 {
             return Err(Error::InvalidArgument);
@@ -271,7 +273,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// may need is reserved first, so it fails with `NoSpace` before changing anything.
     fn op<R>(
         &mut self,
-        tree_ops: u64,
+        tree_ops: u32,
         adds: bool,
         f: impl FnOnce(&mut Self) -> Result<R>,
     ) -> Result<R> {
@@ -283,7 +285,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The start of [`Fs::op`]: returns the mutation count to compare against on failure.
-    fn op_begin(&mut self, tree_ops: u64, adds: bool) -> Result<u32> {
+    fn op_begin(&mut self, tree_ops: u32, adds: bool) -> Result<u32> {
         self.writable()?;
         let before = self.vol.mutations();
         self.vol.begin_op(tree_ops, adds)?;
@@ -433,7 +435,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         };
         // Tree changes are reserved for the mapping; each block's allocation reserves the rest
         // as it goes (a write that runs out part-way is a short write).
-        let tree_ops = 4 + blocks.min(4);
+        let tree_ops = 4 + blocks.min(4) as u32;
         // (One closure for both tries: one instance of `op`.)
         let write = |fs: &mut Self| fs.write_data(o.ino, offset, data);
         let n = match self.op(tree_ops, true, write) {

@@ -85,7 +85,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let ext = self.nowait(|fs| fs.extent_at(ino, fblk));
             match ext {
                 Ok(Some(e)) => {
-                    let phys = e.block + (fblk - e.fblk);
+                    let phys = e.phys(fblk);
                     if self.vol.block_resident(phys) || self.vol.block_in_flight(phys) {
                         continue;
                     }
@@ -119,6 +119,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let fblk = offset / bs;
         Ok(self
             .extent_at(o.ino, fblk)?
-            .map(|e| e.block + (fblk - e.fblk)))
+            .map(|e| u64::from(e.phys(fblk))))
     }
 }

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::inject::Bugs;
 use crate::volume::Finished;
 use crate::wire::items::kind;
-use crate::wire::Key;
+use crate::wire::{BlockNr, Key};
 
 use super::inode::inode_key;
 
@@ -92,7 +92,7 @@ enum Stage {
 struct Queued {
     ticket: Ticket,
     dsync: bool,
-    blocks: heapless::Vec<u64, MAX_TICKET_BLOCKS>,
+    blocks: heapless::Vec<BlockNr, MAX_TICKET_BLOCKS>,
     submitted: usize,
     /// Leading blocks whose writes are known to have finished (each poll looks only past
     /// them, and stops at the first still in flight: a cache lookup per block is not free).
@@ -202,7 +202,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let mut blocks = heapless::Vec::new();
         for fblk in first..=last {
             if let Some(e) = self.extent_at(o.ino, fblk)? {
-                let _ = blocks.push(e.block + (fblk - e.fblk));
+                let _ = blocks.push(e.phys(fblk));
             }
         }
         self.pipe.next = self.pipe.next.wrapping_add(1);
@@ -253,7 +253,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             for fblk in first..=last {
                 match self.extent_at(ino, fblk) {
                     Ok(Some(e)) => {
-                        let phys = e.block + (fblk - e.fblk);
+                        let phys = e.phys(fblk);
                         if self.vol.block_in_flight(phys) {
                             r = Err(Error::WouldBlock);
                             break;

@@ -44,6 +44,7 @@ use crate::btree::InsertMode;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::wire::items::{inode_flags, InodeItem};
+use crate::wire::BlockNr;
 
 use super::data::MAX_FILE_SIZE;
 
@@ -55,7 +56,7 @@ pub(crate) struct Tail {
     /// Its last extent, as it is now (ends at the end of the file).
     pub ext: Ext,
     /// Length of that extent's item in the tree.
-    pub tree_len: u64,
+    pub tree_len: BlockNr,
     /// The inode, as it is now.
     pub inode: InodeItem,
 }
@@ -77,7 +78,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The tail's extent, if it is `ino`'s and covers file block `fblk`.
     pub(crate) fn tail_extent(&self, ino: u64, fblk: u64) -> Option<Ext> {
         self.live_tail()
-            .filter(|t| t.ino == ino && t.ext.fblk <= fblk && fblk - t.ext.fblk < t.ext.len)
+            .filter(|t| {
+                t.ino == ino && t.ext.fblk <= fblk && fblk - t.ext.fblk < u64::from(t.ext.len)
+            })
             .map(|t| t.ext)
     }
 
@@ -116,7 +119,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             self.tail = Some(t);
             return Err(e);
         }
-        let first = t.ext.fblk + t.tree_len;
+        let first = t.ext.fblk + u64::from(t.tree_len);
         let count = t.ext.len - t.tree_len;
         let block = t.ext.block + t.tree_len;
         self.log_map(t.ino, first, block, count, t.inode.size.get());
@@ -154,7 +157,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let end = self.blk_of(size);
         // An extent whose numbers do not add up (a damaged volume) simply gets no tail.
         let sane = |e: &Ext| {
-            e.fblk.checked_add(e.len) == Some(end) && e.block.checked_add(e.len).is_some()
+            e.fblk.checked_add(u64::from(e.len)) == Some(end)
+                && e.block.checked_add(e.len).is_some()
         };
         match self.extent_at(ino, end - 1) {
             Ok(Some(e)) if sane(&e) => {
@@ -191,14 +195,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // allocator's run.)
         let (size, start) = (t.inode.size.get(), t.ext.block.saturating_add(t.ext.len));
         let bs = self.bs();
-        let blocks = self.blk_of(data.len() as u64);
+        let blocks = BlockNr::try_from(self.blk_of(data.len() as u64)).unwrap_or(BlockNr::MAX);
         if offset != size || blocks == 0 {
             return Ok(None);
         }
         let Some(run) = self.vol.alloc_data_at(start, blocks) else {
             return Ok(None);
         };
-        let n = run.len * bs;
+        let n = u64::from(run.len) * bs;
         if offset.checked_add(n).is_none_or(|end| end > MAX_FILE_SIZE) {
             // Cannot happen below 2^50 bytes of file; refuse rather than map past it.
             self.vol.fail();
@@ -214,14 +218,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if let Some(t) = &mut self.tail {
             t.ext.len += run.len;
             t.inode.size = (offset + n).into();
-            super::data::add_sat(&mut t.inode.blocks, run.len);
+            super::data::add_sat(&mut t.inode.blocks, u64::from(run.len));
             t.inode.mtime = now.into();
         }
         Ok(Some(n as usize))
     }
 
     /// Put the first `count` blocks of `data` into new blocks `first..`.
-    fn append_blocks(&mut self, first: u64, count: u64, data: &[u8]) -> Result<()> {
+    fn append_blocks(&mut self, first: BlockNr, count: BlockNr, data: &[u8]) -> Result<()> {
         let bs = self.bs() as usize;
         let src = data
             .get(..count as usize * bs)
@@ -234,7 +238,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // Whole new blocks, as the general path writes them.
         let bs = bs as u64;
         for i in 0..count {
-            self.fill_block(first + i, Fill::Fresh, 0, Src::Bytes(src), i * bs, bs)?;
+            self.fill_block(
+                first + i,
+                Fill::Fresh,
+                0,
+                Src::Bytes(src),
+                u64::from(i) * bs,
+                bs,
+            )?;
         }
         Ok(())
     }

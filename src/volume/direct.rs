@@ -25,6 +25,7 @@
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::space::Run;
+use crate::wire::BlockNr;
 
 use super::{Volume, DATA_MAP_OPS, DELETE_KEEP_OPS};
 
@@ -32,7 +33,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Read whole data blocks `block..` into `dst` (a whole number of blocks) straight from
     /// the device. `Ok(false)`: not possible here (a block is cached, probing mode, or the
     /// device has no fast path); the caller reads through the cache.
-    pub fn read_data_now(&mut self, block: u64, dst: &mut [u8]) -> Result<bool> {
+    pub fn read_data_now(&mut self, block: BlockNr, dst: &mut [u8]) -> Result<bool> {
         if !cfg!(feature = "fast-paths") {
             return Ok(false);
         }
@@ -49,7 +50,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Write whole data blocks `block..` from `src` (a whole number of blocks) straight to
     /// the device. The blocks must be newly allocated by the running transaction. `Ok(false)`:
     /// not possible here; the caller writes through the cache.
-    pub fn write_data_now(&mut self, block: u64, src: &[u8]) -> Result<bool> {
+    pub fn write_data_now(&mut self, block: BlockNr, src: &[u8]) -> Result<bool> {
         if !cfg!(feature = "fast-paths") {
             return Ok(false);
         }
@@ -65,13 +66,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// The first sector of `len` bytes of data blocks from `block`, when they may bypass the
     /// cache; `None` when they may not.
-    fn direct_lba(&self, block: u64, len: usize) -> Result<Option<u64>> {
+    fn direct_lba(&self, block: BlockNr, len: usize) -> Result<Option<u64>> {
         let cache = &self.store.cache;
         let bs = cache.block_size();
         if cache.is_no_io() || bs == 0 || len == 0 || len % bs != 0 {
             return Ok(None);
         }
-        let count = (len / bs) as u64;
+        let Ok(count) = BlockNr::try_from(len / bs) else {
+            return Ok(None);
+        };
         self.check_data_run(Run {
             start: block,
             len: count,
@@ -80,14 +83,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if (block..end).any(|b| cache.find(b).is_some()) {
             return Ok(None);
         }
-        Ok(block.checked_mul(cache.sectors_per_block()))
+        Ok(u64::from(block).checked_mul(cache.sectors_per_block()))
     }
 
     /// Up to `want` blocks for file data starting exactly at `start`, taken from the
     /// allocator's current run without touching a tree or checkpointing. `None` when the
     /// current run does not continue there, or when taking them would leave less in reserve
     /// than the tree updates that map them later (and deletes) may need.
-    pub fn alloc_data_at(&mut self, start: u64, want: u64) -> Option<Run> {
+    pub fn alloc_data_at(&mut self, start: BlockNr, want: BlockNr) -> Option<Run> {
         if !cfg!(feature = "fast-paths") || self.is_read_only() {
             return None;
         }

@@ -16,6 +16,7 @@ use crate::space::Run;
 use crate::wire::log::{
     check_header, verify_record, LogHeader, RecordWriter, LOG_COMMIT, LOG_HEADER_LEN,
 };
+use crate::wire::BlockNr;
 
 use super::Volume;
 
@@ -333,14 +334,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Start writing a data block that is dirty in the cache, without waiting. `Ok(false)`:
     /// the device queue is full, try again after polling.
-    pub fn start_block_write(&mut self, block: u64, fua: bool) -> Result<bool> {
+    pub fn start_block_write(&mut self, block: BlockNr, fua: bool) -> Result<bool> {
         let fua = fua && self.has_fua();
         let st = &mut self.store;
         st.cache.start_write(&mut st.dev, block, fua)
     }
 
     /// Where the last write of `block` stands (`None`: in flight).
-    pub fn block_write_state(&mut self, block: u64) -> Option<Result<()>> {
+    pub fn block_write_state(&mut self, block: BlockNr) -> Option<Result<()>> {
         self.store.cache.write_state(block)
     }
 
@@ -356,7 +357,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Bring data block `block` into the cache (in probing mode: start the read and answer
     /// `WouldBlock`).
-    pub fn prefetch_data(&mut self, block: u64) -> Result<()> {
+    pub fn prefetch_data(&mut self, block: BlockNr) -> Result<()> {
         let st = &mut self.store;
         st.cache.read(&mut st.dev, block, false).map(|_| ())
     }
@@ -364,10 +365,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// The [`data_sum`](crate::wire::log::data_sum) of blocks `start..start + count` as they
     /// are on the device, if every one is cached, clean (written) and not in flight; `None`
     /// otherwise. Never does I/O.
-    pub fn cached_data_sum(&self, start: u64, count: u64) -> Option<u32> {
+    pub fn cached_data_sum(&self, start: BlockNr, count: BlockNr) -> Option<u32> {
         let cache = &self.store.cache;
         let end = start.checked_add(count)?;
-        let clean = |b: u64| {
+        let clean = |b: BlockNr| {
             cache
                 .find(b)
                 .filter(|&id| !cache.is_dirty(id) && cache.is_resident(b))
@@ -380,7 +381,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     /// Is `block` cached and dirty?
-    pub fn block_dirty(&self, block: u64) -> bool {
+    pub fn block_dirty(&self, block: BlockNr) -> bool {
         self.store
             .cache
             .find(block)
@@ -388,12 +389,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     /// Is `block` in the cache and not in flight?
-    pub fn block_resident(&self, block: u64) -> bool {
+    pub fn block_resident(&self, block: BlockNr) -> bool {
         self.store.cache.is_resident(block)
     }
 
     /// Is `block` in flight?
-    pub fn block_in_flight(&self, block: u64) -> bool {
+    pub fn block_in_flight(&self, block: BlockNr) -> bool {
         self.store.cache.in_flight(block)
     }
 

@@ -32,8 +32,8 @@ use crate::device::{BlockDevice, Command};
 use crate::error::{Error, IoError, Result};
 use crate::space::{self, FreeExtent, Run, Space, BLOCKS_PER_OP};
 use crate::wire::{
-    tree_id, Extent, Key, Superblock, TreeRoot, FORMAT_VERSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
-    SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
+    tree_id, verified_nr, BlockNr, Extent, Key, Superblock, TreeRoot, FORMAT_VERSION,
+    MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
 };
 
 /// Choices made at format time.
@@ -96,9 +96,9 @@ pub struct Volume<'b, D: BlockDevice<'b>, const N: usize> {
 
 /// Tree changes' worth of space that adding data always leaves free, so deletes (which need
 /// at most this many) can run on a full volume.
-pub const DELETE_KEEP_OPS: u64 = 6;
+pub const DELETE_KEEP_OPS: u32 = 6;
 /// Tree changes that mapping one newly allocated data run can take (a copy-on-write split).
-const DATA_MAP_OPS: u64 = 2;
+const DATA_MAP_OPS: u32 = 2;
 
 /// Bytes of caller memory a volume needs: the superblock and log record buffers
 /// ([`log_buffers_len`]) plus `slots` cache blocks.
@@ -109,7 +109,9 @@ pub const fn memory_needed(sector_size: usize, block_size: usize, slots: usize) 
 impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Write a new, empty volume over the whole device and mount it.
     ///
-    /// `mem` must hold [`memory_needed`]`(sector_size, block_size, N)` bytes.
+    /// `mem` must hold [`memory_needed`]`(sector_size, block_size, N)` bytes. A device of
+    /// more than `BlockNr::MAX` blocks of `opts.block_size` is refused with
+    /// `InvalidArgument` (see [`BlockNr`]): choose a larger block size.
     pub fn format(dev: D, mem: &'b mut [u8], opts: FormatOptions) -> Result<Self> {
         let geo = dev.geometry();
         let bs = opts.block_size;
@@ -124,13 +126,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Err(Error::InvalidArgument);
         }
         let count = geo.capacity() / u64::from(bs);
+        // Block numbers are `BlockNr`s in memory: a device with more blocks needs a larger
+        // block size.
+        if count > u64::from(BlockNr::MAX) {
+            return Err(Error::InvalidArgument);
+        }
         let sb_blocks = SUPERBLOCK_REGION.div_ceil(u64::from(bs));
         let log_blocks = opts.log_blocks.unwrap_or((count / 64).clamp(16, 1024));
         // Saturating: a `log_blocks` near `u64::MAX` is a caller's mistake to report as
         // `NoSpace`, not an overflow.
         let data_start = sb_blocks.saturating_add(log_blocks);
         // Two tree roots plus room to work.
-        if count < data_start.saturating_add(2 + 2 * BLOCKS_PER_OP) {
+        if count < data_start.saturating_add(u64::from(2 + 2 * BLOCKS_PER_OP)) {
             return Err(Error::NoSpace);
         }
         let (bufs, cache_mem) = split_mem(mem, geo.sector_size as usize)?;
@@ -219,9 +226,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let bs = sb.block_size.get();
         let cache = BlockCache::new(cache_mem, bs as usize, ss as usize)?;
         let committed = sb.generation();
-        let space = Space::load(&sb.reserve, sb.free_blocks.get(), committed);
+        let space = Space::load(&sb.reserve, verified_nr(sb.free_blocks), committed);
         let root = |r: TreeRoot| Root {
-            block: r.block.get(),
+            block: verified_nr(r.block),
             generation: r.generation.get(),
             level: r.level,
         };
@@ -232,7 +239,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 cache,
                 space,
                 generation: committed + 1,
-                data: (sb.data_start.get(), sb.block_count.get()),
+                data: (verified_nr(sb.data_start), verified_nr(sb.block_count)),
                 last_corrupt: None,
             },
             fs: Tree {
@@ -312,7 +319,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// checksum, header or layout, or a parent pointer that does not match it), if any.
     ///
     /// [`Error::Corrupt`] names no block (that keeps `Error` in a register); this does.
-    pub fn last_corrupt(&self) -> Option<u64> {
+    pub fn last_corrupt(&self) -> Option<BlockNr> {
         self.store.last_corrupt
     }
 
@@ -328,8 +335,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         SpaceInfo {
             block_size: self.sb.block_size.get(),
             total_blocks: self.sb.block_count.get(),
-            data_blocks: self.store.data.1 - self.store.data.0,
-            free_blocks: self.store.space.free_blocks,
+            data_blocks: u64::from(self.store.data.1 - self.store.data.0),
+            free_blocks: u64::from(self.store.space.free_blocks),
         }
     }
 
@@ -476,7 +483,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// The part of [`write_op`](Self::write_op) before the change (not generic, so compiled
     /// once): count the change, refuse if not writable, reserve the space a single change may
     /// need. Returns the mutation count before and the blocks reserved.
-    fn write_op_begin(&mut self) -> Result<(u32, u64)> {
+    fn write_op_begin(&mut self) -> Result<(u32, BlockNr)> {
         self.changes = self.changes.wrapping_add(1);
         self.writable()?;
         let before = self.mutations();
@@ -490,7 +497,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// The part of [`write_op`](Self::write_op) after the change `r`: drain the frees it
     /// caused, and turn the volume read-only (or shut it down) if anything failed.
-    fn write_op_end(&mut self, r: Result<()>, before: u32, need: u64) -> Result<()> {
+    fn write_op_end(&mut self, r: Result<()>, before: u32, need: BlockNr) -> Result<()> {
         let r = r.and_then(|()| space::drain(&mut self.free, &mut self.store, need));
         match r {
             Err(e @ (Error::Io(_) | Error::Corrupt | Error::CacheFull | Error::NoSpace)) => {
@@ -507,8 +514,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Blocks one tree change may need at most with the trees as deep as they are now: the
     /// copied path and splits in the filesystem tree, plus the free-space tree updates that
     /// draining its frees causes.
-    pub fn op_blocks(&self) -> u64 {
-        2 * (u64::from(self.fs.root.level) + u64::from(self.free.root.level) + 4)
+    pub fn op_blocks(&self) -> BlockNr {
+        2 * (BlockNr::from(self.fs.root.level) + BlockNr::from(self.free.root.level) + 4)
     }
 
     /// Start an operation of up to `tree_ops` tree changes that must happen all or not at all.
@@ -517,7 +524,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// the running transaction is left), so that the operation fails with `NoSpace` before it
     /// changes anything, or completes. Operations that add data also leave room for later
     /// deletes (`keep_for_deletes`), so a full volume can always be emptied.
-    pub fn begin_op(&mut self, tree_ops: u64, keep_for_deletes: bool) -> Result<()> {
+    pub fn begin_op(&mut self, tree_ops: u32, keep_for_deletes: bool) -> Result<()> {
         self.writable()?;
         let keep = if keep_for_deletes { DELETE_KEEP_OPS } else { 0 };
         let need = (tree_ops + keep) * self.op_blocks();
@@ -534,7 +541,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     /// Blocks freed by the running transaction (reusable after the next checkpoint).
-    pub fn pending_free(&self) -> u64 {
+    pub fn pending_free(&self) -> BlockNr {
         self.store.space.pending
     }
 
@@ -557,7 +564,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Allocate up to `want` contiguous blocks for file data (at least one). The blocks are
     /// the caller's to reference from an extent item in this transaction, or to free.
-    pub fn alloc_data(&mut self, want: u64) -> Result<Run> {
+    pub fn alloc_data(&mut self, want: BlockNr) -> Result<Run> {
         self.writable()?;
         // Leave room for the extent updates that map these blocks, and for deletes.
         let keep = (DATA_MAP_OPS + DELETE_KEEP_OPS) * self.op_blocks();
@@ -614,7 +621,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Load data block `block` into the cache (reading it) and pin it; returns its slot.
     /// [`unpin`](Self::unpin) it when done.
-    pub fn pin_data(&mut self, block: u64) -> Result<SlotId> {
+    pub fn pin_data(&mut self, block: BlockNr) -> Result<SlotId> {
         self.check_data_block(block)?;
         let st = &mut self.store;
         let id = st.cache.read(&mut st.dev, block, false)?;
@@ -625,7 +632,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// A pinned cache slot for data block `block` whose old contents do not matter: zeroed,
     /// or (`overwrite`) left as they are because the caller writes every byte before
     /// unpinning it.
-    pub fn pin_new_data(&mut self, block: u64, overwrite: bool) -> Result<SlotId> {
+    pub fn pin_new_data(&mut self, block: BlockNr, overwrite: bool) -> Result<SlotId> {
         self.check_data_block(block)?;
         let st = &mut self.store;
         let id = if overwrite {
@@ -637,7 +644,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         Ok(id)
     }
 
-    fn check_data_block(&self, block: u64) -> Result<()> {
+    fn check_data_block(&self, block: BlockNr) -> Result<()> {
         self.check_data_run(Run {
             start: block,
             len: 1,
@@ -673,7 +680,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
 
     /// Make sure the allocator holds `need` blocks. When the only free space left was freed by
     /// the running transaction, checkpoint first: that makes it reusable.
-    fn reserve(&mut self, need: u64) -> Result<()> {
+    fn reserve(&mut self, need: BlockNr) -> Result<()> {
         match space::ensure_reserve(&mut self.free, &mut self.store, need) {
             Err(Error::NoSpace) if self.store.space.pending > 0 => {
                 debug!("out of reusable space: early checkpoint");
@@ -745,7 +752,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let sb = &mut self.sb;
         sb.header.generation = gen.into();
         let root = |r: Root| TreeRoot {
-            block: r.block.into(),
+            block: u64::from(r.block).into(),
             generation: r.generation.into(),
             level: r.level,
             pad: [0; 7],
@@ -753,7 +760,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         sb.fs_root = root(self.fs.root);
         sb.free_root = root(self.free.root);
         self.store.space.save_reserve(&mut sb.reserve)?;
-        sb.free_blocks = self.store.space.free_blocks.into();
+        sb.free_blocks = u64::from(self.store.space.free_blocks).into();
         if both_copies {
             self.write_superblock_copy(0, true)?;
             self.write_superblock_copy(1, true)?;
@@ -834,7 +841,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 
     /// Call `f` with every node block of both trees (`f(tree_id, block)`), verifying each.
-    pub fn visit_nodes(&mut self, mut f: impl FnMut(u64, u64)) -> Result<()> {
+    pub fn visit_nodes(&mut self, mut f: impl FnMut(u64, BlockNr)) -> Result<()> {
         let (fs, free) = (self.fs, self.free);
         crate::fsck::visit_nodes(&mut self.store, &fs, &mut |b| f(fs.owner, b))?;
         crate::fsck::visit_nodes(&mut self.store, &free, &mut |b| f(free.owner, b))
@@ -1004,5 +1011,72 @@ mod tests {
         let dev = RamDisk::new(&mut small, 512).unwrap();
         let r = Volume::<'_, _, SLOTS>::format(dev, &mut mem, FormatOptions::default());
         assert_eq!(r.err(), Some(Error::NoSpace));
+    }
+
+    /// A RAM disk that claims `.1` sectors (format must refuse it before any I/O).
+    struct Claims<'m, 'b>(RamDisk<'m, 'b>, u64);
+
+    impl<'b> BlockDevice<'b> for Claims<'_, 'b> {
+        fn geometry(&self) -> crate::device::Geometry {
+            crate::device::Geometry {
+                sector_count: self.1,
+                ..self.0.geometry()
+            }
+        }
+        fn submit(
+            &mut self,
+            req: crate::device::Request<'b>,
+        ) -> core::result::Result<(), crate::device::Busy<'b>> {
+            self.0.submit(req)
+        }
+        fn poll(&mut self) -> Option<crate::device::Completion<'b>> {
+            self.0.poll()
+        }
+        fn in_flight(&self) -> usize {
+            self.0.in_flight()
+        }
+    }
+
+    #[test]
+    fn format_refuses_more_blocks_than_blocknr() {
+        let mut disk = vec![0u8; 1 << 20];
+        for (bs, ok) in [(512, false), (4096, true)] {
+            let mut mem = vec![0u8; memory_needed(512, bs as usize, SLOTS)];
+            // 2^32 sectors of 512 bytes: 2^32 blocks of 512, 2^29 of 4096.
+            let dev = Claims(RamDisk::new(&mut disk, 512).unwrap(), 1 << 32);
+            let opts = FormatOptions {
+                block_size: bs,
+                ..FormatOptions::default()
+            };
+            let r = Volume::<'_, _, SLOTS>::format(dev, &mut mem, opts).map(|_| ());
+            if ok {
+                // Past the check: it fails writing outside the small RAM disk.
+                assert_ne!(r, Err(Error::InvalidArgument), "block size {bs}");
+            } else {
+                assert_eq!(r, Err(Error::InvalidArgument), "block size {bs}");
+            }
+        }
+    }
+
+    #[test]
+    fn mount_refuses_more_blocks_than_blocknr() {
+        let mut disk = vec![0u8; 1 << 20];
+        {
+            let mut mem = vec![0u8; memory_needed(512, 4096, SLOTS)];
+            let dev = RamDisk::new(&mut disk, 512).unwrap();
+            let vol = Volume::<'_, _, SLOTS>::format(dev, &mut mem, FormatOptions::default());
+            vol.unwrap().unmount().unwrap();
+        }
+        for off in SUPERBLOCK_OFFSETS {
+            let at = off as usize;
+            let raw = &mut disk[at..at + SUPERBLOCK_LEN];
+            let mut sb = Superblock::read_from_bytes(raw).unwrap();
+            sb.block_count = (1u64 << 32).into();
+            raw.copy_from_slice(sb.seal());
+        }
+        let mut mem = vec![0u8; memory_needed(512, 4096, SLOTS)];
+        let dev = RamDisk::new(&mut disk, 512).unwrap();
+        let r = Volume::<'_, _, SLOTS>::mount(dev, &mut mem).map(|_| ());
+        assert_eq!(r, Err(Error::Unsupported));
     }
 }

@@ -5,7 +5,7 @@ use crate::cache::{BlockCache, SlotId};
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::space::{Run, Space, SpaceStore};
-use crate::wire::{BlockHeader, BlockKind, NodeRef};
+use crate::wire::{BlockHeader, BlockKind, BlockNr, NodeRef};
 
 /// Everything a tree operation touches below the tree: the device, the cache, the
 /// allocator, and the generation of the transaction being built.
@@ -19,18 +19,18 @@ pub struct Store<'b, D, const N: usize> {
     /// Generation of the transaction being built (last committed + 1).
     pub generation: u64,
     /// First and one-past-last block the allocator manages (for sanity checks).
-    pub data: (u64, u64),
+    pub data: (BlockNr, BlockNr),
     /// The last tree node that failed its checks on load (see [`Volume::last_corrupt`]).
     ///
     /// [`Volume::last_corrupt`]: crate::volume::Volume::last_corrupt
-    pub last_corrupt: Option<u64>,
+    pub last_corrupt: Option<BlockNr>,
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize> Store<'b, D, N> {
     /// [`NodeStore::load`] without the bookkeeping of which node failed.
     fn load_checked(
         &mut self,
-        block: u64,
+        block: BlockNr,
         owner: u64,
         level: u8,
         generation: u64,
@@ -62,7 +62,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> NodeStore for Store<'b, D, N> {
         self.generation
     }
 
-    fn load(&mut self, block: u64, owner: u64, level: u8, generation: u64) -> Result<SlotId> {
+    fn load(&mut self, block: BlockNr, owner: u64, level: u8, generation: u64) -> Result<SlotId> {
         let r = self.load_checked(block, owner, level, generation);
         if r == Err(Error::Corrupt) {
             self.last_corrupt = Some(block);
@@ -82,7 +82,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> NodeStore for Store<'b, D, N> {
         self.cache.pair_mut(a, b)
     }
 
-    fn new_node(&mut self, owner: u64, level: u8) -> Result<(u64, SlotId)> {
+    fn new_node(&mut self, owner: u64, level: u8) -> Result<(BlockNr, SlotId)> {
         let block = self.space.alloc()?;
         let id = match self.cache.create(&mut self.dev, block, true) {
             Ok(id) => id,
@@ -108,7 +108,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> NodeStore for Store<'b, D, N> {
         Ok((block, id))
     }
 
-    fn free_node(&mut self, block: u64) -> Result<()> {
+    fn free_node(&mut self, block: BlockNr) -> Result<()> {
         self.cache.forget(block);
         self.space.defer_free(Run {
             start: block,

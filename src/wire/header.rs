@@ -120,7 +120,7 @@ impl BlockHeader {
         block: &mut [u8],
         kind: BlockKind,
         owner: u64,
-        blocknr: u64,
+        blocknr: super::BlockNr,
         generation: u64,
         level: u8,
     ) -> Result<()> {
@@ -130,7 +130,7 @@ impl BlockHeader {
             crc: 0.into(),
             generation: generation.into(),
             owner: owner.into(),
-            blocknr: blocknr.into(),
+            blocknr: u64::from(blocknr).into(),
             kind: kind as u8,
             level,
             nitems: 0.into(),
@@ -148,13 +148,13 @@ impl BlockHeader {
     }
 
     /// Check magic, checksum, kind and the block's own address. `blocknr` is where it was read.
-    pub fn verify(block: &[u8], blocknr: u64) -> Result<&BlockHeader> {
+    pub fn verify(block: &[u8], blocknr: super::BlockNr) -> Result<&BlockHeader> {
         let bad = Error::Corrupt;
         let h = Self::parse(block).ok_or(bad)?;
         if h.magic.get() != MAGIC || h.crc.get() != block_crc(block) {
             return Err(bad);
         }
-        if BlockKind::from_u8(h.kind).is_none() || h.blocknr.get() != blocknr {
+        if BlockKind::from_u8(h.kind).is_none() || h.blocknr.get() != u64::from(blocknr) {
             return Err(bad);
         }
         Ok(h)

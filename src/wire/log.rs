@@ -33,6 +33,7 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::header::block_crc;
+use super::{block_nr, BlockNr};
 use crate::error::{Error, Result};
 
 /// Magic of a log record: "BnSl".
@@ -142,9 +143,9 @@ pub enum LogOp<'a> {
         /// First file block.
         fblk: u64,
         /// First disk block.
-        block: u64,
+        block: BlockNr,
         /// Blocks.
-        count: u64,
+        count: BlockNr,
         /// File size after the write.
         size: u64,
         /// The blocks' [`data_sum`], when they travel to stable media with the record
@@ -256,7 +257,7 @@ impl LogOp<'_> {
                 sum,
             } => {
                 w.u8(op::MAP);
-                for v in [ino, fblk, block, count, size] {
+                for v in [ino, fblk, u64::from(block), u64::from(count), size] {
                     w.u64(v);
                 }
                 w.u8(u8::from(sum.is_some()));
@@ -515,8 +516,8 @@ pub fn decode_op<'a>(rest: &mut &'a [u8]) -> Result<LogOp<'a>> {
         op::MAP => LogOp::Map {
             ino: r.u64()?,
             fblk: r.u64()?,
-            block: r.u64()?,
-            count: r.u64()?,
+            block: block_nr(r.u64()?)?,
+            count: block_nr(r.u64()?)?,
             size: r.u64()?,
             sum: {
                 let flag = r.u8()?;

@@ -20,6 +20,29 @@ pub use superblock::{
     SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
 };
 
+/// A block number, or a count of blocks, in memory.
+///
+/// On disk every block number is a `u64` (SPEC.md); in memory it is a `u32`, so that on
+/// 32-bit targets a block number is one register and `Result<BlockNr>`, runs and tree
+/// pointers travel in registers instead of through memory. Volumes are therefore limited to
+/// `BlockNr::MAX` blocks (16 TiB at 4 KiB blocks): format refuses a larger device with
+/// `InvalidArgument` and mount answers `Unsupported` for a superblock that records more. A
+/// block number read from disk goes through [`block_nr`], never a truncating cast.
+pub type BlockNr = u32;
+
+/// A block number (or block count) read from disk, as a [`BlockNr`]: `Corrupt` if it does
+/// not fit (it lies outside any volume this code mounts).
+pub fn block_nr(v: u64) -> crate::Result<BlockNr> {
+    BlockNr::try_from(v).map_err(|_| crate::Error::Corrupt)
+}
+
+/// A block number (or count) of a superblock that [`Superblock::parse`] accepted: those are
+/// all at most its `block_count`, which fits a [`BlockNr`]. Saturates rather than truncates,
+/// so even a caller that skipped verification never wraps to a small block number.
+pub(crate) fn verified_nr(v: zerocopy::little_endian::U64) -> BlockNr {
+    BlockNr::try_from(v.get()).unwrap_or(BlockNr::MAX)
+}
+
 /// Well-known tree ids, stored as the `owner` of every node of that tree.
 pub mod tree_id {
     /// The filesystem tree: inodes, directory entries, extents.

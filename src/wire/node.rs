@@ -16,6 +16,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::header::{BlockHeader, BlockKind, HEADER_LEN};
 use super::key::{Key, KeyBytes};
+use super::{block_nr, BlockNr};
 use crate::error::{Error, Result};
 
 /// One leaf item descriptor.
@@ -146,12 +147,12 @@ fn ptrs_mut(buf: &mut [u8], n: usize) -> Option<&mut [InternalPtr]> {
 #[derive(Clone, Copy)]
 pub struct NodeRef<'a> {
     buf: &'a [u8],
-    block: u64,
+    block: BlockNr,
 }
 
 impl<'a> NodeRef<'a> {
     /// View `buf`, read from `block`. Call [`verify`](Self::verify) before trusting it.
-    pub fn new(buf: &'a [u8], block: u64) -> Self {
+    pub fn new(buf: &'a [u8], block: BlockNr) -> Self {
         NodeRef { buf, block }
     }
 
@@ -164,7 +165,7 @@ impl<'a> NodeRef<'a> {
     /// `expect_generation` come from the parent pointer (or the superblock for a root).
     pub fn verify(
         buf: &'a [u8],
-        block: u64,
+        block: BlockNr,
         owner: u64,
         expect_level: u8,
         expect_generation: u64,
@@ -222,7 +223,7 @@ impl<'a> NodeRef<'a> {
     }
 
     /// The block this view was read from.
-    pub fn block(&self) -> u64 {
+    pub fn block(&self) -> BlockNr {
         self.block
     }
     /// Number of items or pointers.
@@ -293,11 +294,9 @@ impl<'a> NodeRef<'a> {
     }
 
     /// Child pointer `i` of an interior node: `(block, generation)`.
-    pub fn child(&self, i: usize) -> Result<(u64, u64)> {
-        ptrs(self.buf)
-            .get(i)
-            .map(|p| (p.block.get(), p.generation.get()))
-            .ok_or(self.corrupt())
+    pub fn child(&self, i: usize) -> Result<(BlockNr, u64)> {
+        let p = ptrs(self.buf).get(i).ok_or(self.corrupt())?;
+        Ok((block_nr(p.block.get())?, p.generation.get()))
     }
 
     /// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would go.
@@ -366,12 +365,12 @@ impl<'a> NodeRef<'a> {
 /// in practice.
 pub struct NodeMut<'a> {
     buf: &'a mut [u8],
-    block: u64,
+    block: BlockNr,
 }
 
 impl<'a> NodeMut<'a> {
     /// Edit `buf`, which lives at `block`.
-    pub fn new(buf: &'a mut [u8], block: u64) -> Self {
+    pub fn new(buf: &'a mut [u8], block: BlockNr) -> Self {
         NodeMut { buf, block }
     }
 
@@ -502,7 +501,13 @@ impl<'a> NodeMut<'a> {
     }
 
     /// Insert a child pointer at index `i` of an interior node.
-    pub fn ptr_insert(&mut self, i: usize, key: Key, block: u64, generation: u64) -> Result<()> {
+    pub fn ptr_insert(
+        &mut self,
+        i: usize,
+        key: Key,
+        block: BlockNr,
+        generation: u64,
+    ) -> Result<()> {
         let n = nitems_of(self.buf);
         if i > n {
             return Err(Error::InvalidArgument);
@@ -515,7 +520,7 @@ impl<'a> NodeMut<'a> {
         let p = ptrs_mut(self.buf, n + 1).ok_or(bad)?;
         p[i] = InternalPtr {
             key: key.into(),
-            block: block.into(),
+            block: u64::from(block).into(),
             generation: generation.into(),
         };
         set_nitems(self.buf, n + 1);
@@ -535,13 +540,13 @@ impl<'a> NodeMut<'a> {
     }
 
     /// Point child `i` at a new block / generation.
-    pub fn set_child(&mut self, i: usize, block: u64, generation: u64) -> Result<()> {
+    pub fn set_child(&mut self, i: usize, block: BlockNr, generation: u64) -> Result<()> {
         let bad = self.corrupt();
         let n = nitems_of(self.buf);
         let p = ptrs_mut(self.buf, n)
             .and_then(|p| p.get_mut(i))
             .ok_or(bad)?;
-        p.block = block.into();
+        p.block = u64::from(block).into();
         p.generation = generation.into();
         Ok(())
     }
@@ -659,6 +664,21 @@ mod tests {
         assert_eq!(r.child(2).unwrap(), (101, 1));
         m.ptr_remove(1).unwrap();
         assert_eq!(m.as_ref().child(1).unwrap(), (101, 1));
+    }
+
+    #[test]
+    fn child_past_blocknr_is_corrupt() {
+        let mut b = [0u8; 512];
+        BlockHeader::init(&mut b, BlockKind::Internal, 1, 5, 1, 1).unwrap();
+        let mut m = NodeMut::new(&mut b, 5);
+        m.ptr_insert(0, Key::new(0, 0, 0), BlockNr::MAX, 1).unwrap();
+        assert_eq!(m.as_ref().child(0).unwrap(), (BlockNr::MAX, 1));
+        // The pointer's block field (after the key) set to 2^32: no truncation to block 0.
+        let at = HEADER_LEN + 17;
+        b[at..at + 8].copy_from_slice(&(1u64 << 32).to_le_bytes());
+        BlockHeader::seal(&mut b);
+        let r = NodeRef::verify(&b, 5, 1, 1, 1).unwrap();
+        assert_eq!(r.child(0), Err(Error::Corrupt));
     }
 
     #[test]

@@ -154,7 +154,8 @@ impl Superblock {
     ///
     /// Checks magic, checksum, kind, copy index, version and every geometry field, so that
     /// later code may rely on them: block size a power of two in range, a layout that fits the
-    /// volume, tree roots and reserve extents inside the managed area.
+    /// volume, tree roots and reserve extents inside the managed area. A valid copy whose
+    /// block count does not fit a [`BlockNr`](super::BlockNr) is `Unsupported`.
     pub fn parse(bytes: &[u8], index: u64) -> Result<Superblock> {
         Self::verify(bytes, index).copied()
     }
@@ -180,11 +181,15 @@ impl Superblock {
         if sb.version.get() != FORMAT_VERSION || Incompat::from_bits(sb.incompat.get()).is_none() {
             return Err(Error::Unsupported);
         }
-        if sb.geometry_ok() {
-            Ok(sb)
-        } else {
-            Err(Error::Corrupt)
+        if !sb.geometry_ok() {
+            return Err(Error::Corrupt);
         }
+        // A valid volume, but larger than block numbers in memory reach (every other block
+        // number it records is below its block count, so this one check covers them all).
+        if sb.block_count.get() > u64::from(super::BlockNr::MAX) {
+            return Err(Error::Unsupported);
+        }
+        Ok(sb)
     }
 
     fn geometry_ok(&self) -> bool {
@@ -256,6 +261,21 @@ mod tests {
         let mut bad = sample();
         bad.fs_root.block = 1000.into();
         let b = bad.seal().to_vec();
+        assert_eq!(Superblock::parse(&b, 1).unwrap_err(), Error::Corrupt);
+    }
+
+    #[test]
+    fn block_count_past_blocknr_is_unsupported() {
+        let mut sb = sample();
+        sb.block_count = u64::from(crate::wire::BlockNr::MAX).into();
+        let b = sb.seal().to_vec();
+        assert!(Superblock::parse(&b, 1).is_ok());
+        sb.block_count = (1u64 << 32).into();
+        let b = sb.seal().to_vec();
+        assert_eq!(Superblock::parse(&b, 1).unwrap_err(), Error::Unsupported);
+        // Damage still reads as damage, whatever the size.
+        sb.fs_root.block = (1u64 << 33).into();
+        let b = sb.seal().to_vec();
         assert_eq!(Superblock::parse(&b, 1).unwrap_err(), Error::Corrupt);
     }
 }
