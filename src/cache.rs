@@ -82,7 +82,7 @@ pub struct BlockCache<'b, const N: usize> {
     /// waiting, and nothing is written back to make room.
     no_io: bool,
     block_size: usize,
-    sectors_per_block: u64,
+    sectors_per_block: u32,
     tick: u32,
     stats: CacheStats,
     /// Changes to cached contents (a slot written, created or dropped while dirty): an
@@ -123,7 +123,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             foreign: heapless::Deque::new(),
             no_io: false,
             block_size,
-            sectors_per_block: (block_size / sector_size) as u64,
+            sectors_per_block: (block_size / sector_size) as u32,
             tick: 0,
             stats: CacheStats::default(),
             mutations: 0,
@@ -378,7 +378,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Device sectors per cache block.
-    pub fn sectors_per_block(&self) -> u64 {
+    pub fn sectors_per_block(&self) -> u32 {
         self.sectors_per_block
     }
 
@@ -441,9 +441,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     ) -> Result<()> {
         let spb = self.sectors_per_block;
         let s = self.slot_mut(id)?;
-        let lba = u64::from(s.block)
-            .checked_mul(spb)
-            .ok_or(Error::Io(IoError::OutOfRange))?;
+        // Two 32-bit factors: the product fits.
+        let lba = u64::from(s.block) * u64::from(spb);
         let buf = s.buf.take().ok_or(Error::WouldBlock)?;
         if write && s.meta {
             BlockHeader::seal(buf);
@@ -689,9 +688,8 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         }
         let spb = self.sectors_per_block;
         let s = self.slot_mut(id)?;
-        let lba = u64::from(s.block)
-            .checked_mul(spb)
-            .ok_or(Error::Io(IoError::OutOfRange))?;
+        // Two 32-bit factors: the product fits.
+        let lba = u64::from(s.block) * u64::from(spb);
         let buf = s.buf.take().ok_or(Error::WouldBlock)?;
         if s.meta {
             BlockHeader::seal(buf);

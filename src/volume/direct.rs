@@ -83,7 +83,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if (block..end).any(|b| cache.find(b).is_some()) {
             return Ok(None);
         }
-        Ok(u64::from(block).checked_mul(cache.sectors_per_block()))
+        Ok(Some(
+            u64::from(block) * u64::from(cache.sectors_per_block()),
+        ))
     }
 
     /// Up to `want` blocks for file data starting exactly at `start`, taken from the
