@@ -7,7 +7,7 @@
 //! and the accessors instead of all failing on the crc.
 #![no_main]
 
-use bonsaifs::wire::{BlockHeader, Key, NodeRef, Superblock, SUPERBLOCK_LEN};
+use bonsaifs::wire::{BlockHeader, BlockNr, Key, NodeRef, Superblock, SUPERBLOCK_LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// Takes `N` bytes from the front of `data`, advancing it (missing bytes read as zero).
@@ -55,6 +55,10 @@ fn walk(node: &NodeRef<'_>) {
 
 /// Verifies `block` against the given expectations and, if it passes, walks it.
 fn try_node(block: &[u8], blocknr: u64, owner: u64, level: u8, generation: u64) {
+    // Block numbers are `BlockNr`s in memory: a larger address names no block.
+    let Ok(blocknr) = BlockNr::try_from(blocknr) else {
+        return;
+    };
     if let Ok(node) = NodeRef::verify(block, blocknr, owner, level, generation) {
         walk(&node);
     }
