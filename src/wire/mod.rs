@@ -38,7 +38,9 @@ pub fn block_nr(v: u64) -> crate::Result<BlockNr> {
 
 /// A block number (or count) of a superblock that [`Superblock::parse`] accepted: those are
 /// all at most its `block_count`, which fits a [`BlockNr`]. Saturates rather than truncates,
-/// so even a caller that skipped verification never wraps to a small block number.
+/// so even a caller that skipped verification never wraps to a small block number. Out of
+/// line: assembling a volume converts every block number of its superblock with it.
+#[inline(never)]
 pub(crate) fn verified_nr(v: zerocopy::little_endian::U64) -> BlockNr {
     BlockNr::try_from(v.get()).unwrap_or(BlockNr::MAX)
 }
