@@ -564,6 +564,13 @@ mod tests {
             }
         );
         assert!(set_map_sum(&mut b[1..], 1).is_err());
+        // A disk block or count past `BlockNr` (bytes 17.. and 25.. of the encoding) is
+        // `Corrupt`, never truncated to a block inside the volume.
+        for at in [17, 25] {
+            let mut c = b;
+            c[at..at + 8].copy_from_slice(&(1u64 << 32).to_le_bytes());
+            assert_eq!(decode_op(&mut &c[..]), Err(Error::Corrupt), "at {at}");
+        }
         let (x, y) = ([1u8; 64], [2u8; 64]);
         assert_ne!(data_sum([&x[..], &y[..]]), data_sum([&y[..], &x[..]]));
         assert_ne!(data_sum([&x[..], &x[..]]), 0);
