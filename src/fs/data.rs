@@ -14,7 +14,7 @@
 //!   reach the tree once per run); whole blocks are read straight into the caller's buffer when
 //!   the device offers the synchronous fast path and the block is not cached.
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::Fs;
 use crate::btree::InsertMode;
@@ -311,7 +311,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(0);
         }
         let end = write_end(off, data)?;
-        let mut inode = self.read_inode(ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut inode)?;
         let size = inode.size.get();
         let new_size = size.max(end);
         let inline = inode.flags.get() & inode_flags::INLINE != 0;
@@ -543,7 +544,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// so it is never rewritten in place: the block belongs to a durable log record.
     #[cfg(feature = "journal")]
     pub(crate) fn remap_block(&mut self, ino: u64, fblk: u64, phys: u64) -> Result<()> {
-        let mut inode = self.read_inode(ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut inode)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
             self.inline_to_block(ino, &mut inode)?;
         }
@@ -573,7 +575,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The file must not be inline.
     #[cfg(feature = "journal")]
     pub(crate) fn map_hole(&mut self, ino: u64, fblk: u64, phys: u64, count: u64) -> Result<()> {
-        let mut inode = self.read_inode(ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut inode)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
             return Err(Error::Corrupt);
         }
@@ -647,7 +650,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if new_size > MAX_FILE_SIZE {
             return Err(Error::TooLarge);
         }
-        let mut inode = self.read_inode(ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut inode)?;
         let size = inode.size.get();
         if new_size == size {
             return Ok(());

@@ -7,14 +7,16 @@
 //!   order with a resumable cursor (the next sequence number): entries added during a walk
 //!   come after the cursor and are seen once; removed ones are simply gone.
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::inode::inode_key;
 use super::Fs;
 use crate::btree::InsertMode;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::wire::items::{kind, name_hash, DirEntryHead, FileKind, DIR_ENTRY_HEAD_LEN, NAME_MAX};
+use crate::wire::items::{
+    kind, name_hash, DirEntryHead, FileKind, InodeItem, DIR_ENTRY_HEAD_LEN, NAME_MAX,
+};
 use crate::wire::Key;
 
 /// Room for the entries of one hash item that we rewrite (several colliding names).
@@ -124,7 +126,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         ino: u64,
         kind: FileKind,
     ) -> Result<()> {
-        let mut d = self.read_inode(dir)?;
+        let mut d = InodeItem::new_zeroed();
+        self.load_inode(dir, &mut d)?;
         let seq = d.next_seq.get();
         let h = head(ino, seq, kind, name);
         let key = hash_key(dir, name);
@@ -211,7 +214,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !self.vol.remove(&Key::new(dir, kind::DIR_INDEX, f.seq))? {
             return Err(Error::Corrupt);
         }
-        let mut d = self.read_inode(dir)?;
+        let mut d = InodeItem::new_zeroed();
+        self.load_inode(dir, &mut d)?;
         d.size = d.size.get().saturating_sub(1).into();
         let now = self.now();
         d.mtime = now.into();

@@ -17,27 +17,44 @@ pub(crate) fn inode_key(ino: u64) -> Key {
 
 /// Decode an inode value, refusing malformed ones.
 pub(crate) fn decode_inode(v: &[u8]) -> Result<InodeItem> {
+    let mut i = InodeItem::new_zeroed();
+    decode_inode_into(v, &mut i)?;
+    Ok(i)
+}
+
+/// [`decode_inode`] into `out` (untouched when `v` is malformed).
+fn decode_inode_into(v: &[u8], out: &mut InodeItem) -> Result<()> {
     let i = InodeItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
     FileKind::from_u8(i.kind).ok_or(Error::Corrupt)?;
-    Ok(i)
+    *out = i;
+    Ok(())
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The inode `ino`, or `NotFound`.
     pub(crate) fn read_inode(&mut self, ino: u64) -> Result<InodeItem> {
+        let mut i = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut i)?;
+        Ok(i)
+    }
+
+    /// [`read_inode`](Self::read_inode) into `out` (untouched on an error). An out-parameter:
+    /// a returned `Result<InodeItem>` goes through memory and is copied again at every caller.
+    pub(crate) fn load_inode(&mut self, ino: u64, out: &mut InodeItem) -> Result<()> {
         if let Some(i) = self.tail_inode(ino) {
-            return Ok(i);
+            *out = i;
+            return Ok(());
         }
         let changes = self.vol.changes();
         if let Some(i) = self.memo.inode(changes, ino) {
-            return Ok(i);
+            *out = i;
+            return Ok(());
         }
-        let i = self
-            .vol
-            .get(&inode_key(ino), decode_inode)?
+        self.vol
+            .get(&inode_key(ino), |v| decode_inode_into(v, out))?
             .ok_or(Error::NotFound)??;
-        self.memo.set_inode(changes, ino, i);
-        Ok(i)
+        self.memo.set_inode(changes, ino, *out);
+        Ok(())
     }
 
     /// Replace inode `ino`.

@@ -52,7 +52,7 @@ use crate::wire::log::LogOp;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::volume::{FormatOptions, Volume, DELETE_KEEP_OPS};
-use crate::wire::items::{FileKind as Kind, ROOT_INO};
+use crate::wire::items::{FileKind as Kind, InodeItem, ROOT_INO};
 use zerocopy::{FromZeros, IntoBytes};
 
 /// What [`Fs::stat`] reports.
@@ -168,9 +168,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Err(Error::Unsupported);
         }
         let mut fs = Self::over(vol);
-        match fs.read_inode(ROOT_INO) {
-            Ok(i) if i.kind == Kind::Dir as u8 => {}
-            Ok(_) | Err(Error::NotFound) => return Err(Error::Corrupt),
+        let mut root = InodeItem::new_zeroed();
+        match fs.load_inode(ROOT_INO, &mut root) {
+            Ok(()) if root.kind == Kind::Dir as u8 => {}
+            Ok(()) | Err(Error::NotFound) => return Err(Error::Corrupt),
             Err(e) => return Err(e),
         }
         if !fs.vol.is_read_only() {
@@ -238,7 +239,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             match c {
                 b"." => {}
-                b".." => cur = self.read_inode(cur)?.parent.get(),
+                b".." => {
+                    let mut i = InodeItem::new_zeroed();
+                    self.load_inode(cur, &mut i)?;
+                    cur = i.parent.get();
+                }
                 name => {
                     let f = self.lookup(cur, name)?.ok_or(Error::NotFound)?;
                     cur = f.ino;
@@ -373,7 +378,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.contains(OpenFlags::READ) {
             return Err(Error::BadHandle);
         }
-        let inode = self.read_inode(o.ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(o.ino, &mut inode)?;
         self.read_data(o.ino, &inode, offset, buf)
     }
 
@@ -381,7 +387,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize> {
         let o = self.handles.get(fd)?;
         let pos = if o.flags.contains(OpenFlags::APPEND) {
-            self.read_inode(o.ino)?.size.get()
+            let mut i = InodeItem::new_zeroed();
+            self.load_inode(o.ino, &mut i)?;
+            i.size.get()
         } else {
             o.pos
         };
@@ -421,7 +429,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         self.settle()?;
         // A handle whose file was unlinked is stale, even for an empty write.
-        self.read_inode(o.ino)?;
+        self.load_inode(o.ino, &mut InodeItem::new_zeroed())?;
         // Up front, the space a copy-on-write of every block touched may take (split extent,
         // new mapping, freed block: a few tree changes each), so a write fails before it starts
         // rather than half-way.
@@ -454,7 +462,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Move the handle's position; returns the new position.
     pub fn seek(&mut self, fd: Fd, to: SeekFrom) -> Result<u64> {
         let o = self.handles.get(fd)?;
-        let size = self.read_inode(o.ino)?.size.get();
+        let mut i = InodeItem::new_zeroed();
+        self.load_inode(o.ino, &mut i)?;
+        let size = i.size.get();
         let base = match to {
             SeekFrom::Start(n) => Some(n),
             SeekFrom::Current(d) => o.pos.checked_add_signed(d),
@@ -482,7 +492,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Without the `journal` feature it is a checkpoint, as [`sync_all`](Self::sync_all).
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
         let o = self.handles.get(fd)?;
-        self.read_inode(o.ino)?;
+        self.load_inode(o.ino, &mut InodeItem::new_zeroed())?;
         self.settle()?;
         self.quiesce()?;
         self.sync_log()
@@ -490,7 +500,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Set the size of `ino`, as one logged operation.
     fn resize(&mut self, ino: u64, size: u64) -> Result<()> {
-        let grows = size > self.read_inode(ino)?.size.get();
+        let mut i = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut i)?;
+        let grows = size > i.size.get();
         self.op(8, grows, |fs| fs.set_size(ino, size))?;
         self.log(&LogOp::SetSize { ino, size });
         Ok(())
@@ -530,7 +542,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     fn stat_ino(&mut self, ino: u64) -> Result<Metadata> {
-        let i = self.read_inode(ino)?;
+        let mut i = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut i)?;
         Ok(Metadata {
             ino,
             kind: Kind::from_u8(i.kind).ok_or(Error::Corrupt)?,
@@ -614,8 +627,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             (Some(Kind::File), Kind::Dir) => return Err(Error::IsADirectory),
             _ => {}
         }
-        if f.kind == Kind::Dir && self.read_inode(f.ino)?.size.get() != 0 {
-            return Err(Error::DirectoryNotEmpty);
+        if f.kind == Kind::Dir {
+            let mut i = InodeItem::new_zeroed();
+            self.load_inode(f.ino, &mut i)?;
+            if i.size.get() != 0 {
+                return Err(Error::DirectoryNotEmpty);
+            }
         }
         self.op(6, false, |fs| {
             fs.remove_entry(dir, name)?;
@@ -628,6 +645,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Rename `fdir/fname` to `tdir/tname` (POSIX replace rules).
     fn rename_in(&mut self, fdir: u64, fname: &[u8], tdir: u64, tname: &[u8]) -> Result<()> {
         let src = self.lookup(fdir, fname)?.ok_or(Error::NotFound)?;
+        let mut i = InodeItem::new_zeroed();
         if src.kind == Kind::Dir {
             // The target directory must not be the source or below it.
             let mut d = tdir;
@@ -638,7 +656,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 if d == ROOT_INO {
                     break;
                 }
-                d = self.read_inode(d)?.parent.get();
+                self.load_inode(d, &mut i)?;
+                d = i.parent.get();
             }
         }
         let dst = self.lookup(tdir, tname)?;
@@ -649,8 +668,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             match (src.kind, dst.kind) {
                 (Kind::Dir, Kind::File) => return Err(Error::NotADirectory),
                 (Kind::File, Kind::Dir) => return Err(Error::IsADirectory),
-                (Kind::Dir, Kind::Dir) if self.read_inode(dst.ino)?.size.get() != 0 => {
-                    return Err(Error::DirectoryNotEmpty)
+                (Kind::Dir, Kind::Dir) => {
+                    self.load_inode(dst.ino, &mut i)?;
+                    if i.size.get() != 0 {
+                        return Err(Error::DirectoryNotEmpty);
+                    }
                 }
                 _ => {}
             }
@@ -663,7 +685,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             fs.remove_entry(fdir, fname)?;
             fs.add_entry(tdir, tname, src.ino, src.kind)?;
             if src.kind == Kind::Dir && fdir != tdir {
-                let mut i = fs.read_inode(src.ino)?;
+                let mut i = InodeItem::new_zeroed();
+                fs.load_inode(src.ino, &mut i)?;
                 i.parent = tdir.into();
                 fs.write_inode(src.ino, &i)?;
             }
