@@ -26,7 +26,6 @@ const HASH_ITEM_BUF: usize = 4 * (DIR_ENTRY_HEAD_LEN + NAME_MAX);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Found {
     pub ino: u64,
-    pub seq: u64,
     pub kind: FileKind,
 }
 
@@ -108,7 +107,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                     let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
                     return Ok(Some(Found {
                         ino: h.ino.get(),
-                        seq: h.seq.get(),
                         kind,
                     }));
                 }
@@ -126,70 +124,34 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         ino: u64,
         kind: FileKind,
     ) -> Result<()> {
-        let mut d = InodeItem::new_zeroed();
-        self.load_inode(dir, &mut d)?;
-        let seq = d.next_seq.get();
-        let h = head(ino, seq, kind, name);
-        let key = hash_key(dir, name);
-        // The hash item, with this entry appended (collisions are rare; several fit).
-        let mut buf = [0u8; HASH_ITEM_BUF];
-        let old = self.vol.get(&key, |v| {
-            let n = v.len();
-            buf.get_mut(..n).map(|b| {
-                b.copy_from_slice(v);
-                n
-            })
-        })?;
-        let used = match old {
-            Some(Some(n)) => n,
-            Some(None) => return Err(Error::TooLarge),
-            None => 0,
-        };
-        let total = used + DIR_ENTRY_HEAD_LEN + name.len();
-        let all = buf.get_mut(..total).ok_or(Error::TooLarge)?;
-        let slot = all.get_mut(used..).ok_or(Error::TooLarge)?;
-        let (hb, nb) = slot.split_at_mut(DIR_ENTRY_HEAD_LEN);
-        hb.copy_from_slice(h.as_bytes());
-        nb.copy_from_slice(name);
-        let all = &*all;
-        let mode = if used == 0 {
-            InsertMode::Create
-        } else {
-            InsertMode::Replace
-        };
-        self.vol.insert(key, all, mode)?;
-        // The ordered index: the same entry alone.
-        let idx = all.get(used..).ok_or(Error::TooLarge)?;
-        self.vol
-            .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
-        // Both counters come from disk: a hostile inode at the top of the range is Corrupt, not
-        // an overflow (a real directory cannot see 2^64 insertions).
-        d.next_seq = seq.checked_add(1).ok_or(Error::Corrupt)?.into();
-        super::data::add_sat(&mut d.size, 1);
-        let now = self.now();
-        d.mtime = now.into();
-        self.write_inode(dir, &d)
+        self.edit_entry(dir, name, Some((ino, kind)))
     }
 
-    /// Remove `name` from directory `dir`; returns what it named.
-    pub(crate) fn remove_entry(&mut self, dir: u64, name: &[u8]) -> Result<Found> {
+    /// Remove `name` from directory `dir`.
+    pub(crate) fn remove_entry(&mut self, dir: u64, name: &[u8]) -> Result<()> {
+        self.edit_entry(dir, name, None)
+    }
+
+    /// Add `name` → `new` (inode and kind) to directory `dir`, or with `None` remove it: the
+    /// hash item is rewritten with or without the entry, the index item added or removed, and
+    /// the directory's size, next sequence number and mtime follow. One body for both, as
+    /// they share every step but the middle.
+    fn edit_entry(&mut self, dir: u64, name: &[u8], new: Option<(u64, FileKind)>) -> Result<()> {
+        let mut d = InodeItem::new_zeroed();
+        self.load_inode(dir, &mut d)?;
         let key = hash_key(dir, name);
+        // The hash item without the entry: the bytes before it and after it (every entry
+        // checked); room after them for one more (collisions are rare; several fit).
         let mut buf = [0u8; HASH_ITEM_BUF];
-        // The item without the entry: the bytes before it and after it (every entry checked).
-        let kept = self.vol.get(&key, |v| -> Result<(usize, Option<Found>)> {
-            let mut found = None;
+        let kept = self.vol.get(&key, |v| -> Result<(usize, Option<u64>)> {
+            let mut seq = None;
             let mut cut = (0, 0);
             let mut at = 0;
             for e in entries(v) {
                 let (h, n) = e?;
                 let len = DIR_ENTRY_HEAD_LEN + n.len();
-                if n == name && found.is_none() {
-                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
-                    found = Some(Found {
-                        ino: h.ino.get(),
-                        seq: h.seq.get(),
-                        kind,
-                    });
+                if n == name && seq.is_none() {
+                    seq = Some(h.seq.get());
                     cut = (at, at + len);
                 }
                 at += len;
@@ -201,26 +163,54 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let (d1, d2) = dst.split_at_mut(head.len());
             d1.copy_from_slice(head);
             d2.copy_from_slice(tail);
-            Ok((out, found))
+            Ok((out, seq))
         })?;
-        let (kept, found) = kept.ok_or(Error::NotFound)??;
-        let f = found.ok_or(Error::NotFound)?;
-        if kept == 0 {
-            self.vol.remove(&key)?;
-        } else {
-            let v = buf.get(..kept).ok_or(Error::TooLarge)?;
-            self.vol.insert(key, v, InsertMode::Replace)?;
+        // (No item: no entry.)
+        let (used, old) = kept.unwrap_or(Ok((0, None)))?;
+        match (new, old) {
+            (Some((ino, kind)), None) => {
+                let seq = d.next_seq.get();
+                let h = head(ino, seq, kind, name);
+                let total = used + DIR_ENTRY_HEAD_LEN + name.len();
+                let all = buf.get_mut(..total).ok_or(Error::TooLarge)?;
+                let slot = all.get_mut(used..).ok_or(Error::TooLarge)?;
+                let (hb, nb) = slot.split_at_mut(DIR_ENTRY_HEAD_LEN);
+                hb.copy_from_slice(h.as_bytes());
+                nb.copy_from_slice(name);
+                let all = &*all;
+                let mode = if used == 0 {
+                    InsertMode::Create
+                } else {
+                    InsertMode::Replace
+                };
+                self.vol.insert(key, all, mode)?;
+                // The ordered index: the same entry alone.
+                let idx = all.get(used..).ok_or(Error::TooLarge)?;
+                self.vol
+                    .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
+                // Both counters come from disk: a hostile inode at the top of the range is
+                // Corrupt, not an overflow (a real directory cannot see 2^64 insertions).
+                d.next_seq = seq.checked_add(1).ok_or(Error::Corrupt)?.into();
+                super::data::add_sat(&mut d.size, 1);
+            }
+            (None, Some(seq)) => {
+                if used == 0 {
+                    self.vol.remove(&key)?;
+                } else {
+                    let v = buf.get(..used).ok_or(Error::TooLarge)?;
+                    self.vol.insert(key, v, InsertMode::Replace)?;
+                }
+                if !self.vol.remove(&Key::new(dir, kind::DIR_INDEX, seq))? {
+                    return Err(Error::Corrupt);
+                }
+                d.size = d.size.get().saturating_sub(1).into();
+            }
+            (Some(_), Some(_)) => return Err(Error::AlreadyExists),
+            (None, None) => return Err(Error::NotFound),
         }
-        if !self.vol.remove(&Key::new(dir, kind::DIR_INDEX, f.seq))? {
-            return Err(Error::Corrupt);
-        }
-        let mut d = InodeItem::new_zeroed();
-        self.load_inode(dir, &mut d)?;
-        d.size = d.size.get().saturating_sub(1).into();
         let now = self.now();
         d.mtime = now.into();
-        self.write_inode(dir, &d)?;
-        Ok(f)
+        self.write_inode(dir, &d)
     }
 
     /// Start listing directory `path`.
