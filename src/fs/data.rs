@@ -266,11 +266,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 Some(e) => {
                     let phys = e.block.checked_add(fblk - e.fblk).ok_or(Error::Corrupt)?;
                     // Whole blocks of one extent: straight from the device when it can (no
-                    // slot).
+                    // slot; only with `fast-paths`, which the device's fast path needs too).
                     let whole = self
                         .blk_of((n - done) as u64)
                         .min(e.fblk.saturating_add(e.len) - fblk);
-                    if in_off == 0 && whole > 0 {
+                    if cfg!(feature = "fast-paths") && in_off == 0 && whole > 0 {
                         let all = (whole * bs) as usize;
                         let dst = buf
                             .get_mut(done..done + all)
