@@ -81,6 +81,20 @@ pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[
     })
 }
 
+/// The first entry named `name` in the hash item value `v`, and its offset in `v` (the
+/// entries before it checked; all of them when there is none).
+fn find_entry(v: &[u8], name: &[u8]) -> Result<Option<(DirEntryHead, usize)>> {
+    let mut at = 0;
+    for e in entries(v) {
+        let (h, n) = e?;
+        if n == name {
+            return Ok(Some((h, at)));
+        }
+        at += DIR_ENTRY_HEAD_LEN + n.len();
+    }
+    Ok(None)
+}
+
 /// The key of the hash item holding `name` in `dir`.
 #[inline(never)]
 fn hash_key(dir: u64, name: &[u8]) -> Key {
@@ -101,17 +115,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<Option<Found>> {
         let key = hash_key(dir, name);
         let found = self.vol.get(&key, |v| -> Result<Option<Found>> {
-            for e in entries(v) {
-                let (h, n) = e?;
-                if n == name {
-                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
-                    return Ok(Some(Found {
-                        ino: h.ino.get(),
-                        kind,
-                    }));
-                }
-            }
-            Ok(None)
+            let Some((h, _)) = find_entry(v, name)? else {
+                return Ok(None);
+            };
+            let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
+            Ok(Some(Found {
+                ino: h.ino.get(),
+                kind,
+            }))
         })?;
         Ok(found.transpose()?.flatten())
     }
@@ -140,22 +151,18 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let mut d = InodeItem::new_zeroed();
         self.load_inode(dir, &mut d)?;
         let key = hash_key(dir, name);
-        // The hash item without the entry: the bytes before it and after it (every entry
-        // checked); room after them for one more (collisions are rare; several fit).
+        // The hash item without the entry: the bytes before it and after it (the entries
+        // before it checked; all of them when it is not there); room after them for one more
+        // (collisions are rare; several fit).
         let mut buf = [0u8; HASH_ITEM_BUF];
         let kept = self.vol.get(&key, |v| -> Result<(usize, Option<u64>)> {
-            let mut seq = None;
-            let mut cut = (0, 0);
-            let mut at = 0;
-            for e in entries(v) {
-                let (h, n) = e?;
-                let len = DIR_ENTRY_HEAD_LEN + n.len();
-                if n == name && seq.is_none() {
-                    seq = Some(h.seq.get());
-                    cut = (at, at + len);
-                }
-                at += len;
-            }
+            let (seq, cut) = match find_entry(v, name)? {
+                Some((h, at)) => (
+                    Some(h.seq.get()),
+                    (at, at + DIR_ENTRY_HEAD_LEN + name.len()),
+                ),
+                None => (None, (0, 0)),
+            };
             let head = v.get(..cut.0).ok_or(Error::Corrupt)?;
             let tail = v.get(cut.1..).ok_or(Error::Corrupt)?;
             let out = head.len() + tail.len();
