@@ -63,9 +63,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             .insert(inode_key(ino), inode.as_bytes(), InsertMode::Replace)
     }
 
-    /// Create a new inode of `kind`; returns its number and contents.
-    pub(crate) fn create_inode(&mut self, kind: FileKind, parent: u64) -> Result<(u64, InodeItem)> {
-        let ino = self.vol.alloc_id();
+    /// Create inode `ino` (new) of `kind`, in directory `parent`, and count it.
+    pub(crate) fn create_inode(&mut self, ino: u64, kind: FileKind, parent: u64) -> Result<()> {
         let mut i = InodeItem::new_zeroed();
         i.kind = kind as u8;
         i.nlink = 1.into();
@@ -79,7 +78,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             .insert(inode_key(ino), i.as_bytes(), InsertMode::Create)?;
         let n = self.vol.inode_count();
         self.vol.set_inode_count(n.saturating_add(1));
-        Ok((ino, i))
+        Ok(())
     }
 
     /// Delete inode `ino` and everything it owns (data, inline bytes).

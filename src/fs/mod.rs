@@ -53,7 +53,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::volume::{FormatOptions, Volume, DELETE_KEEP_OPS};
 use crate::wire::items::{FileKind as Kind, InodeItem, ROOT_INO};
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::FromZeros;
 
 /// What [`Fs::stat`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,16 +147,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         let vol = Volume::format(dev, mem, opts)?;
         let mut fs = Self::over(vol);
-        let mut root = crate::wire::items::InodeItem::new_zeroed();
-        root.kind = Kind::Dir as u8;
-        root.nlink = 1.into();
-        root.parent = ROOT_INO.into();
-        fs.vol.insert(
-            inode::inode_key(ROOT_INO),
-            root.as_bytes(),
-            crate::btree::InsertMode::Create,
-        )?;
-        fs.vol.set_inode_count(1);
+        // (No clock yet: its times are 0. The root is its own parent; the count becomes 1.)
+        fs.create_inode(ROOT_INO, Kind::Dir, ROOT_INO)?;
         fs.vol.checkpoint()?;
         Ok(fs)
     }
@@ -607,7 +599,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Err(Error::AlreadyExists);
         }
         let ino = self.op(6, true, |fs| {
-            let (ino, _) = fs.create_inode(kind, dir)?;
+            let ino = fs.vol.alloc_id();
+            fs.create_inode(ino, kind, dir)?;
             if expect.is_some_and(|e| e != ino) {
                 return Err(Error::Corrupt);
             }
