@@ -153,37 +153,34 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if let Some(e) = self.memo.extent(changes, ino, fblk) {
             return Ok(Some(e));
         }
-        let e = self.extent_lookup(ino, fblk)?;
+        let e = self.find_ext(ino, fblk, true)?;
         if let Some(e) = e {
             self.memo.set_extent(changes, ino, e);
         }
         Ok(e)
     }
 
-    fn extent_lookup(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
-        let bs = self.bs();
-        let before = ext_key(ino, (fblk + 1) * bs);
-        let r = self.vol.prev(&before, |k, v| (k, v.to_vec_stack()))?;
-        let e = self.ext_of(ino, r)?;
-        Ok(e.filter(|e| fblk < e.fblk.saturating_add(e.len)))
-    }
-
     /// The first extent of `ino` at or after file block `fblk`.
     pub(crate) fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
-        let bs = self.bs();
-        let r = self
-            .vol
-            .next(&ext_key(ino, fblk * bs), true, |k, v| (k, v.to_vec_stack()))?;
-        self.ext_of(ino, r)
+        self.find_ext(ino, fblk, false)
     }
 
-    /// The extent in item `r` (found next to an extent key of `ino`), if it is one of `ino`'s.
-    fn ext_of(&self, ino: u64, r: Option<(Key, heapless::Vec<u8, 32>)>) -> Result<Option<Ext>> {
+    /// From the tree: the extent of `ino` that covers file block `fblk` (`covering`), or the
+    /// first at or after it. One body for both searches.
+    fn find_ext(&mut self, ino: u64, fblk: u64, covering: bool) -> Result<Option<Ext>> {
+        let bs = self.bs();
+        let copy = |k, v: &[u8]| (k, v.to_vec_stack());
+        let r = if covering {
+            self.vol.prev(&ext_key(ino, (fblk + 1) * bs), copy)?
+        } else {
+            self.vol.next(&ext_key(ino, fblk * bs), true, copy)?
+        };
         let Some((k, v)) = r else { return Ok(None) };
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
         }
-        self.decode_ext(k, v.as_slice()).map(Some)
+        let e = self.decode_ext(k, v.as_slice())?;
+        Ok(Some(e).filter(|e| !covering || fblk < e.fblk.saturating_add(e.len)))
     }
 
     pub(crate) fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
