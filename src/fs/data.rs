@@ -170,10 +170,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     fn find_ext(&mut self, ino: u64, fblk: u64, covering: bool) -> Result<Option<Ext>> {
         let bs = self.bs();
         let copy = |k, v: &[u8]| (k, v.to_vec_stack());
+        // (Covering: the last extent before the next block's key.)
+        let key = ext_key(ino, (fblk + u64::from(covering)) * bs);
         let r = if covering {
-            self.vol.prev(&ext_key(ino, (fblk + 1) * bs), copy)?
+            self.vol.prev(&key, copy)?
         } else {
-            self.vol.next(&ext_key(ino, fblk * bs), true, copy)?
+            self.vol.next(&key, true, copy)?
         };
         let Some((k, v)) = r else { return Ok(None) };
         if k.id != ino || k.kind != kind::EXTENT {
