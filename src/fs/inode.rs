@@ -24,9 +24,9 @@ pub(crate) fn decode_inode(v: &[u8]) -> Result<InodeItem> {
 
 /// [`decode_inode`] into `out` (untouched when `v` is malformed).
 fn decode_inode_into(v: &[u8], out: &mut InodeItem) -> Result<()> {
-    let i = InodeItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
+    let i = InodeItem::ref_from_bytes(v).map_err(|_| Error::Corrupt)?;
     FileKind::from_u8(i.kind).ok_or(Error::Corrupt)?;
-    *out = i;
+    out.as_mut_bytes().copy_from_slice(i.as_bytes());
     Ok(())
 }
 
