@@ -56,13 +56,13 @@ pub struct ReadDir {
 }
 
 /// Walk the entries packed in a DIR_HASH value: `(head, name)`.
-pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[u8])>> {
+pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(&DirEntryHead, &[u8])>> {
     let mut rest = v;
     core::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let r = DirEntryHead::read_from_prefix(rest)
+        let r = DirEntryHead::ref_from_prefix(rest)
             .ok()
             .and_then(|(h, tail)| {
                 let n = usize::from(h.name_len);
@@ -83,7 +83,7 @@ pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[
 
 /// The first entry named `name` in the hash item value `v`, and its offset in `v` (the
 /// entries before it checked; all of them when there is none).
-fn find_entry(v: &[u8], name: &[u8]) -> Result<Option<(DirEntryHead, usize)>> {
+fn find_entry<'v>(v: &'v [u8], name: &[u8]) -> Result<Option<(&'v DirEntryHead, usize)>> {
     let mut at = 0;
     for e in entries(v) {
         let (h, n) = e?;
