@@ -155,7 +155,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         // before it checked; all of them when it is not there); room after them for one more
         // (collisions are rare; several fit).
         let mut buf = [0u8; HASH_ITEM_BUF];
-        let kept = self.vol.get(&key, |v| -> Result<(usize, Option<u64>)> {
+        // (Results left in `used` and `old`: the closure's own result stays in registers.)
+        let (mut used, mut old) = (0, None);
+        let kept = self.vol.get(&key, |v| -> Result<()> {
             let (seq, cut) = match find_entry(v, name)? {
                 Some((h, at)) => (
                     Some(h.seq.get()),
@@ -170,10 +172,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let (d1, d2) = dst.split_at_mut(head.len());
             d1.copy_from_slice(head);
             d2.copy_from_slice(tail);
-            Ok((out, seq))
+            (used, old) = (out, seq);
+            Ok(())
         })?;
         // (No item: no entry.)
-        let (used, old) = kept.unwrap_or(Ok((0, None)))?;
+        kept.unwrap_or(Ok(()))?;
         match (new, old) {
             (Some((ino, kind)), None) => {
                 let seq = d.next_seq.get();
