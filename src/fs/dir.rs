@@ -114,17 +114,21 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Find `name` in directory `dir`.
     pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<Option<Found>> {
         let key = hash_key(dir, name);
-        let found = self.vol.get(&key, |v| -> Result<Option<Found>> {
-            let Some((h, _)) = find_entry(v, name)? else {
-                return Ok(None);
-            };
-            let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
-            Ok(Some(Found {
-                ino: h.ino.get(),
-                kind,
-            }))
-        })?;
-        Ok(found.transpose()?.flatten())
+        // (The entry left in `found`: the closure's own result stays in registers.)
+        let mut found = None;
+        self.vol
+            .get(&key, |v| -> Result<()> {
+                if let Some((h, _)) = find_entry(v, name)? {
+                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
+                    found = Some(Found {
+                        ino: h.ino.get(),
+                        kind,
+                    });
+                }
+                Ok(())
+            })?
+            .unwrap_or(Ok(()))?;
+        Ok(found)
     }
 
     /// Add `name` → `ino` to directory `dir` (which must not have it).
