@@ -169,7 +169,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// first at or after it. One body for both searches.
     fn find_ext(&mut self, ino: u64, fblk: u64, covering: bool) -> Result<Option<Ext>> {
         let bs = self.bs();
-        let copy = |k, v: &[u8]| (k, v.to_vec_stack());
+        // The item's key and value (up to an extent's size) left in locals: the closure's own
+        // result stays in registers.
+        let mut raw = [0u8; core::mem::size_of::<ExtentItem>()];
+        let mut len = 0;
+        let copy = |k: Key, v: &[u8]| {
+            len = v.len();
+            if let Some(d) = raw.get_mut(..len) {
+                d.copy_from_slice(v);
+            }
+            k
+        };
         // (Covering: the last extent before the next block's key.)
         let key = ext_key(ino, (fblk + u64::from(covering)) * bs);
         let r = if covering {
@@ -177,11 +187,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         } else {
             self.vol.next(&key, true, copy)?
         };
-        let Some((k, v)) = r else { return Ok(None) };
+        let Some(k) = r else { return Ok(None) };
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
         }
-        let e = self.decode_ext(k, v.as_slice())?;
+        let e = self.decode_ext(k, raw.get(..len).unwrap_or_default())?;
         Ok(Some(e).filter(|e| !covering || fblk < e.fblk.saturating_add(e.len)))
     }
 
@@ -698,16 +708,5 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let now = self.now();
         inode.mtime = now.into();
         self.write_inode(ino, &inode)
-    }
-}
-
-/// A value copied out of the tree onto the stack (extent values are 24 bytes).
-trait ToVecStack {
-    fn to_vec_stack(&self) -> heapless::Vec<u8, 32>;
-}
-
-impl ToVecStack for [u8] {
-    fn to_vec_stack(&self) -> heapless::Vec<u8, 32> {
-        heapless::Vec::from_slice(self.get(..self.len().min(32)).unwrap_or(&[])).unwrap_or_default()
     }
 }
