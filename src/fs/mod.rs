@@ -598,14 +598,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if self.lookup(dir, name)?.is_some() {
             return Err(Error::AlreadyExists);
         }
-        let ino = self.op(6, true, |fs| {
-            let ino = fs.vol.alloc_id();
+        // (The number left in `ino`: the operation's own result stays in registers.)
+        let mut ino = 0;
+        self.op(6, true, |fs| {
+            ino = fs.vol.alloc_id();
             fs.create_inode(ino, kind, dir)?;
             if expect.is_some_and(|e| e != ino) {
                 return Err(Error::Corrupt);
             }
-            fs.add_entry(dir, name, ino, kind)?;
-            Ok(ino)
+            fs.add_entry(dir, name, ino, kind)
         })?;
         self.log(&LogOp::Create {
             parent: dir,
