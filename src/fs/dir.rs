@@ -81,18 +81,22 @@ pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(&DirEntryHead, &
     })
 }
 
-/// The first entry named `name` in the hash item value `v`, and its offset in `v` (the
-/// entries before it checked; all of them when there is none).
-fn find_entry<'v>(v: &'v [u8], name: &[u8]) -> Result<Option<(&'v DirEntryHead, usize)>> {
-    let mut at = 0;
+/// The first entry named `name` in the hash item value `v` (the entries before it checked;
+/// all of them when there is none). Its offset in `v` is [`offset_in`] of it.
+fn find_entry<'v>(v: &'v [u8], name: &[u8]) -> Result<Option<&'v DirEntryHead>> {
     for e in entries(v) {
         let (h, n) = e?;
         if n == name {
-            return Ok(Some((h, at)));
+            return Ok(Some(h));
         }
-        at += DIR_ENTRY_HEAD_LEN + n.len();
     }
     Ok(None)
+}
+
+/// The offset in `v` of `h`, which lies in it (returned by [`find_entry`]): a head and its
+/// offset together made a result that went through memory.
+fn offset_in(v: &[u8], h: &DirEntryHead) -> usize {
+    (h as *const DirEntryHead as usize).wrapping_sub(v.as_ptr() as usize)
 }
 
 /// The key of the hash item holding `name` in `dir`.
@@ -118,7 +122,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let mut found = None;
         self.vol
             .get(&key, |v| -> Result<()> {
-                if let Some((h, _)) = find_entry(v, name)? {
+                if let Some(h) = find_entry(v, name)? {
                     let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
                     found = Some(Found {
                         ino: h.ino.get(),
@@ -163,10 +167,13 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let (mut used, mut old) = (0, None);
         let kept = self.vol.get(&key, |v| -> Result<()> {
             let (seq, cut) = match find_entry(v, name)? {
-                Some((h, at)) => (
-                    Some(h.seq.get()),
-                    (at, at + DIR_ENTRY_HEAD_LEN + name.len()),
-                ),
+                Some(h) => {
+                    let at = offset_in(v, h);
+                    (
+                        Some(h.seq.get()),
+                        (at, at + DIR_ENTRY_HEAD_LEN + name.len()),
+                    )
+                }
                 None => (None, (0, 0)),
             };
             let head = v.get(..cut.0).ok_or(Error::Corrupt)?;
