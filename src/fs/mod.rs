@@ -246,22 +246,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok((cur, kind))
     }
 
-    /// Resolve the directory holding `path`'s last component; returns it and the name.
-    fn resolve_parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8])> {
+    /// Resolve the directory holding `path`'s last component; returns it and the name. For a
+    /// `change` of the namespace the volume must be writable, and appends held in memory are
+    /// put into the tree first.
+    fn resolve_parent<'p>(&mut self, path: &'p str, change: bool) -> Result<(u64, &'p [u8])> {
+        if change {
+            self.writable()?;
+            self.settle()?;
+        }
         let (dir, name) = path::split_last(path.as_bytes())?;
         let (ino, kind) = self.resolve(dir)?;
         if kind != Kind::Dir {
             return Err(Error::NotADirectory);
         }
         Ok((ino, name))
-    }
-
-    /// [`resolve_parent`](Self::resolve_parent) for a change of the namespace: the volume must
-    /// be writable, and appends held in memory are put into the tree first.
-    fn parent_to_change<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8])> {
-        self.writable()?;
-        self.settle()?;
-        self.resolve_parent(path)
     }
 
     /// Run `f` as one all-or-nothing operation of up to `tree_ops` tree changes: the space it
@@ -321,7 +319,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if flags.intersects(OpenFlags::CREATE | OpenFlags::TRUNC) {
             self.settle()?;
         }
-        let (dir, name) = self.resolve_parent(path)?;
+        let (dir, name) = self.resolve_parent(path, false)?;
         let ino = match self.lookup(dir, name)? {
             Some(f) if flags.contains(OpenFlags::CREATE | OpenFlags::EXCL) => {
                 let _ = f;
@@ -566,20 +564,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Create the directory `path`.
     pub fn mkdir(&mut self, path: &str) -> Result<()> {
-        let (dir, name) = self.parent_to_change(path)?;
+        let (dir, name) = self.resolve_parent(path, true)?;
         self.create_in(dir, name, Kind::Dir, None).map(|_| ())
     }
 
     /// Remove the empty directory `path`.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
-        let (dir, name) = self.parent_to_change(path)?;
+        let (dir, name) = self.resolve_parent(path, true)?;
         self.remove_in(dir, name, Some(Kind::Dir))
     }
 
     /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
     /// `NotFound`); its blocks are freed at once.
     pub fn unlink(&mut self, path: &str) -> Result<()> {
-        let (dir, name) = self.parent_to_change(path)?;
+        let (dir, name) = self.resolve_parent(path, true)?;
         self.remove_in(dir, name, Some(Kind::File))
     }
 
@@ -587,8 +585,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// replace a file, a directory may replace an empty directory. A directory cannot move
     /// into itself or below itself (`InvalidPath`).
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        let (fdir, fname) = self.parent_to_change(from)?;
-        let (tdir, tname) = self.resolve_parent(to)?;
+        let (fdir, fname) = self.resolve_parent(from, true)?;
+        let (tdir, tname) = self.resolve_parent(to, false)?;
         self.rename_in(fdir, fname, tdir, tname)
     }
 
