@@ -254,7 +254,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(0);
         }
         let n = (size - off).min(buf.len() as u64) as usize;
-        let buf = buf.get_mut(..n).ok_or(Error::InvalidArgument)?;
+        let (buf, _) = buf.split_at_mut(n.min(buf.len()));
         if inode.flags.get() & inode_flags::INLINE != 0 {
             let key = Key::new(ino, kind::INLINE, 0);
             // The item's bytes from `off`, zeros past its end.
