@@ -14,7 +14,7 @@
 //!   reach the tree once per run); whole blocks are read straight into the caller's buffer when
 //!   the device offers the synchronous fast path and the block is not cached.
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::Fs;
 use crate::btree::InsertMode;
@@ -161,37 +161,46 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if let Some(e) = self.memo.extent(changes, ino, fblk) {
             return Ok(Some(e));
         }
-        let e = self.extent_lookup(ino, fblk)?;
+        let e = self.find_ext(ino, fblk, true)?;
         if let Some(e) = e {
             self.memo.set_extent(changes, ino, e);
         }
         Ok(e)
     }
 
-    fn extent_lookup(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
-        let bs = self.bs();
-        let before = ext_key(ino, (fblk + 1) * bs);
-        let r = self.vol.prev(&before, |k, v| (k, v.to_vec_stack()))?;
-        let e = self.ext_of(ino, r)?;
-        Ok(e.filter(|e| fblk < e.fblk.saturating_add(u64::from(e.len))))
-    }
-
     /// The first extent of `ino` at or after file block `fblk`.
     pub(crate) fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
-        let bs = self.bs();
-        let r = self
-            .vol
-            .next(&ext_key(ino, fblk * bs), true, |k, v| (k, v.to_vec_stack()))?;
-        self.ext_of(ino, r)
+        self.find_ext(ino, fblk, false)
     }
 
-    /// The extent in item `r` (found next to an extent key of `ino`), if it is one of `ino`'s.
-    fn ext_of(&self, ino: u64, r: Option<(Key, heapless::Vec<u8, 32>)>) -> Result<Option<Ext>> {
-        let Some((k, v)) = r else { return Ok(None) };
+    /// From the tree: the extent of `ino` that covers file block `fblk` (`covering`), or the
+    /// first at or after it. One body for both searches.
+    fn find_ext(&mut self, ino: u64, fblk: u64, covering: bool) -> Result<Option<Ext>> {
+        let bs = self.bs();
+        // The item's key and value (up to an extent's size) left in locals: the closure's own
+        // result stays in registers.
+        let mut raw = [0u8; core::mem::size_of::<ExtentItem>()];
+        let mut len = 0;
+        let copy = |k: Key, v: &[u8]| {
+            len = v.len();
+            if let Some(d) = raw.get_mut(..len) {
+                d.copy_from_slice(v);
+            }
+            k
+        };
+        // (Covering: the last extent before the next block's key.)
+        let key = ext_key(ino, (fblk + u64::from(covering)) * bs);
+        let r = if covering {
+            self.vol.prev(&key, copy)?
+        } else {
+            self.vol.next(&key, true, copy)?
+        };
+        let Some(k) = r else { return Ok(None) };
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
         }
-        self.decode_ext(k, v.as_slice()).map(Some)
+        let e = self.decode_ext(k, raw.get(..len).unwrap_or_default())?;
+        Ok(Some(e).filter(|e| !covering || fblk < e.fblk.saturating_add(u64::from(e.len))))
     }
 
     pub(crate) fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
@@ -253,13 +262,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(0);
         }
         let n = (size - off).min(buf.len() as u64) as usize;
-        let buf = buf.get_mut(..n).ok_or(Error::InvalidArgument)?;
+        let (buf, _) = buf.split_at_mut(n.min(buf.len()));
         if inode.flags.get() & inode_flags::INLINE != 0 {
             let key = Key::new(ino, kind::INLINE, 0);
+            // The item's bytes from `off`, zeros past its end.
             let got = self.vol.get(&key, |v| {
-                for (i, b) in buf.iter_mut().enumerate() {
-                    *b = v.get(off as usize + i).copied().unwrap_or(0);
+                let src = v.get(off as usize..).unwrap_or_default();
+                let (head, tail) = buf.split_at_mut(src.len().min(buf.len()));
+                if let Some(src) = src.get(..head.len()) {
+                    head.copy_from_slice(src);
                 }
+                tail.fill(0);
             })?;
             got.ok_or(Error::Corrupt)?;
             return Ok(n);
@@ -274,11 +287,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 Some(e) => {
                     let phys = e.phys(fblk);
                     // Whole blocks of one extent: straight from the device when it can (no
-                    // slot).
+                    // slot; only with `fast-paths`, which the device's fast path needs too).
                     let whole = self
                         .blk_of((n - done) as u64)
                         .min(e.fblk.saturating_add(u64::from(e.len)) - fblk);
-                    if in_off == 0 && whole > 0 {
+                    if cfg!(feature = "fast-paths") && in_off == 0 && whole > 0 {
                         let all = (whole * bs) as usize;
                         let dst = buf
                             .get_mut(done..done + all)
@@ -319,7 +332,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(0);
         }
         let end = write_end(off, data)?;
-        let mut inode = self.read_inode(ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut inode)?;
         let size = inode.size.get();
         let new_size = size.max(end);
         let inline = inode.flags.get() & inode_flags::INLINE != 0;
@@ -556,7 +570,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// so it is never rewritten in place: the block belongs to a durable log record.
     #[cfg(feature = "journal")]
     pub(crate) fn remap_block(&mut self, ino: u64, fblk: u64, phys: BlockNr) -> Result<()> {
-        let mut inode = self.read_inode(ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut inode)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
             self.inline_to_block(ino, &mut inode)?;
         }
@@ -592,7 +607,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         phys: BlockNr,
         count: BlockNr,
     ) -> Result<()> {
-        let mut inode = self.read_inode(ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut inode)?;
         if inode.flags.get() & inode_flags::INLINE != 0 {
             return Err(Error::Corrupt);
         }
@@ -667,7 +683,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if new_size > MAX_FILE_SIZE {
             return Err(Error::TooLarge);
         }
-        let mut inode = self.read_inode(ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut inode)?;
         let size = inode.size.get();
         if new_size == size {
             return Ok(());
@@ -711,16 +728,5 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let now = self.now();
         inode.mtime = now.into();
         self.write_inode(ino, &inode)
-    }
-}
-
-/// A value copied out of the tree onto the stack (extent values are 24 bytes).
-trait ToVecStack {
-    fn to_vec_stack(&self) -> heapless::Vec<u8, 32>;
-}
-
-impl ToVecStack for [u8] {
-    fn to_vec_stack(&self) -> heapless::Vec<u8, 32> {
-        heapless::Vec::from_slice(self.get(..self.len().min(32)).unwrap_or(&[])).unwrap_or_default()
     }
 }

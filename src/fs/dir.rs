@@ -7,14 +7,16 @@
 //!   order with a resumable cursor (the next sequence number): entries added during a walk
 //!   come after the cursor and are seen once; removed ones are simply gone.
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::inode::inode_key;
 use super::Fs;
 use crate::btree::InsertMode;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::wire::items::{kind, name_hash, DirEntryHead, FileKind, DIR_ENTRY_HEAD_LEN, NAME_MAX};
+use crate::wire::items::{
+    kind, name_hash, DirEntryHead, FileKind, InodeItem, DIR_ENTRY_HEAD_LEN, NAME_MAX,
+};
 use crate::wire::Key;
 
 /// Room for the entries of one hash item that we rewrite (several colliding names).
@@ -24,7 +26,6 @@ const HASH_ITEM_BUF: usize = 4 * (DIR_ENTRY_HEAD_LEN + NAME_MAX);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Found {
     pub ino: u64,
-    pub seq: u64,
     pub kind: FileKind,
 }
 
@@ -55,13 +56,13 @@ pub struct ReadDir {
 }
 
 /// Walk the entries packed in a DIR_HASH value: `(head, name)`.
-pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[u8])>> {
+pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(&DirEntryHead, &[u8])>> {
     let mut rest = v;
     core::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let r = DirEntryHead::read_from_prefix(rest)
+        let r = DirEntryHead::ref_from_prefix(rest)
             .ok()
             .and_then(|(h, tail)| {
                 let n = usize::from(h.name_len);
@@ -78,6 +79,24 @@ pub(crate) fn entries(v: &[u8]) -> impl Iterator<Item = Result<(DirEntryHead, &[
         }
         Some(r)
     })
+}
+
+/// The first entry named `name` in the hash item value `v` (the entries before it checked;
+/// all of them when there is none). Its offset in `v` is [`offset_in`] of it.
+fn find_entry<'v>(v: &'v [u8], name: &[u8]) -> Result<Option<&'v DirEntryHead>> {
+    for e in entries(v) {
+        let (h, n) = e?;
+        if n == name {
+            return Ok(Some(h));
+        }
+    }
+    Ok(None)
+}
+
+/// The offset in `v` of `h`, which lies in it (returned by [`find_entry`]): a head and its
+/// offset together made a result that went through memory.
+fn offset_in(v: &[u8], h: &DirEntryHead) -> usize {
+    (h as *const DirEntryHead as usize).wrapping_sub(v.as_ptr() as usize)
 }
 
 /// The key of the hash item holding `name` in `dir`.
@@ -99,21 +118,21 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Find `name` in directory `dir`.
     pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<Option<Found>> {
         let key = hash_key(dir, name);
-        let found = self.vol.get(&key, |v| -> Result<Option<Found>> {
-            for e in entries(v) {
-                let (h, n) = e?;
-                if n == name {
+        // (The entry left in `found`: the closure's own result stays in registers.)
+        let mut found = None;
+        self.vol
+            .get(&key, |v| -> Result<()> {
+                if let Some(h) = find_entry(v, name)? {
                     let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
-                    return Ok(Some(Found {
+                    found = Some(Found {
                         ino: h.ino.get(),
-                        seq: h.seq.get(),
                         kind,
-                    }));
+                    });
                 }
-            }
-            Ok(None)
-        })?;
-        Ok(found.transpose()?.flatten())
+                Ok(())
+            })?
+            .unwrap_or(Ok(()))?;
+        Ok(found)
     }
 
     /// Add `name` → `ino` to directory `dir` (which must not have it).
@@ -124,73 +143,39 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         ino: u64,
         kind: FileKind,
     ) -> Result<()> {
-        let mut d = self.read_inode(dir)?;
-        let seq = d.next_seq.get();
-        let h = head(ino, seq, kind, name);
-        let key = hash_key(dir, name);
-        // The hash item, with this entry appended (collisions are rare; several fit).
-        let mut buf = [0u8; HASH_ITEM_BUF];
-        let old = self.vol.get(&key, |v| {
-            let n = v.len();
-            buf.get_mut(..n).map(|b| {
-                b.copy_from_slice(v);
-                n
-            })
-        })?;
-        let used = match old {
-            Some(Some(n)) => n,
-            Some(None) => return Err(Error::TooLarge),
-            None => 0,
-        };
-        let total = used + DIR_ENTRY_HEAD_LEN + name.len();
-        let all = buf.get_mut(..total).ok_or(Error::TooLarge)?;
-        let slot = all.get_mut(used..).ok_or(Error::TooLarge)?;
-        let (hb, nb) = slot.split_at_mut(DIR_ENTRY_HEAD_LEN);
-        hb.copy_from_slice(h.as_bytes());
-        nb.copy_from_slice(name);
-        let all = &*all;
-        let mode = if used == 0 {
-            InsertMode::Create
-        } else {
-            InsertMode::Replace
-        };
-        self.vol.insert(key, all, mode)?;
-        // The ordered index: the same entry alone.
-        let idx = all.get(used..).ok_or(Error::TooLarge)?;
-        self.vol
-            .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
-        // Both counters come from disk: a hostile inode at the top of the range is Corrupt, not
-        // an overflow (a real directory cannot see 2^64 insertions).
-        d.next_seq = seq.checked_add(1).ok_or(Error::Corrupt)?.into();
-        super::data::add_sat(&mut d.size, 1);
-        let now = self.now();
-        d.mtime = now.into();
-        self.write_inode(dir, &d)
+        self.edit_entry(dir, name, Some((ino, kind)))
     }
 
-    /// Remove `name` from directory `dir`; returns what it named.
-    pub(crate) fn remove_entry(&mut self, dir: u64, name: &[u8]) -> Result<Found> {
+    /// Remove `name` from directory `dir`.
+    pub(crate) fn remove_entry(&mut self, dir: u64, name: &[u8]) -> Result<()> {
+        self.edit_entry(dir, name, None)
+    }
+
+    /// Add `name` → `new` (inode and kind) to directory `dir`, or with `None` remove it: the
+    /// hash item is rewritten with or without the entry, the index item added or removed, and
+    /// the directory's size, next sequence number and mtime follow. One body for both, as
+    /// they share every step but the middle.
+    fn edit_entry(&mut self, dir: u64, name: &[u8], new: Option<(u64, FileKind)>) -> Result<()> {
+        let mut d = InodeItem::new_zeroed();
+        self.load_inode(dir, &mut d)?;
         let key = hash_key(dir, name);
+        // The hash item without the entry: the bytes before it and after it (the entries
+        // before it checked; all of them when it is not there); room after them for one more
+        // (collisions are rare; several fit).
         let mut buf = [0u8; HASH_ITEM_BUF];
-        // The item without the entry: the bytes before it and after it (every entry checked).
-        let kept = self.vol.get(&key, |v| -> Result<(usize, Option<Found>)> {
-            let mut found = None;
-            let mut cut = (0, 0);
-            let mut at = 0;
-            for e in entries(v) {
-                let (h, n) = e?;
-                let len = DIR_ENTRY_HEAD_LEN + n.len();
-                if n == name && found.is_none() {
-                    let kind = FileKind::from_u8(h.kind).ok_or(Error::Corrupt)?;
-                    found = Some(Found {
-                        ino: h.ino.get(),
-                        seq: h.seq.get(),
-                        kind,
-                    });
-                    cut = (at, at + len);
+        // (Results left in `used` and `old`: the closure's own result stays in registers.)
+        let (mut used, mut old) = (0, None);
+        let kept = self.vol.get(&key, |v| -> Result<()> {
+            let (seq, cut) = match find_entry(v, name)? {
+                Some(h) => {
+                    let at = offset_in(v, h);
+                    (
+                        Some(h.seq.get()),
+                        (at, at + DIR_ENTRY_HEAD_LEN + name.len()),
+                    )
                 }
-                at += len;
-            }
+                None => (None, (0, 0)),
+            };
             let head = v.get(..cut.0).ok_or(Error::Corrupt)?;
             let tail = v.get(cut.1..).ok_or(Error::Corrupt)?;
             let out = head.len() + tail.len();
@@ -198,25 +183,55 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let (d1, d2) = dst.split_at_mut(head.len());
             d1.copy_from_slice(head);
             d2.copy_from_slice(tail);
-            Ok((out, found))
+            (used, old) = (out, seq);
+            Ok(())
         })?;
-        let (kept, found) = kept.ok_or(Error::NotFound)??;
-        let f = found.ok_or(Error::NotFound)?;
-        if kept == 0 {
-            self.vol.remove(&key)?;
-        } else {
-            let v = buf.get(..kept).ok_or(Error::TooLarge)?;
-            self.vol.insert(key, v, InsertMode::Replace)?;
+        // (No item: no entry.)
+        kept.unwrap_or(Ok(()))?;
+        match (new, old) {
+            (Some((ino, kind)), None) => {
+                let seq = d.next_seq.get();
+                let h = head(ino, seq, kind, name);
+                let total = used + DIR_ENTRY_HEAD_LEN + name.len();
+                let all = buf.get_mut(..total).ok_or(Error::TooLarge)?;
+                let slot = all.get_mut(used..).ok_or(Error::TooLarge)?;
+                let (hb, nb) = slot.split_at_mut(DIR_ENTRY_HEAD_LEN);
+                hb.copy_from_slice(h.as_bytes());
+                nb.copy_from_slice(name);
+                let all = &*all;
+                let mode = if used == 0 {
+                    InsertMode::Create
+                } else {
+                    InsertMode::Replace
+                };
+                self.vol.insert(key, all, mode)?;
+                // The ordered index: the same entry alone.
+                let idx = all.get(used..).ok_or(Error::TooLarge)?;
+                self.vol
+                    .insert(Key::new(dir, kind::DIR_INDEX, seq), idx, InsertMode::Create)?;
+                // Both counters come from disk: a hostile inode at the top of the range is
+                // Corrupt, not an overflow (a real directory cannot see 2^64 insertions).
+                d.next_seq = seq.checked_add(1).ok_or(Error::Corrupt)?.into();
+                super::data::add_sat(&mut d.size, 1);
+            }
+            (None, Some(seq)) => {
+                if used == 0 {
+                    self.vol.remove(&key)?;
+                } else {
+                    let v = buf.get(..used).ok_or(Error::TooLarge)?;
+                    self.vol.insert(key, v, InsertMode::Replace)?;
+                }
+                if !self.vol.remove(&Key::new(dir, kind::DIR_INDEX, seq))? {
+                    return Err(Error::Corrupt);
+                }
+                d.size = d.size.get().saturating_sub(1).into();
+            }
+            (Some(_), Some(_)) => return Err(Error::AlreadyExists),
+            (None, None) => return Err(Error::NotFound),
         }
-        if !self.vol.remove(&Key::new(dir, kind::DIR_INDEX, f.seq))? {
-            return Err(Error::Corrupt);
-        }
-        let mut d = self.read_inode(dir)?;
-        d.size = d.size.get().saturating_sub(1).into();
         let now = self.now();
         d.mtime = now.into();
-        self.write_inode(dir, &d)?;
-        Ok(f)
+        self.write_inode(dir, &d)
     }
 
     /// Start listing directory `path`.

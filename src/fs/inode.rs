@@ -17,27 +17,44 @@ pub(crate) fn inode_key(ino: u64) -> Key {
 
 /// Decode an inode value, refusing malformed ones.
 pub(crate) fn decode_inode(v: &[u8]) -> Result<InodeItem> {
-    let i = InodeItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
-    FileKind::from_u8(i.kind).ok_or(Error::Corrupt)?;
+    let mut i = InodeItem::new_zeroed();
+    decode_inode_into(v, &mut i)?;
     Ok(i)
+}
+
+/// [`decode_inode`] into `out` (untouched when `v` is malformed).
+fn decode_inode_into(v: &[u8], out: &mut InodeItem) -> Result<()> {
+    let i = InodeItem::ref_from_bytes(v).map_err(|_| Error::Corrupt)?;
+    FileKind::from_u8(i.kind).ok_or(Error::Corrupt)?;
+    out.as_mut_bytes().copy_from_slice(i.as_bytes());
+    Ok(())
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The inode `ino`, or `NotFound`.
     pub(crate) fn read_inode(&mut self, ino: u64) -> Result<InodeItem> {
+        let mut i = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut i)?;
+        Ok(i)
+    }
+
+    /// [`read_inode`](Self::read_inode) into `out` (untouched on an error). An out-parameter:
+    /// a returned `Result<InodeItem>` goes through memory and is copied again at every caller.
+    pub(crate) fn load_inode(&mut self, ino: u64, out: &mut InodeItem) -> Result<()> {
         if let Some(i) = self.tail_inode(ino) {
-            return Ok(i);
+            *out = i;
+            return Ok(());
         }
         let changes = self.vol.changes();
         if let Some(i) = self.memo.inode(changes, ino) {
-            return Ok(i);
+            *out = i;
+            return Ok(());
         }
-        let i = self
-            .vol
-            .get(&inode_key(ino), decode_inode)?
+        self.vol
+            .get(&inode_key(ino), |v| decode_inode_into(v, out))?
             .ok_or(Error::NotFound)??;
-        self.memo.set_inode(changes, ino, i);
-        Ok(i)
+        self.memo.set_inode(changes, ino, *out);
+        Ok(())
     }
 
     /// Replace inode `ino`.
@@ -46,9 +63,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             .insert(inode_key(ino), inode.as_bytes(), InsertMode::Replace)
     }
 
-    /// Create a new inode of `kind`; returns its number and contents.
-    pub(crate) fn create_inode(&mut self, kind: FileKind, parent: u64) -> Result<(u64, InodeItem)> {
-        let ino = self.vol.alloc_id();
+    /// Create inode `ino` (new) of `kind`, in directory `parent`, and count it.
+    pub(crate) fn create_inode(&mut self, ino: u64, kind: FileKind, parent: u64) -> Result<()> {
         let mut i = InodeItem::new_zeroed();
         i.kind = kind as u8;
         i.nlink = 1.into();
@@ -62,7 +78,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             .insert(inode_key(ino), i.as_bytes(), InsertMode::Create)?;
         let n = self.vol.inode_count();
         self.vol.set_inode_count(n.saturating_add(1));
-        Ok((ino, i))
+        Ok(())
     }
 
     /// Delete inode `ino` and everything it owns (data, inline bytes).

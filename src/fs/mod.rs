@@ -52,8 +52,8 @@ use crate::wire::log::LogOp;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::volume::{FormatOptions, Volume, DELETE_KEEP_OPS};
-use crate::wire::items::{FileKind as Kind, ROOT_INO};
-use zerocopy::{FromZeros, IntoBytes};
+use crate::wire::items::{FileKind as Kind, InodeItem, ROOT_INO};
+use zerocopy::FromZeros;
 
 /// What [`Fs::stat`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,16 +149,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         let vol = Volume::format(dev, mem, opts)?;
         let mut fs = Self::over(vol);
-        let mut root = crate::wire::items::InodeItem::new_zeroed();
-        root.kind = Kind::Dir as u8;
-        root.nlink = 1.into();
-        root.parent = ROOT_INO.into();
-        fs.vol.insert(
-            inode::inode_key(ROOT_INO),
-            root.as_bytes(),
-            crate::btree::InsertMode::Create,
-        )?;
-        fs.vol.set_inode_count(1);
+        // (No clock yet: its times are 0. The root is its own parent; the count becomes 1.)
+        fs.create_inode(ROOT_INO, Kind::Dir, ROOT_INO)?;
         fs.vol.checkpoint()?;
         Ok(fs)
     }
@@ -170,9 +162,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Err(Error::Unsupported);
         }
         let mut fs = Self::over(vol);
-        match fs.read_inode(ROOT_INO) {
-            Ok(i) if i.kind == Kind::Dir as u8 => {}
-            Ok(_) | Err(Error::NotFound) => return Err(Error::Corrupt),
+        let mut root = InodeItem::new_zeroed();
+        match fs.load_inode(ROOT_INO, &mut root) {
+            Ok(()) if root.kind == Kind::Dir as u8 => {}
+            Ok(()) | Err(Error::NotFound) => return Err(Error::Corrupt),
             Err(e) => return Err(e),
         }
         if !fs.vol.is_read_only() {
@@ -240,7 +233,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             match c {
                 b"." => {}
-                b".." => cur = self.read_inode(cur)?.parent.get(),
+                b".." => {
+                    let mut i = InodeItem::new_zeroed();
+                    self.load_inode(cur, &mut i)?;
+                    cur = i.parent.get();
+                }
                 name => {
                     let f = self.lookup(cur, name)?.ok_or(Error::NotFound)?;
                     cur = f.ino;
@@ -251,22 +248,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         Ok((cur, kind))
     }
 
-    /// Resolve the directory holding `path`'s last component; returns it and the name.
-    fn resolve_parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8])> {
+    /// Resolve the directory holding `path`'s last component; returns it and the name. For a
+    /// `change` of the namespace the volume must be writable, and appends held in memory are
+    /// put into the tree first.
+    fn resolve_parent<'p>(&mut self, path: &'p str, change: bool) -> Result<(u64, &'p [u8])> {
+        if change {
+            self.writable()?;
+            self.settle()?;
+        }
         let (dir, name) = path::split_last(path.as_bytes())?;
         let (ino, kind) = self.resolve(dir)?;
         if kind != Kind::Dir {
             return Err(Error::NotADirectory);
         }
         Ok((ino, name))
-    }
-
-    /// [`resolve_parent`](Self::resolve_parent) for a change of the namespace: the volume must
-    /// be writable, and appends held in memory are put into the tree first.
-    fn parent_to_change<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8])> {
-        self.writable()?;
-        self.settle()?;
-        self.resolve_parent(path)
     }
 
     /// Run `f` as one all-or-nothing operation of up to `tree_ops` tree changes: the space it
@@ -326,7 +321,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if flags.intersects(OpenFlags::CREATE | OpenFlags::TRUNC) {
             self.settle()?;
         }
-        let (dir, name) = self.resolve_parent(path)?;
+        let (dir, name) = self.resolve_parent(path, false)?;
         let ino = match self.lookup(dir, name)? {
             Some(f) if flags.contains(OpenFlags::CREATE | OpenFlags::EXCL) => {
                 let _ = f;
@@ -375,7 +370,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.contains(OpenFlags::READ) {
             return Err(Error::BadHandle);
         }
-        let inode = self.read_inode(o.ino)?;
+        let mut inode = InodeItem::new_zeroed();
+        self.load_inode(o.ino, &mut inode)?;
         self.read_data(o.ino, &inode, offset, buf)
     }
 
@@ -383,7 +379,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize> {
         let o = self.handles.get(fd)?;
         let pos = if o.flags.contains(OpenFlags::APPEND) {
-            self.read_inode(o.ino)?.size.get()
+            let mut i = InodeItem::new_zeroed();
+            self.load_inode(o.ino, &mut i)?;
+            i.size.get()
         } else {
             o.pos
         };
@@ -423,7 +421,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         self.settle()?;
         // A handle whose file was unlinked is stale, even for an empty write.
-        self.read_inode(o.ino)?;
+        self.load_inode(o.ino, &mut InodeItem::new_zeroed())?;
         // Up front, the space a copy-on-write of every block touched may take (split extent,
         // new mapping, freed block: a few tree changes each), so a write fails before it starts
         // rather than half-way.
@@ -456,7 +454,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Move the handle's position; returns the new position.
     pub fn seek(&mut self, fd: Fd, to: SeekFrom) -> Result<u64> {
         let o = self.handles.get(fd)?;
-        let size = self.read_inode(o.ino)?.size.get();
+        let mut i = InodeItem::new_zeroed();
+        self.load_inode(o.ino, &mut i)?;
+        let size = i.size.get();
         let base = match to {
             SeekFrom::Start(n) => Some(n),
             SeekFrom::Current(d) => o.pos.checked_add_signed(d),
@@ -484,7 +484,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Without the `journal` feature it is a checkpoint, as [`sync_all`](Self::sync_all).
     pub fn fsync(&mut self, fd: Fd) -> Result<()> {
         let o = self.handles.get(fd)?;
-        self.read_inode(o.ino)?;
+        self.load_inode(o.ino, &mut InodeItem::new_zeroed())?;
         self.settle()?;
         self.quiesce()?;
         self.sync_log()
@@ -492,7 +492,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Set the size of `ino`, as one logged operation.
     fn resize(&mut self, ino: u64, size: u64) -> Result<()> {
-        let grows = size > self.read_inode(ino)?.size.get();
+        let mut i = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut i)?;
+        let grows = size > i.size.get();
         self.op(8, grows, |fs| fs.set_size(ino, size))?;
         self.log(&LogOp::SetSize { ino, size });
         Ok(())
@@ -532,10 +534,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     fn stat_ino(&mut self, ino: u64) -> Result<Metadata> {
-        let i = self.read_inode(ino)?;
+        let mut i = InodeItem::new_zeroed();
+        self.load_inode(ino, &mut i)?;
         Ok(Metadata {
             ino,
-            kind: Kind::from_u8(i.kind).ok_or(Error::Corrupt)?,
+            // (`load_inode` checked the kind.)
+            kind: if i.kind == Kind::Dir as u8 {
+                Kind::Dir
+            } else {
+                Kind::File
+            },
             size: i.size.get(),
             nlink: i.nlink.get(),
             blocks: i.blocks.get(),
@@ -558,20 +566,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Create the directory `path`.
     pub fn mkdir(&mut self, path: &str) -> Result<()> {
-        let (dir, name) = self.parent_to_change(path)?;
+        let (dir, name) = self.resolve_parent(path, true)?;
         self.create_in(dir, name, Kind::Dir, None).map(|_| ())
     }
 
     /// Remove the empty directory `path`.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
-        let (dir, name) = self.parent_to_change(path)?;
+        let (dir, name) = self.resolve_parent(path, true)?;
         self.remove_in(dir, name, Some(Kind::Dir))
     }
 
     /// Remove the file `path`. Handles still open on it turn stale (calls on them fail with
     /// `NotFound`); its blocks are freed at once.
     pub fn unlink(&mut self, path: &str) -> Result<()> {
-        let (dir, name) = self.parent_to_change(path)?;
+        let (dir, name) = self.resolve_parent(path, true)?;
         self.remove_in(dir, name, Some(Kind::File))
     }
 
@@ -579,8 +587,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// replace a file, a directory may replace an empty directory. A directory cannot move
     /// into itself or below itself (`InvalidPath`).
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        let (fdir, fname) = self.parent_to_change(from)?;
-        let (tdir, tname) = self.resolve_parent(to)?;
+        let (fdir, fname) = self.resolve_parent(from, true)?;
+        let (tdir, tname) = self.resolve_parent(to, false)?;
         self.rename_in(fdir, fname, tdir, tname)
     }
 
@@ -590,13 +598,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if self.lookup(dir, name)?.is_some() {
             return Err(Error::AlreadyExists);
         }
-        let ino = self.op(6, true, |fs| {
-            let (ino, _) = fs.create_inode(kind, dir)?;
+        // (The number left in `ino`: the operation's own result stays in registers.)
+        let mut ino = 0;
+        self.op(6, true, |fs| {
+            ino = fs.vol.alloc_id();
+            fs.create_inode(ino, kind, dir)?;
             if expect.is_some_and(|e| e != ino) {
                 return Err(Error::Corrupt);
             }
-            fs.add_entry(dir, name, ino, kind)?;
-            Ok(ino)
+            fs.add_entry(dir, name, ino, kind)
         })?;
         self.log(&LogOp::Create {
             parent: dir,
@@ -616,8 +626,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             (Some(Kind::File), Kind::Dir) => return Err(Error::IsADirectory),
             _ => {}
         }
-        if f.kind == Kind::Dir && self.read_inode(f.ino)?.size.get() != 0 {
-            return Err(Error::DirectoryNotEmpty);
+        if f.kind == Kind::Dir {
+            let mut i = InodeItem::new_zeroed();
+            self.load_inode(f.ino, &mut i)?;
+            if i.size.get() != 0 {
+                return Err(Error::DirectoryNotEmpty);
+            }
         }
         self.op(6, false, |fs| {
             fs.remove_entry(dir, name)?;
@@ -630,6 +644,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Rename `fdir/fname` to `tdir/tname` (POSIX replace rules).
     fn rename_in(&mut self, fdir: u64, fname: &[u8], tdir: u64, tname: &[u8]) -> Result<()> {
         let src = self.lookup(fdir, fname)?.ok_or(Error::NotFound)?;
+        let mut i = InodeItem::new_zeroed();
         if src.kind == Kind::Dir {
             // The target directory must not be the source or below it.
             let mut d = tdir;
@@ -640,7 +655,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 if d == ROOT_INO {
                     break;
                 }
-                d = self.read_inode(d)?.parent.get();
+                self.load_inode(d, &mut i)?;
+                d = i.parent.get();
             }
         }
         let dst = self.lookup(tdir, tname)?;
@@ -651,8 +667,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             match (src.kind, dst.kind) {
                 (Kind::Dir, Kind::File) => return Err(Error::NotADirectory),
                 (Kind::File, Kind::Dir) => return Err(Error::IsADirectory),
-                (Kind::Dir, Kind::Dir) if self.read_inode(dst.ino)?.size.get() != 0 => {
-                    return Err(Error::DirectoryNotEmpty)
+                (Kind::Dir, Kind::Dir) => {
+                    self.load_inode(dst.ino, &mut i)?;
+                    if i.size.get() != 0 {
+                        return Err(Error::DirectoryNotEmpty);
+                    }
                 }
                 _ => {}
             }
@@ -665,7 +684,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             fs.remove_entry(fdir, fname)?;
             fs.add_entry(tdir, tname, src.ino, src.kind)?;
             if src.kind == Kind::Dir && fdir != tdir {
-                let mut i = fs.read_inode(src.ino)?;
+                let mut i = InodeItem::new_zeroed();
+                fs.load_inode(src.ino, &mut i)?;
                 i.parent = tdir.into();
                 fs.write_inode(src.ino, &i)?;
             }
