@@ -27,7 +27,7 @@
 
 use core::fmt;
 
-use super::{check_range, BlockDevice, Busy, Command, Completion, Geometry, IoError, Request};
+use super::{BlockDevice, Busy, Command, Completion, Geometry, IoError, Request};
 
 /// A no-queue block device over a caller's `&'m mut [u8]`.
 ///
@@ -140,18 +140,27 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
         self.storage
     }
 
-    /// Byte range of `count` sectors at `lba`, already validated against the geometry.
-    fn byte_range(&self, lba: u64, count: u64) -> Result<core::ops::Range<usize>, IoError> {
-        let ss = u64::from(self.sector_size);
-        let start = lba.checked_mul(ss).ok_or(IoError::OutOfRange)?;
-        let len = count.checked_mul(ss).ok_or(IoError::OutOfRange)?;
-        let end = start.checked_add(len).ok_or(IoError::OutOfRange)?;
-        let start = usize::try_from(start).map_err(|_| IoError::OutOfRange)?;
-        let end = usize::try_from(end).map_err(|_| IoError::OutOfRange)?;
-        if end > self.storage.len() {
-            return Err(IoError::OutOfRange);
+    /// Byte range of the `bytes` bytes at sector `lba`: `OutOfRange` unless it lies on the
+    /// disk. One check in `usize` arithmetic stands for the geometry's: the disk's
+    /// `sector_count` sectors are exactly `storage.len()` bytes.
+    fn span(&self, lba: u64, bytes: usize) -> Result<core::ops::Range<usize>, IoError> {
+        let start = usize::try_from(lba)
+            .ok()
+            .and_then(|l| l.checked_mul(self.sector_size as usize));
+        match start.and_then(|s| Some(s..s.checked_add(bytes)?)) {
+            Some(r) if r.end <= self.storage.len() => Ok(r),
+            _ => Err(IoError::OutOfRange),
         }
-        Ok(start..end)
+    }
+
+    /// [`span`](Self::span) of a read or write buffer of `len` bytes, which must be a
+    /// non-empty whole number of sectors (`BadBuffer` otherwise): the checks of
+    /// [`check_range`](super::check_range), in the same order.
+    fn sectors(&self, lba: u64, len: usize) -> Result<core::ops::Range<usize>, IoError> {
+        if len == 0 || len % self.sector_size as usize != 0 {
+            return Err(IoError::BadBuffer);
+        }
+        self.span(lba, len)
     }
 
     /// Carries out one command against the storage; the buffer (if any) is returned with the
@@ -167,8 +176,7 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
     }
 
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let count = check_range(&self.geometry(), lba, buf.len())?;
-        match self.storage.get(self.byte_range(lba, count)?) {
+        match self.storage.get(self.sectors(lba, buf.len())?) {
             Some(src) if src.len() == buf.len() => {
                 buf.copy_from_slice(src);
                 Ok(())
@@ -178,11 +186,10 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
     }
 
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), IoError> {
-        let count = check_range(&self.geometry(), lba, buf.len())?;
+        let range = self.sectors(lba, buf.len())?;
         if self.read_only {
             return Err(IoError::ReadOnly);
         }
-        let range = self.byte_range(lba, count)?;
         match self.storage.get_mut(range) {
             Some(dst) if dst.len() == buf.len() => {
                 dst.copy_from_slice(buf);
@@ -193,11 +200,14 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
     }
 
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), IoError> {
-        check_sectors(&self.geometry(), lba, count)?;
+        let bytes = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(self.sector_size as usize))
+            .ok_or(IoError::OutOfRange)?;
+        let range = self.span(lba, bytes)?;
         if self.read_only {
             return Err(IoError::ReadOnly);
         }
-        let range = self.byte_range(lba, count)?;
         self.storage
             .get_mut(range)
             .ok_or(IoError::OutOfRange)?
@@ -207,7 +217,9 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
 }
 
 /// Checks a sector range (as a discard names it) against the geometry: `lba + count` must not
-/// pass the end of the device. An empty range is valid (and does nothing).
+/// pass the end of the device. An empty range is valid (and does nothing). Used by the queued
+/// disk (the RAM disk checks byte ranges directly).
+#[cfg(any(test, feature = "std"))]
 pub(crate) fn check_sectors(geo: &Geometry, lba: u64, count: u64) -> Result<(), IoError> {
     match lba.checked_add(count) {
         Some(end) if end <= geo.sector_count => Ok(()),
