@@ -240,41 +240,43 @@ impl<'b, const N: usize> BlockCache<'b, N> {
 
     /// Write access to a resident slot; marks it dirty.
     pub fn data_mut(&mut self, id: SlotId) -> Result<&mut [u8]> {
-        let s = self.slot_mut(id)?;
-        if s.buf.is_none() || !matches!(s.state, State::Clean | State::Dirty) {
-            return Err(Error::WouldBlock);
+        let s = self.slots.get_mut(id).ok_or(Error::InvalidArgument)?;
+        match (s.state, s.buf.as_deref_mut()) {
+            (State::Clean | State::Dirty, Some(b)) => {
+                s.state = State::Dirty;
+                self.mutations = self.mutations.wrapping_add(1);
+                Ok(b)
+            }
+            _ => Err(Error::WouldBlock),
         }
-        s.state = State::Dirty;
-        self.mutations = self.mutations.wrapping_add(1);
-        let s = self.slot_mut(id)?;
-        s.buf.as_deref_mut().ok_or(Error::WouldBlock)
     }
 
     /// Two different resident slots at once: `a` read-only, `b` writable (and marked dirty).
     /// Used to copy or move items from one node into another.
     pub fn pair_mut(&mut self, a: SlotId, b: SlotId) -> Result<(&[u8], &mut [u8])> {
-        if a == b {
-            return Err(Error::InvalidArgument);
-        }
-        for id in [a, b] {
-            let s = self.slot(id)?;
-            if s.buf.is_none() || !matches!(s.state, State::Clean | State::Dirty) {
-                return Err(Error::WouldBlock);
-            }
-        }
-        self.slot_mut(b)?.state = State::Dirty;
-        self.mutations = self.mutations.wrapping_add(1);
+        // `split_at_mut_checked` fails for `hi` past the end; `lo < hi` then holds both.
         let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        let (left, right) = self.slots.split_at_mut(hi);
+        let (left, right) = match self.slots.split_at_mut_checked(hi) {
+            Some((l, r)) if lo < hi => (l, r),
+            _ => return Err(Error::InvalidArgument),
+        };
         let (sl, sh) = match (left.get_mut(lo), right.first_mut()) {
             (Some(l), Some(h)) => (l, h),
             _ => return Err(Error::InvalidArgument),
         };
-        let (bl, bh) = match (sl.buf.as_deref_mut(), sh.buf.as_deref_mut()) {
-            (Some(l), Some(h)) => (l, h),
-            _ => return Err(Error::WouldBlock),
-        };
-        Ok(if a < b { (&*bl, bh) } else { (&*bh, bl) })
+        let (sa, sb) = if a < b { (sl, sh) } else { (sh, sl) };
+        let resident = |s: &Slot<'_>| matches!(s.state, State::Clean | State::Dirty);
+        if !resident(sa) || !resident(sb) {
+            return Err(Error::WouldBlock);
+        }
+        match (sa.buf.as_deref(), sb.buf.as_deref_mut()) {
+            (Some(ba), Some(bb)) => {
+                sb.state = State::Dirty;
+                self.mutations = self.mutations.wrapping_add(1);
+                Ok((ba, bb))
+            }
+            _ => Err(Error::WouldBlock),
+        }
     }
 
     /// Drop `block` from the cache without writing it (it was freed). A slot in flight is left
