@@ -98,37 +98,61 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// `mem` must hold at least `N * block_size` bytes; `block_size` must be a multiple of
     /// `sector_size`. Fails with `InvalidArgument` otherwise.
     pub fn new(mem: &'b mut [u8], block_size: usize, sector_size: usize) -> Result<Self> {
+        Self::check(mem.len(), block_size, sector_size)?;
+        Ok(Self::build(
+            mem,
+            block_size,
+            (block_size / sector_size) as u64,
+        ))
+    }
+
+    /// [`new`](Self::new)'s checks, on their own: a caller that makes them first can build
+    /// the cache in place (inside a larger struct) with [`build`](Self::build).
+    pub(crate) fn check(mem_len: usize, block_size: usize, sector_size: usize) -> Result<()> {
         if N == 0
             || block_size == 0
             || sector_size == 0
             || block_size % sector_size != 0
-            || mem.len() < N * block_size
+            || mem_len < N * block_size
         {
             return Err(Error::InvalidArgument);
         }
-        // `mem` holds `N` whole blocks (checked above): every slot gets its buffer.
-        let mut bufs = mem.chunks_exact_mut(block_size);
-        let slots = core::array::from_fn(|_| Slot {
-            buf: bufs.next(),
-            block: u64::MAX,
-            state: State::Empty,
-            pins: 0,
-            lru: 0,
-            meta: false,
-            checked: false,
-            error: None,
-        });
-        Ok(BlockCache {
-            slots,
+        Ok(())
+    }
+
+    /// [`new`](Self::new) after [`check`](Self::check) passed (were it not, a slot left
+    /// without a buffer would only ever answer `WouldBlock`; nothing panics).
+    pub(crate) fn build(mem: &'b mut [u8], block_size: usize, sectors_per_block: u64) -> Self {
+        let mut cache = BlockCache {
+            slots: [const {
+                Slot {
+                    buf: None,
+                    block: u64::MAX,
+                    state: State::Empty,
+                    pins: 0,
+                    lru: 0,
+                    meta: false,
+                    checked: false,
+                    error: None,
+                }
+            }; N],
             foreign: heapless::Deque::new(),
             no_io: false,
             block_size,
-            sectors_per_block: (block_size / sector_size) as u64,
+            sectors_per_block,
             tick: 0,
             stats: CacheStats::default(),
             mutations: 0,
             shut_down: false,
-        })
+        };
+        for (s, b) in cache
+            .slots
+            .iter_mut()
+            .zip(mem.chunks_exact_mut(block_size.max(1)))
+        {
+            s.buf = Some(b);
+        }
+        cache
     }
 
     /// The block size the cache was built for.
