@@ -140,27 +140,35 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
         self.storage
     }
 
-    /// Byte range of the `bytes` bytes at sector `lba`: `OutOfRange` unless it lies on the
-    /// disk. One check in `usize` arithmetic stands for the geometry's: the disk's
-    /// `sector_count` sectors are exactly `storage.len()` bytes.
-    fn span(&self, lba: u64, bytes: usize) -> Result<core::ops::Range<usize>, IoError> {
+    /// The storage of the `bytes` bytes at sector `lba`: `OutOfRange` unless they lie on the
+    /// disk, then `ReadOnly` if they are to be changed (`write`) and the disk refuses it. One
+    /// check in `usize` arithmetic stands for the geometry's: the disk's `sector_count`
+    /// sectors are exactly `storage.len()` bytes.
+    fn disk(&mut self, lba: u64, bytes: usize, write: bool) -> Result<&mut [u8], IoError> {
         let start = usize::try_from(lba)
             .ok()
             .and_then(|l| l.checked_mul(self.sector_size as usize));
-        match start.and_then(|s| Some(s..s.checked_add(bytes)?)) {
-            Some(r) if r.end <= self.storage.len() => Ok(r),
-            _ => Err(IoError::OutOfRange),
+        let range = match start.and_then(|s| Some(s..s.checked_add(bytes)?)) {
+            Some(r) if r.end <= self.storage.len() => r,
+            _ => return Err(IoError::OutOfRange),
+        };
+        if write && self.read_only {
+            return Err(IoError::ReadOnly);
         }
+        self.storage
+            .get_mut(range)
+            .filter(|d| d.len() == bytes)
+            .ok_or(IoError::OutOfRange)
     }
 
-    /// [`span`](Self::span) of a read or write buffer of `len` bytes, which must be a
+    /// [`disk`](Self::disk) for a read or write buffer of `len` bytes, which must be a
     /// non-empty whole number of sectors (`BadBuffer` otherwise): the checks of
     /// [`check_range`](super::check_range), in the same order.
-    fn sectors(&self, lba: u64, len: usize) -> Result<core::ops::Range<usize>, IoError> {
+    fn sectors(&mut self, lba: u64, len: usize, write: bool) -> Result<&mut [u8], IoError> {
         if len == 0 || len % self.sector_size as usize != 0 {
             return Err(IoError::BadBuffer);
         }
-        self.span(lba, len)
+        self.disk(lba, len, write)
     }
 
     /// Carries out one command against the storage; the buffer (if any) is returned with the
@@ -175,28 +183,14 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
         }
     }
 
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        match self.storage.get(self.sectors(lba, buf.len())?) {
-            Some(src) if src.len() == buf.len() => {
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-            _ => Err(IoError::OutOfRange),
-        }
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        buf.copy_from_slice(self.sectors(lba, buf.len(), false)?);
+        Ok(())
     }
 
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), IoError> {
-        let range = self.sectors(lba, buf.len())?;
-        if self.read_only {
-            return Err(IoError::ReadOnly);
-        }
-        match self.storage.get_mut(range) {
-            Some(dst) if dst.len() == buf.len() => {
-                dst.copy_from_slice(buf);
-                Ok(())
-            }
-            _ => Err(IoError::OutOfRange),
-        }
+        self.sectors(lba, buf.len(), true)?.copy_from_slice(buf);
+        Ok(())
     }
 
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), IoError> {
@@ -204,14 +198,7 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
             .ok()
             .and_then(|c| c.checked_mul(self.sector_size as usize))
             .ok_or(IoError::OutOfRange)?;
-        let range = self.span(lba, bytes)?;
-        if self.read_only {
-            return Err(IoError::ReadOnly);
-        }
-        self.storage
-            .get_mut(range)
-            .ok_or(IoError::OutOfRange)?
-            .fill(0);
+        self.disk(lba, bytes, true)?.fill(0);
         Ok(())
     }
 }
