@@ -809,35 +809,21 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Write every dirty slot and wait for all of them, keeping up to the device's queue depth
-    /// in flight.
+    /// in flight (a full queue makes [`submit`](Self::submit) reap a completion first).
+    /// Reports the first failed write; every failed slot stays dirty.
     pub fn write_back_all<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> Result<()> {
-        let depth = usize::from(dev.geometry().queue_depth.max(1));
+        for id in 0..N {
+            if self.slots.get(id).is_some_and(|s| s.state == State::Dirty) {
+                self.submit(dev, id, true, false)?;
+            }
+        }
+        self.drain_device(dev);
+        // A write that failed left its slot dirty with the error (a successful one, clean).
         let mut first_err = None;
-        let mut next = 0;
-        loop {
-            // Submit while there is room.
-            while next < self.slots.len() && dev.in_flight() < depth {
-                if self
-                    .slots
-                    .get(next)
-                    .is_some_and(|s| s.state == State::Dirty)
-                {
-                    self.submit(dev, next, true, false)?;
-                }
-                next += 1;
-            }
-            let busy = self.slots.iter().any(|s| s.state == State::Writing);
-            if next >= self.slots.len() && !busy {
-                break;
-            }
-            if let Some(c) = dev.poll() {
-                let id = c.tag as usize;
-                let own = c.tag < FOREIGN_TAG_BASE;
-                self.route(c);
-                if own {
-                    if let Some(e) = self.slots.get_mut(id).and_then(|s| s.error.take()) {
-                        first_err.get_or_insert(Error::Io(e));
-                    }
+        for s in self.slots.iter_mut() {
+            if s.state == State::Dirty {
+                if let Some(e) = s.error.take() {
+                    first_err.get_or_insert(Error::Io(e));
                 }
             }
         }
