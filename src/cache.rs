@@ -504,28 +504,27 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// Choose a slot to (re)use: an empty one, else the least recently used unpinned clean
     /// one, else write back the least recently used unpinned dirty one.
     fn victim<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> Result<SlotId> {
-        // One pass over the slots: it runs on every miss.
-        // (lru, slot) of the least recently used unpinned clean and dirty slots.
-        let mut clean: Option<(u32, SlotId)> = None;
-        let mut dirty: Option<(u32, SlotId)> = None;
+        // One pass over the slots: it runs on every miss. The best so far has the smallest key,
+        // `dirty << 32 | lru`: clean before dirty, then least recently used.
+        let mut best: Option<(u64, SlotId)> = None;
         for (i, s) in self.slots.iter().enumerate() {
-            let best = match s.state {
+            match s.state {
                 State::Empty | State::Failed => return Ok(i),
                 _ if s.pins > 0 => continue,
-                State::Clean => &mut clean,
-                State::Dirty => &mut dirty,
+                State::Clean | State::Dirty => {}
                 State::Reading | State::Writing => continue,
-            };
-            if best.is_none_or(|(lru, _)| s.lru < lru) {
-                *best = Some((s.lru, i));
+            }
+            let key = u64::from(s.state == State::Dirty) << 32 | u64::from(s.lru);
+            if best.is_none_or(|(k, _)| key < k) {
+                best = Some((key, i));
             }
         }
-        if let Some((_, i)) = clean {
-            return Ok(i);
-        }
-        let Some((_, i)) = dirty else {
+        let Some((key, i)) = best else {
             return Err(Error::CacheFull);
         };
+        if key >> 32 == 0 {
+            return Ok(i);
+        }
         if self.is_no_io() {
             return Err(Error::WouldBlock);
         }
@@ -619,7 +618,9 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         self.claim(dev, block, false, false)
     }
 
-    fn claim<D: BlockDevice<'b>>(
+    /// A slot for `block` whose old contents do not matter (see [`create`](Self::create)):
+    /// dirty, marked checked, and zeroed when `zero` is set.
+    pub(crate) fn claim<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
         block: u64,

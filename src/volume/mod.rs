@@ -181,24 +181,20 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         // once. A valid copy has a generation of at least 1: the zeroed one never wins.
         let mut sb = Superblock::new_zeroed();
         let mut err = Error::NotFormatted;
+        let [first, ..] = &mut bufs;
+        let mut sb_buf = first.take().ok_or(Error::InvalidArgument)?;
         for (i, off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
-            let sb_buf = bufs
-                .first_mut()
-                .and_then(Option::take)
-                .ok_or(Error::InvalidArgument)?;
             let c =
                 crate::device::read_blocks(&mut dev, superblock_lba(*off, geo.sector_size), sb_buf);
-            let sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
+            sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
             match Superblock::verify(sb_buf, i as u64) {
                 Ok(copy) if copy.generation() > sb.generation() => sb = *copy,
                 Ok(_) | Err(Error::NotFormatted) => {}
                 Err(e) => err = e,
             }
-            if let Some(slot) = bufs.first_mut() {
-                *slot = Some(sb_buf);
-            }
         }
+        *first = Some(sb_buf);
         if sb.generation() == 0 {
             return Err(err);
         }
@@ -470,20 +466,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     ) -> Result<R> {
         let (before, need) = self.write_op_begin()?;
         let mut out = R::default();
-        let r = if self.op_depth == 0 {
-            Ok(())
-        } else {
-            // Inside a multi-step operation the space was reserved up front; running short
-            // now means part of the operation is done, so this is handled as damage below.
-            space::ensure_reserve(&mut self.free, &mut self.store, need)
-        };
-        let r = r.and_then(|()| op(&mut self.fs, &mut self.store).map(|v| out = v));
+        let r = op(&mut self.fs, &mut self.store).map(|v| out = v);
         self.write_op_end(r, before, need).map(|()| out)
     }
 
     /// The part of [`write_op`](Self::write_op) before the change (not generic, so compiled
     /// once): count the change, refuse if not writable, reserve the space a single change may
-    /// need. Returns the mutation count before and the blocks reserved.
+    /// need (inside a multi-step operation, make sure of it; a failure then goes through
+    /// [`write_op_end`](Self::write_op_end)). Returns the mutation count before and the
+    /// blocks reserved.
     fn write_op_begin(&mut self) -> Result<(u32, u64)> {
         self.changes = self.changes.wrapping_add(1);
         self.writable()?;
@@ -492,6 +483,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if self.op_depth == 0 {
             // A single tree change is its own operation: a failure here changed nothing.
             self.reserve(need)?;
+        } else if let Err(e) = space::ensure_reserve(&mut self.free, &mut self.store, need) {
+            // Inside a multi-step operation the space was reserved up front; running short
+            // now means part of the operation is done, so this is handled as damage.
+            self.write_op_end(Err(e), before, need)?;
         }
         Ok((before, need))
     }
@@ -636,11 +631,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     pub fn pin_new_data(&mut self, block: u64, overwrite: bool) -> Result<SlotId> {
         self.check_data_block(block)?;
         let st = &mut self.store;
-        let id = if overwrite {
-            st.cache.create_overwritten(&mut st.dev, block)?
-        } else {
-            st.cache.create(&mut st.dev, block, false)?
-        };
+        let id = st.cache.claim(&mut st.dev, block, false, !overwrite)?;
         st.cache.pin(id);
         Ok(id)
     }
