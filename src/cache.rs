@@ -98,37 +98,61 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// `mem` must hold at least `N * block_size` bytes; `block_size` must be a multiple of
     /// `sector_size`. Fails with `InvalidArgument` otherwise.
     pub fn new(mem: &'b mut [u8], block_size: usize, sector_size: usize) -> Result<Self> {
+        Self::check(mem.len(), block_size, sector_size)?;
+        Ok(Self::build(
+            mem,
+            block_size,
+            (block_size / sector_size) as u32,
+        ))
+    }
+
+    /// [`new`](Self::new)'s checks, on their own: a caller that makes them first can build
+    /// the cache in place (inside a larger struct) with [`build`](Self::build).
+    pub(crate) fn check(mem_len: usize, block_size: usize, sector_size: usize) -> Result<()> {
         if N == 0
             || block_size == 0
             || sector_size == 0
             || block_size % sector_size != 0
-            || mem.len() < N * block_size
+            || mem_len < N * block_size
         {
             return Err(Error::InvalidArgument);
         }
-        // `mem` holds `N` whole blocks (checked above): every slot gets its buffer.
-        let mut bufs = mem.chunks_exact_mut(block_size);
-        let slots = core::array::from_fn(|_| Slot {
-            buf: bufs.next(),
-            block: BlockNr::MAX,
-            state: State::Empty,
-            pins: 0,
-            lru: 0,
-            meta: false,
-            checked: false,
-            error: None,
-        });
-        Ok(BlockCache {
-            slots,
+        Ok(())
+    }
+
+    /// [`new`](Self::new) after [`check`](Self::check) passed (were it not, a slot left
+    /// without a buffer would only ever answer `WouldBlock`; nothing panics).
+    pub(crate) fn build(mem: &'b mut [u8], block_size: usize, sectors_per_block: u32) -> Self {
+        let mut cache = BlockCache {
+            slots: [const {
+                Slot {
+                    buf: None,
+                    block: BlockNr::MAX,
+                    state: State::Empty,
+                    pins: 0,
+                    lru: 0,
+                    meta: false,
+                    checked: false,
+                    error: None,
+                }
+            }; N],
             foreign: heapless::Deque::new(),
             no_io: false,
             block_size,
-            sectors_per_block: (block_size / sector_size) as u32,
+            sectors_per_block,
             tick: 0,
             stats: CacheStats::default(),
             mutations: 0,
             shut_down: false,
-        })
+        };
+        for (s, b) in cache
+            .slots
+            .iter_mut()
+            .zip(mem.chunks_exact_mut(block_size.max(1)))
+        {
+            s.buf = Some(b);
+        }
+        cache
     }
 
     /// The block size the cache was built for.
@@ -240,41 +264,43 @@ impl<'b, const N: usize> BlockCache<'b, N> {
 
     /// Write access to a resident slot; marks it dirty.
     pub fn data_mut(&mut self, id: SlotId) -> Result<&mut [u8]> {
-        let s = self.slot_mut(id)?;
-        if s.buf.is_none() || !matches!(s.state, State::Clean | State::Dirty) {
-            return Err(Error::WouldBlock);
+        let s = self.slots.get_mut(id).ok_or(Error::InvalidArgument)?;
+        match (s.state, s.buf.as_deref_mut()) {
+            (State::Clean | State::Dirty, Some(b)) => {
+                s.state = State::Dirty;
+                self.mutations = self.mutations.wrapping_add(1);
+                Ok(b)
+            }
+            _ => Err(Error::WouldBlock),
         }
-        s.state = State::Dirty;
-        self.mutations = self.mutations.wrapping_add(1);
-        let s = self.slot_mut(id)?;
-        s.buf.as_deref_mut().ok_or(Error::WouldBlock)
     }
 
     /// Two different resident slots at once: `a` read-only, `b` writable (and marked dirty).
     /// Used to copy or move items from one node into another.
     pub fn pair_mut(&mut self, a: SlotId, b: SlotId) -> Result<(&[u8], &mut [u8])> {
-        if a == b {
-            return Err(Error::InvalidArgument);
-        }
-        for id in [a, b] {
-            let s = self.slot(id)?;
-            if s.buf.is_none() || !matches!(s.state, State::Clean | State::Dirty) {
-                return Err(Error::WouldBlock);
-            }
-        }
-        self.slot_mut(b)?.state = State::Dirty;
-        self.mutations = self.mutations.wrapping_add(1);
+        // `split_at_mut_checked` fails for `hi` past the end; `lo < hi` then holds both.
         let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        let (left, right) = self.slots.split_at_mut(hi);
+        let (left, right) = match self.slots.split_at_mut_checked(hi) {
+            Some((l, r)) if lo < hi => (l, r),
+            _ => return Err(Error::InvalidArgument),
+        };
         let (sl, sh) = match (left.get_mut(lo), right.first_mut()) {
             (Some(l), Some(h)) => (l, h),
             _ => return Err(Error::InvalidArgument),
         };
-        let (bl, bh) = match (sl.buf.as_deref_mut(), sh.buf.as_deref_mut()) {
-            (Some(l), Some(h)) => (l, h),
-            _ => return Err(Error::WouldBlock),
-        };
-        Ok(if a < b { (&*bl, bh) } else { (&*bh, bl) })
+        let (sa, sb) = if a < b { (sl, sh) } else { (sh, sl) };
+        let resident = |s: &Slot<'_>| matches!(s.state, State::Clean | State::Dirty);
+        if !resident(sa) || !resident(sb) {
+            return Err(Error::WouldBlock);
+        }
+        match (sa.buf.as_deref(), sb.buf.as_deref_mut()) {
+            (Some(ba), Some(bb)) => {
+                sb.state = State::Dirty;
+                self.mutations = self.mutations.wrapping_add(1);
+                Ok((ba, bb))
+            }
+            _ => Err(Error::WouldBlock),
+        }
     }
 
     /// Drop `block` from the cache without writing it (it was freed). A slot in flight is left
@@ -476,28 +502,27 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// Choose a slot to (re)use: an empty one, else the least recently used unpinned clean
     /// one, else write back the least recently used unpinned dirty one.
     fn victim<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> Result<SlotId> {
-        // One pass over the slots: it runs on every miss.
-        // (lru, slot) of the least recently used unpinned clean and dirty slots.
-        let mut clean: Option<(u32, SlotId)> = None;
-        let mut dirty: Option<(u32, SlotId)> = None;
+        // One pass over the slots: it runs on every miss. The best so far has the smallest key,
+        // `dirty << 32 | lru`: clean before dirty, then least recently used.
+        let mut best: Option<(u64, SlotId)> = None;
         for (i, s) in self.slots.iter().enumerate() {
-            let best = match s.state {
+            match s.state {
                 State::Empty | State::Failed => return Ok(i),
                 _ if s.pins > 0 => continue,
-                State::Clean => &mut clean,
-                State::Dirty => &mut dirty,
+                State::Clean | State::Dirty => {}
                 State::Reading | State::Writing => continue,
-            };
-            if best.is_none_or(|(lru, _)| s.lru < lru) {
-                *best = Some((s.lru, i));
+            }
+            let key = u64::from(s.state == State::Dirty) << 32 | u64::from(s.lru);
+            if best.is_none_or(|(k, _)| key < k) {
+                best = Some((key, i));
             }
         }
-        if let Some((_, i)) = clean {
-            return Ok(i);
-        }
-        let Some((_, i)) = dirty else {
+        let Some((key, i)) = best else {
             return Err(Error::CacheFull);
         };
+        if key >> 32 == 0 {
+            return Ok(i);
+        }
         if self.is_no_io() {
             return Err(Error::WouldBlock);
         }
@@ -591,7 +616,9 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         self.claim(dev, block, false, false)
     }
 
-    fn claim<D: BlockDevice<'b>>(
+    /// A slot for `block` whose old contents do not matter (see [`create`](Self::create)):
+    /// dirty, marked checked, and zeroed when `zero` is set.
+    pub(crate) fn claim<D: BlockDevice<'b>>(
         &mut self,
         dev: &mut D,
         block: BlockNr,
@@ -779,35 +806,21 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Write every dirty slot and wait for all of them, keeping up to the device's queue depth
-    /// in flight.
+    /// in flight (a full queue makes [`submit`](Self::submit) reap a completion first).
+    /// Reports the first failed write; every failed slot stays dirty.
     pub fn write_back_all<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> Result<()> {
-        let depth = usize::from(dev.geometry().queue_depth.max(1));
+        for id in 0..N {
+            if self.slots.get(id).is_some_and(|s| s.state == State::Dirty) {
+                self.submit(dev, id, true, false)?;
+            }
+        }
+        self.drain_device(dev);
+        // A write that failed left its slot dirty with the error (a successful one, clean).
         let mut first_err = None;
-        let mut next = 0;
-        loop {
-            // Submit while there is room.
-            while next < self.slots.len() && dev.in_flight() < depth {
-                if self
-                    .slots
-                    .get(next)
-                    .is_some_and(|s| s.state == State::Dirty)
-                {
-                    self.submit(dev, next, true, false)?;
-                }
-                next += 1;
-            }
-            let busy = self.slots.iter().any(|s| s.state == State::Writing);
-            if next >= self.slots.len() && !busy {
-                break;
-            }
-            if let Some(c) = dev.poll() {
-                let id = c.tag as usize;
-                let own = c.tag < FOREIGN_TAG_BASE;
-                self.route(c);
-                if own {
-                    if let Some(e) = self.slots.get_mut(id).and_then(|s| s.error.take()) {
-                        first_err.get_or_insert(Error::Io(e));
-                    }
+        for s in self.slots.iter_mut() {
+            if s.state == State::Dirty {
+                if let Some(e) = s.error.take() {
+                    first_err.get_or_insert(Error::Io(e));
                 }
             }
         }

@@ -27,7 +27,7 @@
 
 use core::fmt;
 
-use super::{check_range, BlockDevice, Busy, Command, Completion, Geometry, IoError, Request};
+use super::{BlockDevice, Busy, Command, Completion, Geometry, IoError, Request};
 
 /// A no-queue block device over a caller's `&'m mut [u8]`.
 ///
@@ -140,18 +140,35 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
         self.storage
     }
 
-    /// Byte range of `count` sectors at `lba`, already validated against the geometry.
-    fn byte_range(&self, lba: u64, count: u64) -> Result<core::ops::Range<usize>, IoError> {
-        let ss = u64::from(self.sector_size);
-        let start = lba.checked_mul(ss).ok_or(IoError::OutOfRange)?;
-        let len = count.checked_mul(ss).ok_or(IoError::OutOfRange)?;
-        let end = start.checked_add(len).ok_or(IoError::OutOfRange)?;
-        let start = usize::try_from(start).map_err(|_| IoError::OutOfRange)?;
-        let end = usize::try_from(end).map_err(|_| IoError::OutOfRange)?;
-        if end > self.storage.len() {
-            return Err(IoError::OutOfRange);
+    /// The storage of the `bytes` bytes at sector `lba`: `OutOfRange` unless they lie on the
+    /// disk, then `ReadOnly` if they are to be changed (`write`) and the disk refuses it. One
+    /// check in `usize` arithmetic stands for the geometry's: the disk's `sector_count`
+    /// sectors are exactly `storage.len()` bytes.
+    fn disk(&mut self, lba: u64, bytes: usize, write: bool) -> Result<&mut [u8], IoError> {
+        let start = usize::try_from(lba)
+            .ok()
+            .and_then(|l| l.checked_mul(self.sector_size as usize));
+        let range = match start.and_then(|s| Some(s..s.checked_add(bytes)?)) {
+            Some(r) if r.end <= self.storage.len() => r,
+            _ => return Err(IoError::OutOfRange),
+        };
+        if write && self.read_only {
+            return Err(IoError::ReadOnly);
         }
-        Ok(start..end)
+        self.storage
+            .get_mut(range)
+            .filter(|d| d.len() == bytes)
+            .ok_or(IoError::OutOfRange)
+    }
+
+    /// [`disk`](Self::disk) for a read or write buffer of `len` bytes, which must be a
+    /// non-empty whole number of sectors (`BadBuffer` otherwise): the checks of
+    /// [`check_range`](super::check_range), in the same order.
+    fn sectors(&mut self, lba: u64, len: usize, write: bool) -> Result<&mut [u8], IoError> {
+        if len == 0 || len % self.sector_size as usize != 0 {
+            return Err(IoError::BadBuffer);
+        }
+        self.disk(lba, len, write)
     }
 
     /// Carries out one command against the storage; the buffer (if any) is returned with the
@@ -166,48 +183,30 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
         }
     }
 
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let count = check_range(&self.geometry(), lba, buf.len())?;
-        match self.storage.get(self.byte_range(lba, count)?) {
-            Some(src) if src.len() == buf.len() => {
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-            _ => Err(IoError::OutOfRange),
-        }
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        buf.copy_from_slice(self.sectors(lba, buf.len(), false)?);
+        Ok(())
     }
 
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), IoError> {
-        let count = check_range(&self.geometry(), lba, buf.len())?;
-        if self.read_only {
-            return Err(IoError::ReadOnly);
-        }
-        let range = self.byte_range(lba, count)?;
-        match self.storage.get_mut(range) {
-            Some(dst) if dst.len() == buf.len() => {
-                dst.copy_from_slice(buf);
-                Ok(())
-            }
-            _ => Err(IoError::OutOfRange),
-        }
+        self.sectors(lba, buf.len(), true)?.copy_from_slice(buf);
+        Ok(())
     }
 
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), IoError> {
-        check_sectors(&self.geometry(), lba, count)?;
-        if self.read_only {
-            return Err(IoError::ReadOnly);
-        }
-        let range = self.byte_range(lba, count)?;
-        self.storage
-            .get_mut(range)
-            .ok_or(IoError::OutOfRange)?
-            .fill(0);
+        let bytes = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(self.sector_size as usize))
+            .ok_or(IoError::OutOfRange)?;
+        self.disk(lba, bytes, true)?.fill(0);
         Ok(())
     }
 }
 
 /// Checks a sector range (as a discard names it) against the geometry: `lba + count` must not
-/// pass the end of the device. An empty range is valid (and does nothing).
+/// pass the end of the device. An empty range is valid (and does nothing). Used by the queued
+/// disk (the RAM disk checks byte ranges directly).
+#[cfg(any(test, feature = "std"))]
 pub(crate) fn check_sectors(geo: &Geometry, lba: u64, count: u64) -> Result<(), IoError> {
     match lba.checked_add(count) {
         Some(end) if end <= geo.sector_count => Ok(()),

@@ -140,7 +140,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if count < data_start.saturating_add(u64::from(2 + 2 * BLOCKS_PER_OP)) {
             return Err(Error::NoSpace);
         }
-        let (bufs, cache_mem) = split_mem(mem, geo.sector_size as usize)?;
+        let mut bufs = Bufs::default();
+        let cache_mem = split_mem(mem, geo.sector_size as usize, &mut bufs)?;
         // Generation 1 is the format itself (the superblock says 0 is committed); its roots
         // are the first two data blocks. The whole managed area starts as the allocator's
         // reserve; the free-space tree starts empty.
@@ -158,7 +159,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             len: (count - data_start).into(),
         };
         sb.free_blocks = (count - data_start).into();
-        let mut vol = Self::assemble(dev, bufs, cache_mem, &sb, false)?;
+        BlockCache::<N>::check(cache_mem.len(), bs as usize, geo.sector_size as usize)?;
+        let mut vol = Self::assemble(dev, bufs, cache_mem, &sb, false);
         // Invalidate any previous volume's superblocks before writing the new trees.
         for i in 0..2 {
             vol.write_superblock_copy(i, false)?;
@@ -166,7 +168,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let st = &mut vol.store;
         vol.free = Tree::create(st, tree_id::FREE)?;
         vol.fs = Tree::create(st, tree_id::FS)?;
-        vol.checkpoint_inner(true)?;
+        // Generation 1 goes to copy 1; copy 0 gets the same superblock.
+        vol.checkpoint_inner()?;
+        vol.write_superblock_copy(0, true)?;
         Ok(vol)
     }
 
@@ -178,66 +182,66 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if geo.capacity() < SUPERBLOCK_REGION {
             return Err(Error::NotFormatted);
         }
-        let (mut bufs, cache_mem) = split_mem(mem, ss)?;
+        let mut bufs = Bufs::default();
+        let cache_mem = split_mem(mem, ss, &mut bufs)?;
         // The newest valid copy so far, verified in place in the sector buffer and copied out
         // once. A valid copy has a generation of at least 1: the zeroed one never wins.
         let mut sb = Superblock::new_zeroed();
         let mut err = Error::NotFormatted;
+        let [first, ..] = &mut bufs;
+        let mut sb_buf = first.take().ok_or(Error::InvalidArgument)?;
         for (i, off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
-            let sb_buf = bufs
-                .first_mut()
-                .and_then(Option::take)
-                .ok_or(Error::InvalidArgument)?;
             let c =
                 crate::device::read_blocks(&mut dev, superblock_lba(*off, geo.sector_size), sb_buf);
-            let sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
+            sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
             match Superblock::verify(sb_buf, i as u64) {
                 Ok(copy) if copy.generation() > sb.generation() => sb = *copy,
                 Ok(_) | Err(Error::NotFormatted) => {}
                 Err(e) => err = e,
             }
-            if let Some(slot) = bufs.first_mut() {
-                *slot = Some(sb_buf);
-            }
         }
+        *first = Some(sb_buf);
         if sb.generation() == 0 {
             return Err(err);
         }
         let bs = sb.block_size.get();
-        let count = sb.block_count.get();
-        if bs % geo.sector_size != 0 || count.saturating_mul(u64::from(bs)) > geo.capacity() {
+        // Both sizes are powers of two (`verify`, `split_mem`): the volume fits the device
+        // when its blocks, counted in sectors, do.
+        let shift = (bs / geo.sector_size).trailing_zeros();
+        if bs % geo.sector_size != 0 || sb.block_count.get() > geo.sector_count >> shift {
             return Err(Error::Corrupt);
         }
-        Self::assemble(dev, bufs, cache_mem, &sb, geo.read_only)
+        BlockCache::<N>::check(cache_mem.len(), bs as usize, ss)?;
+        Ok(Self::assemble(dev, bufs, cache_mem, &sb, geo.read_only))
     }
 
     /// The volume `sb` describes, in memory: mount's newest valid copy, or the superblock
     /// format is about to write. One constructor for both keeps them from drifting apart (and
-    /// the struct is built in one place, which is most of the code either path has).
+    /// the struct is built in one place, which is most of the code either path has). The
+    /// caller has made [`BlockCache::check`]'s checks: nothing here can fail, so the struct
+    /// is built where it is returned.
     fn assemble(
         dev: D,
         bufs: Bufs<'b>,
         cache_mem: &'b mut [u8],
         sb: &Superblock,
         read_only: bool,
-    ) -> Result<Self> {
+    ) -> Self {
         let ss = dev.geometry().sector_size;
         let bs = sb.block_size.get();
-        let cache = BlockCache::new(cache_mem, bs as usize, ss as usize)?;
         let committed = sb.generation();
-        let space = Space::load(&sb.reserve, verified_nr(sb.free_blocks), committed);
         let root = |r: TreeRoot| Root {
             block: verified_nr(r.block),
             generation: r.generation.get(),
             level: r.level,
         };
-        let sectors_per_block = u64::from(bs / ss);
-        Ok(Volume {
+        let sectors_per_block = bs.checked_div(ss).unwrap_or(0);
+        Volume {
             store: Store {
                 dev,
-                cache,
-                space,
+                cache: BlockCache::build(cache_mem, bs as usize, sectors_per_block),
+                space: Space::load(&sb.reserve, verified_nr(sb.free_blocks), committed),
                 generation: committed + 1,
                 data: (verified_nr(sb.data_start), verified_nr(sb.block_count)),
                 last_corrupt: None,
@@ -252,8 +256,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             },
             read_only,
             log: LogState {
-                start: sb.log_start.get() * sectors_per_block,
-                sectors: sb.log_blocks.get() * sectors_per_block,
+                start: sb.log_start.get() * u64::from(sectors_per_block),
+                sectors: sb.log_blocks.get() * u64::from(sectors_per_block),
                 ..LogState::default()
             },
             sb: *sb,
@@ -261,7 +265,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             log_buf_in_flight: None,
             op_depth: 0,
             changes: 0,
-        })
+        }
     }
 
     /// Checkpoint and give the device back.
@@ -469,20 +473,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     ) -> Result<R> {
         let (before, need) = self.write_op_begin()?;
         let mut out = R::default();
-        let r = if self.op_depth == 0 {
-            Ok(())
-        } else {
-            // Inside a multi-step operation the space was reserved up front; running short
-            // now means part of the operation is done, so this is handled as damage below.
-            space::ensure_reserve(&mut self.free, &mut self.store, need)
-        };
-        let r = r.and_then(|()| op(&mut self.fs, &mut self.store).map(|v| out = v));
+        let r = op(&mut self.fs, &mut self.store).map(|v| out = v);
         self.write_op_end(r, before, need).map(|()| out)
     }
 
     /// The part of [`write_op`](Self::write_op) before the change (not generic, so compiled
     /// once): count the change, refuse if not writable, reserve the space a single change may
-    /// need. Returns the mutation count before and the blocks reserved.
+    /// need (inside a multi-step operation, make sure of it; a failure then goes through
+    /// [`write_op_end`](Self::write_op_end)). Returns the mutation count before and the
+    /// blocks reserved.
     fn write_op_begin(&mut self) -> Result<(u32, BlockNr)> {
         self.changes = self.changes.wrapping_add(1);
         self.writable()?;
@@ -491,6 +490,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if self.op_depth == 0 {
             // A single tree change is its own operation: a failure here changed nothing.
             self.reserve(need)?;
+        } else if let Err(e) = space::ensure_reserve(&mut self.free, &mut self.store, need) {
+            // Inside a multi-step operation the space was reserved up front; running short
+            // now means part of the operation is done, so this is handled as damage.
+            self.write_op_end(Err(e), before, need)?;
         }
         Ok((before, need))
     }
@@ -635,11 +638,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     pub fn pin_new_data(&mut self, block: BlockNr, overwrite: bool) -> Result<SlotId> {
         self.check_data_block(block)?;
         let st = &mut self.store;
-        let id = if overwrite {
-            st.cache.create_overwritten(&mut st.dev, block)?
-        } else {
-            st.cache.create(&mut st.dev, block, false)?
-        };
+        let id = st.cache.claim(&mut st.dev, block, false, !overwrite)?;
         st.cache.pin(id);
         Ok(id)
     }
@@ -700,14 +699,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// checkpoint stays mountable.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.writable()?;
-        let r = self.checkpoint_inner(false);
+        let r = self.checkpoint_inner();
         if r.is_err() {
             self.read_only = true;
         }
         r
     }
 
-    fn checkpoint_inner(&mut self, both_copies: bool) -> Result<()> {
+    fn checkpoint_inner(&mut self) -> Result<()> {
         self.generation_left()?;
         // Whatever is in flight (queued writes, a log record) finishes first; their
         // completions stay with the cache for the journal to see.
@@ -761,12 +760,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         sb.free_root = root(self.free.root);
         self.store.space.save_reserve(&mut sb.reserve)?;
         sb.free_blocks = u64::from(self.store.space.free_blocks).into();
-        if both_copies {
-            self.write_superblock_copy(0, true)?;
-            self.write_superblock_copy(1, true)?;
-        } else {
-            self.write_superblock_copy((gen % 2) as usize, true)?;
-        }
+        self.write_superblock_copy((gen % 2) as usize, true)?;
         if early_superblock {
             let st = &mut self.store;
             st.cache.write_back_all(&mut st.dev)?;
@@ -883,28 +877,32 @@ type Bufs<'b> = [Option<&'b mut [u8]>; 4];
 const _: () = assert!(MAX_RECORD <= SUPERBLOCK_LEN << 3);
 
 /// Cut the record buffers (`sector_size << i` bytes, up to `max(MAX_RECORD, sector_size)`)
-/// off the front of `mem`; the rest is the cache's.
-fn split_mem(mem: &mut [u8], sector_size: usize) -> Result<(Bufs<'_>, &mut [u8])> {
-    if sector_size < SUPERBLOCK_LEN
-        || !sector_size.is_power_of_two()
-        || mem.len() < log_buffers_len(sector_size)
-    {
+/// off the front of `mem` into `bufs`; the rest is the cache's. `InvalidArgument` unless the
+/// sector size is a power of two of at least [`SUPERBLOCK_LEN`] bytes and `mem` holds
+/// [`log_buffers_len`] bytes (the sum of the buffers).
+fn split_mem<'m>(
+    mem: &'m mut [u8],
+    sector_size: usize,
+    bufs: &mut Bufs<'m>,
+) -> Result<&'m mut [u8]> {
+    if sector_size < SUPERBLOCK_LEN || !sector_size.is_power_of_two() {
         return Err(Error::InvalidArgument);
     }
-    let mut bufs = Bufs::default();
     let mut rest = mem;
     let mut size = sector_size;
     // Sectors of at least SUPERBLOCK_LEN bytes: four slots always reach MAX_RECORD.
-    for slot in &mut bufs {
+    for slot in bufs.iter_mut() {
         if size > MAX_RECORD.max(sector_size) {
             break;
         }
-        let (a, b) = rest.split_at_mut(size);
+        let (a, b) = rest
+            .split_at_mut_checked(size)
+            .ok_or(Error::InvalidArgument)?;
         *slot = Some(a);
         rest = b;
         size *= 2;
     }
-    Ok((bufs, rest))
+    Ok(rest)
 }
 
 #[cfg(test)]

@@ -162,6 +162,7 @@ impl Superblock {
 
     /// [`parse`](Self::parse) in place: the verified copy, borrowed from `bytes` (mount keeps
     /// only the newest, so nothing else moves a whole superblock around).
+    #[inline(never)]
     pub(crate) fn verify(bytes: &[u8], index: u64) -> Result<&Superblock> {
         let bad = Error::NotFormatted;
         let raw = bytes.get(..SUPERBLOCK_LEN).ok_or(bad)?;
@@ -200,8 +201,12 @@ impl Superblock {
         let count = self.block_count.get();
         let data = self.data_start.get();
         // The journal lies between the superblocks and the data area, which ends before the
-        // last block; tree roots and reserve runs lie inside the data area.
-        let mut ok = (1..MAX_GENERATION).contains(&self.header.generation.get())
+        // last block; tree roots (one block each) and reserve runs (unless empty) lie inside
+        // the data area.
+        let levels_ok =
+            usize::from(self.fs_root.level.max(self.free_root.level)) < super::MAX_DEPTH;
+        levels_ok
+            && (1..MAX_GENERATION).contains(&self.header.generation.get())
             && within(
                 self.log_start.get(),
                 self.log_blocks.get(),
@@ -209,16 +214,13 @@ impl Superblock {
                 data,
             )
             && within(data, 1, 0, count)
-            && self.free_blocks.get() <= count;
-        for root in [&self.fs_root, &self.free_root] {
-            ok &= within(root.block.get(), 1, data, count)
-                && usize::from(root.level) < super::MAX_DEPTH;
-        }
-        for e in &self.reserve {
-            let len = e.len.get();
-            ok &= len == 0 || within(e.start.get(), len, data, count);
-        }
-        ok
+            && self.free_blocks.get() <= count
+            && within(self.fs_root.block.get(), 1, data, count)
+            && within(self.free_root.block.get(), 1, data, count)
+            && self.reserve.iter().all(|e| {
+                let len = e.len.get();
+                len == 0 || within(e.start.get(), len, data, count)
+            })
     }
 
     /// The checkpoint generation this copy records.
