@@ -145,6 +145,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The extent of `ino` that covers file block `fblk`, if any.
+    ///
+    /// Without `fast-paths` (no tail, no memo) this is only the search: inlined, every caller
+    /// calls `find_ext` itself (one result copy less).
+    #[cfg_attr(not(feature = "fast-paths"), inline(always))]
     pub(crate) fn extent_at(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
         if let Some(e) = self.tail_extent(ino, fblk) {
             return Ok(Some(e));
@@ -161,6 +165,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The first extent of `ino` at or after file block `fblk`.
+    #[inline(always)]
     pub(crate) fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
         self.find_ext(ino, fblk, false)
     }
