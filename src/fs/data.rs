@@ -350,10 +350,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         };
         // Record what was written even when the volume filled up part-way (a short write);
         // a failure before anything was written leaves the inode as it was.
-        match r {
-            Ok(()) => {}
-            Err(Error::NoSpace) if done > 0 || inline => {}
-            Err(e) => return Err(e),
+        if let Err(e) = r {
+            if e != Error::NoSpace || (done == 0 && !inline) {
+                return Err(e);
+            }
         }
         if done > 0 {
             inode.size = size.max(off + done).into();
@@ -361,10 +361,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let now = self.now();
         inode.mtime = now.into();
         self.write_inode(ino, &inode)?;
-        match r {
-            Err(e) if done == 0 => Err(e),
-            _ => Ok(done as usize),
+        // (Nothing written: the volume's `NoSpace`.)
+        if done == 0 {
+            r?;
         }
+        Ok(done as usize)
     }
 
     /// Rewrite the inline item so it holds `new_size` bytes with `src` at `off`.
