@@ -116,7 +116,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Files up to this many bytes are stored inline in the tree.
-    #[inline(never)]
     pub fn inline_max(&self) -> usize {
         self.vol.max_value_len().min(INLINE_BUF)
     }
