@@ -126,7 +126,6 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Files up to this many bytes are stored inline in the tree.
-    #[inline(never)]
     pub fn inline_max(&self) -> usize {
         self.vol.max_value_len().min(INLINE_BUF)
     }
@@ -153,6 +152,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The extent of `ino` that covers file block `fblk`, if any.
+    ///
+    /// Without `fast-paths` (no tail, no memo) this is only the search: inlined, every caller
+    /// calls `find_ext` itself (one result copy less).
+    #[cfg_attr(not(feature = "fast-paths"), inline(always))]
     pub(crate) fn extent_at(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
         if let Some(e) = self.tail_extent(ino, fblk) {
             return Ok(Some(e));
@@ -169,6 +172,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// The first extent of `ino` at or after file block `fblk`.
+    #[inline(always)]
     pub(crate) fn extent_from(&mut self, ino: u64, fblk: u64) -> Result<Option<Ext>> {
         self.find_ext(ino, fblk, false)
     }
@@ -353,10 +357,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         };
         // Record what was written even when the volume filled up part-way (a short write);
         // a failure before anything was written leaves the inode as it was.
-        match r {
-            Ok(()) => {}
-            Err(Error::NoSpace) if done > 0 || inline => {}
-            Err(e) => return Err(e),
+        if let Err(e) = r {
+            if e != Error::NoSpace || (done == 0 && !inline) {
+                return Err(e);
+            }
         }
         if done > 0 {
             inode.size = size.max(off + done).into();
@@ -364,10 +368,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let now = self.now();
         inode.mtime = now.into();
         self.write_inode(ino, &inode)?;
-        match r {
-            Err(e) if done == 0 => Err(e),
-            _ => Ok(done as usize),
+        // (Nothing written: the volume's `NoSpace`.)
+        if done == 0 {
+            r?;
         }
+        Ok(done as usize)
     }
 
     /// Rewrite the inline item so it holds `new_size` bytes with `src` at `off`.

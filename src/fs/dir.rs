@@ -281,3 +281,36 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// A hash item value holding `names` (sequence numbers 10, 11, ...).
+    fn item(names: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let h = head(100 + i as u64, 10 + i as u64, FileKind::File, n);
+            v.extend_from_slice(h.as_bytes());
+            v.extend_from_slice(n);
+        }
+        v
+    }
+
+    #[test]
+    fn find_entry_in_a_shared_hash_item() {
+        let v = item(&[b"a", b"bb", b"ccc"]);
+        let h = find_entry(&v, b"bb").unwrap().unwrap();
+        assert_eq!((h.ino.get(), h.seq.get()), (101, 11));
+        assert_eq!(offset_in(&v, h), DIR_ENTRY_HEAD_LEN + 1);
+        let h = find_entry(&v, b"ccc").unwrap().unwrap();
+        assert_eq!(offset_in(&v, h), 2 * DIR_ENTRY_HEAD_LEN + 3);
+        assert!(find_entry(&v, b"d").unwrap().is_none());
+        // A malformed tail is Corrupt when the walk reaches it, not before.
+        let mut bad = v.clone();
+        bad.push(7);
+        assert!(find_entry(&bad, b"a").unwrap().is_some());
+        assert!(matches!(find_entry(&bad, b"d"), Err(Error::Corrupt)));
+    }
+}
