@@ -6,7 +6,8 @@
 //! they are valid only while the tree is unchanged: each remembers the volume's change count
 //! ([`crate::volume::Volume::changes`]) and is ignored once it has moved.
 //!
-//! Only with the `fast-paths` feature (default): without it they remember nothing.
+//! Only with the `fast-paths` feature (default): without it they remember nothing and hold
+//! no state (a zero-sized value, so `Fs` is smaller and its start-up stores nothing here).
 
 use super::data::Ext;
 use crate::wire::items::InodeItem;
@@ -14,53 +15,52 @@ use crate::wire::items::InodeItem;
 /// The memos of one filesystem.
 #[derive(Debug, Default)]
 pub(crate) struct Memo {
+    #[cfg(feature = "fast-paths")]
     inode: Option<(u64, u64, InodeItem)>,
+    #[cfg(feature = "fast-paths")]
     extent: Option<(u64, u64, Ext)>,
 }
 
 impl Memo {
     /// Inode `ino`, if remembered at change count `changes`.
     pub fn inode(&self, changes: u64, ino: u64) -> Option<InodeItem> {
-        if !cfg!(feature = "fast-paths") {
-            return None;
+        #[cfg(feature = "fast-paths")]
+        if let Some((c, i, item)) = self.inode {
+            if c == changes && i == ino {
+                return Some(item);
+            }
         }
-        match self.inode {
-            Some((c, i, item)) if c == changes && i == ino => Some(item),
-            _ => None,
-        }
+        let _ = (changes, ino);
+        None
     }
 
     /// Remember inode `ino` as read at change count `changes`.
     pub fn set_inode(&mut self, changes: u64, ino: u64, item: InodeItem) {
-        if !cfg!(feature = "fast-paths") {
-            return;
+        #[cfg(feature = "fast-paths")]
+        {
+            self.inode = Some((changes, ino, item));
         }
-        self.inode = Some((changes, ino, item));
+        let _ = (changes, ino, item);
     }
 
     /// The extent of `ino` covering file block `fblk`, if remembered at `changes`.
     pub fn extent(&self, changes: u64, ino: u64, fblk: u64) -> Option<Ext> {
-        if !cfg!(feature = "fast-paths") {
-            return None;
-        }
-        match self.extent {
-            Some((c, i, e))
-                if c == changes
-                    && i == ino
-                    && e.fblk <= fblk
-                    && fblk - e.fblk < u64::from(e.len) =>
-            {
-                Some(e)
+        #[cfg(feature = "fast-paths")]
+        if let Some((c, i, e)) = self.extent {
+            if c == changes && i == ino && e.fblk <= fblk && fblk - e.fblk < u64::from(e.len) {
+                return Some(e);
             }
-            _ => None,
         }
+        let _ = (changes, ino, fblk);
+        None
     }
 
     /// Remember extent `e` of `ino` as read at change count `changes`.
     pub fn set_extent(&mut self, changes: u64, ino: u64, e: Ext) {
-        if !cfg!(feature = "fast-paths") {
-            return;
+        #[cfg(feature = "fast-paths")]
+        {
+            self.extent = Some((changes, ino, e));
         }
-        self.extent = Some((changes, ino, e));
+        let _ = (changes, ino, e);
     }
 }
