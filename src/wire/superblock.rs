@@ -208,7 +208,7 @@ impl Superblock {
                 super::SUPERBLOCK_REGION.div_ceil(u64::from(bs)),
                 data,
             )
-            && within(data, 1, 0, count)
+            && data < count
             && self.free_blocks.get() <= count
             && within(self.fs_root.block.get(), 1, data, count)
             && within(self.free_root.block.get(), 1, data, count)
