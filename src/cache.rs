@@ -197,6 +197,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         self.slots.get_mut(id).ok_or(Error::InvalidArgument)
     }
 
+    #[inline(never)]
     fn touch(&mut self, id: SlotId) {
         self.tick = self.tick.wrapping_add(1);
         let t = self.tick;
