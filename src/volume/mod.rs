@@ -187,9 +187,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let mut err = Error::NotFormatted;
         let [first, ..] = &mut bufs;
         let mut sb_buf = first.take().ok_or(Error::InvalidArgument)?;
-        for (i, off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
+        for i in 0..SUPERBLOCK_OFFSETS.len() {
             let c =
-                crate::device::read_blocks(&mut dev, superblock_lba(*off, geo.sector_size), sb_buf);
+                crate::device::read_blocks(&mut dev, superblock_lba(i, geo.sector_size), sb_buf);
             sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
             match Superblock::verify(sb_buf, i as u64) {
@@ -809,10 +809,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 dst.copy_from_slice(bytes);
             }
         }
-        let lba = superblock_lba(
-            SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0),
-            geo.sector_size,
-        );
+        let lba = superblock_lba(index, geo.sector_size);
         let fua = self.has_fua();
         let st = &mut self.store;
         let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
@@ -860,10 +857,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 }
 
-/// The sector where the superblock copy at byte `offset` starts. The offsets are small
-/// constants, so this divides in 32 bits (one instruction on a Cortex-M, where a 64-bit
+/// The sector where superblock copy `index` starts (0 past the last copy). The offsets are
+/// small constants, so this divides in 32 bits (one instruction on a Cortex-M, where a 64-bit
 /// division is a library call).
-fn superblock_lba(offset: u64, sector_size: u32) -> u64 {
+fn superblock_lba(index: usize, sector_size: u32) -> u64 {
+    let offset = SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0);
     let offset = u32::try_from(offset).unwrap_or(u32::MAX);
     u64::from(offset.checked_div(sector_size).unwrap_or(0))
 }
