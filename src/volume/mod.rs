@@ -152,7 +152,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             len: (count - data_start).into(),
         };
         sb.free_blocks = (count - data_start).into();
-        BlockCache::<N>::check(cache_mem.len(), bs as usize, geo.sector_size as usize)?;
+        cache_fits::<N>(cache_mem, bs)?;
         let mut vol = Self::assemble(dev, bufs, cache_mem, &sb, false);
         // Invalidate any previous volume's superblocks before writing the new trees.
         for i in 0..2 {
@@ -209,15 +209,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if bs % geo.sector_size != 0 || sb.block_count.get() > geo.sector_count >> shift {
             return Err(Error::Corrupt);
         }
-        BlockCache::<N>::check(cache_mem.len(), bs as usize, ss)?;
+        cache_fits::<N>(cache_mem, bs)?;
         Ok(Self::assemble(dev, bufs, cache_mem, &sb, geo.read_only))
     }
 
     /// The volume `sb` describes, in memory: mount's newest valid copy, or the superblock
     /// format is about to write. One constructor for both keeps them from drifting apart (and
     /// the struct is built in one place, which is most of the code either path has). The
-    /// caller has made [`BlockCache::check`]'s checks: nothing here can fail, so the struct
-    /// is built where it is returned.
+    /// caller has made [`BlockCache::check`]'s checks (`bs` a multiple of the sector size,
+    /// then [`cache_fits`]): nothing here can fail, so the struct is built where it is
+    /// returned.
     fn assemble(
         dev: D,
         bufs: Bufs<'b>,
@@ -864,6 +865,16 @@ fn superblock_lba(index: usize, sector_size: u32) -> u64 {
     let offset = SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0);
     let offset = u32::try_from(offset).unwrap_or(u32::MAX);
     u64::from(offset.checked_div(sector_size).unwrap_or(0))
+}
+
+/// `InvalidArgument` unless `cache_mem` holds `N` (at least one) cache blocks of `bs` bytes:
+/// what is left of [`BlockCache::check`] once format or mount has checked `bs` against the
+/// sector size.
+fn cache_fits<const N: usize>(cache_mem: &[u8], bs: u32) -> Result<()> {
+    if N == 0 || cache_mem.len() < N * bs as usize {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
 }
 
 /// The record buffers: `sector_size << i` bytes at index `i`, as many as fit up to
