@@ -32,8 +32,8 @@ use crate::device::{BlockDevice, Command};
 use crate::error::{Error, IoError, Result};
 use crate::space::{self, FreeExtent, Run, Space, BLOCKS_PER_OP};
 use crate::wire::{
-    tree_id, Extent, Key, Superblock, TreeRoot, FORMAT_VERSION, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
-    SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
+    tree_id, Extent, Key, Superblock, TreeRoot, FORMAT_VERSION, SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS,
+    SUPERBLOCK_REGION,
 };
 
 /// Choices made at format time.
@@ -116,8 +116,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if geo.read_only || cfg!(feature = "read-only") {
             return Err(Error::ReadOnly);
         }
-        if !bs.is_power_of_two()
-            || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs)
+        if !Superblock::block_size_ok(bs)
             || bs % geo.sector_size != 0
             || N < 2 * crate::wire::MAX_DEPTH + 4
         {
