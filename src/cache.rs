@@ -197,6 +197,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         self.slots.get_mut(id).ok_or(Error::InvalidArgument)
     }
 
+    #[inline(never)]
     fn touch(&mut self, id: SlotId) {
         self.tick = self.tick.wrapping_add(1);
         let t = self.tick;
@@ -342,25 +343,16 @@ impl<'b, const N: usize> BlockCache<'b, N> {
             return false;
         }
         s.buf = c.buf;
-        match (s.state, c.result) {
-            (State::Reading, Ok(())) => {
-                s.state = State::Clean;
-                s.checked = false;
-                s.error = None;
-            }
-            (_, Ok(())) => {
-                s.state = State::Clean;
-                s.error = None;
-            }
-            (State::Reading, Err(e)) => {
-                s.state = State::Failed;
-                s.error = Some(e);
-            }
-            (_, Err(e)) => {
-                // The block is still newer than the device.
-                s.state = State::Dirty;
-                s.error = Some(e);
-            }
+        let reading = s.state == State::Reading;
+        s.error = c.result.err();
+        s.state = match (reading, s.error) {
+            (_, None) => State::Clean,
+            (true, Some(_)) => State::Failed,
+            // The block is still newer than the device.
+            (false, Some(_)) => State::Dirty,
+        };
+        if reading {
+            s.checked = false;
         }
         true
     }

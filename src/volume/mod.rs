@@ -33,7 +33,7 @@ use crate::error::{Error, IoError, Result};
 use crate::space::{self, FreeExtent, Run, Space, BLOCKS_PER_OP};
 use crate::wire::{
     tree_id, verified_nr, BlockNr, Extent, Key, Superblock, TreeRoot, FORMAT_VERSION,
-    MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
+    SUPERBLOCK_LEN, SUPERBLOCK_OFFSETS, SUPERBLOCK_REGION,
 };
 
 /// Choices made at format time.
@@ -118,8 +118,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if geo.read_only || cfg!(feature = "read-only") {
             return Err(Error::ReadOnly);
         }
-        if !bs.is_power_of_two()
-            || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs)
+        if !Superblock::block_size_ok(bs)
             || bs % geo.sector_size != 0
             || N < 2 * crate::wire::MAX_DEPTH + 4
         {
@@ -159,15 +158,19 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             len: (count - data_start).into(),
         };
         sb.free_blocks = (count - data_start).into();
-        BlockCache::<N>::check(cache_mem.len(), bs as usize, geo.sector_size as usize)?;
+        cache_fits::<N>(cache_mem, bs)?;
         let mut vol = Self::assemble(dev, bufs, cache_mem, &sb, false);
         // Invalidate any previous volume's superblocks before writing the new trees.
         for i in 0..2 {
             vol.write_superblock_copy(i, false)?;
         }
-        let st = &mut vol.store;
-        vol.free = Tree::create(st, tree_id::FREE)?;
-        vol.fs = Tree::create(st, tree_id::FS)?;
+        // Each tree's root is a new empty leaf (`assemble` named their owners).
+        let Volume {
+            store, free, fs, ..
+        } = &mut vol;
+        for tree in [free, fs] {
+            *tree = Tree::create(store, tree.owner)?;
+        }
         // Generation 1 goes to copy 1; copy 0 gets the same superblock.
         vol.checkpoint_inner()?;
         vol.write_superblock_copy(0, true)?;
@@ -190,9 +193,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let mut err = Error::NotFormatted;
         let [first, ..] = &mut bufs;
         let mut sb_buf = first.take().ok_or(Error::InvalidArgument)?;
-        for (i, off) in SUPERBLOCK_OFFSETS.iter().enumerate() {
+        for i in 0..SUPERBLOCK_OFFSETS.len() {
             let c =
-                crate::device::read_blocks(&mut dev, superblock_lba(*off, geo.sector_size), sb_buf);
+                crate::device::read_blocks(&mut dev, superblock_lba(i, geo.sector_size), sb_buf);
             sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
             match Superblock::verify(sb_buf, i as u64) {
@@ -212,15 +215,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if bs % geo.sector_size != 0 || sb.block_count.get() > geo.sector_count >> shift {
             return Err(Error::Corrupt);
         }
-        BlockCache::<N>::check(cache_mem.len(), bs as usize, ss)?;
+        cache_fits::<N>(cache_mem, bs)?;
         Ok(Self::assemble(dev, bufs, cache_mem, &sb, geo.read_only))
     }
 
     /// The volume `sb` describes, in memory: mount's newest valid copy, or the superblock
     /// format is about to write. One constructor for both keeps them from drifting apart (and
     /// the struct is built in one place, which is most of the code either path has). The
-    /// caller has made [`BlockCache::check`]'s checks: nothing here can fail, so the struct
-    /// is built where it is returned.
+    /// caller has made [`BlockCache::check`]'s checks (`bs` a multiple of the sector size,
+    /// then [`cache_fits`]): nothing here can fail, so the struct is built where it is
+    /// returned.
     fn assemble(
         dev: D,
         bufs: Bufs<'b>,
@@ -812,10 +816,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
                 dst.copy_from_slice(bytes);
             }
         }
-        let lba = superblock_lba(
-            SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0),
-            geo.sector_size,
-        );
+        let lba = superblock_lba(index, geo.sector_size);
         let fua = self.has_fua();
         let st = &mut self.store;
         let c = crate::device::run(&mut st.dev, Command::Write { lba, buf, fua });
@@ -863,12 +864,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     }
 }
 
-/// The sector where the superblock copy at byte `offset` starts. The offsets are small
-/// constants, so this divides in 32 bits (one instruction on a Cortex-M, where a 64-bit
+/// The sector where superblock copy `index` starts (0 past the last copy). The offsets are
+/// small constants, so this divides in 32 bits (one instruction on a Cortex-M, where a 64-bit
 /// division is a library call).
-fn superblock_lba(offset: u64, sector_size: u32) -> u64 {
+fn superblock_lba(index: usize, sector_size: u32) -> u64 {
+    let offset = SUPERBLOCK_OFFSETS.get(index).copied().unwrap_or(0);
     let offset = u32::try_from(offset).unwrap_or(u32::MAX);
     u64::from(offset.checked_div(sector_size).unwrap_or(0))
+}
+
+/// `InvalidArgument` unless `cache_mem` holds `N` (at least one) cache blocks of `bs` bytes:
+/// what is left of [`BlockCache::check`] once format or mount has checked `bs` against the
+/// sector size.
+fn cache_fits<const N: usize>(cache_mem: &[u8], bs: u32) -> Result<()> {
+    if N == 0 || cache_mem.len() < N * bs as usize {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
 }
 
 /// The record buffers: `sector_size << i` bytes at index `i`, as many as fit up to

@@ -195,7 +195,7 @@ impl Superblock {
 
     fn geometry_ok(&self) -> bool {
         let bs = self.block_size.get();
-        if !bs.is_power_of_two() || !(super::MIN_BLOCK_SIZE..=super::MAX_BLOCK_SIZE).contains(&bs) {
+        if !Self::block_size_ok(bs) {
             return false;
         }
         let count = self.block_count.get();
@@ -213,7 +213,7 @@ impl Superblock {
                 super::SUPERBLOCK_REGION.div_ceil(u64::from(bs)),
                 data,
             )
-            && within(data, 1, 0, count)
+            && data < count
             && self.free_blocks.get() <= count
             && within(self.fs_root.block.get(), 1, data, count)
             && within(self.free_root.block.get(), 1, data, count)
@@ -221,6 +221,13 @@ impl Superblock {
                 let len = e.len.get();
                 len == 0 || within(e.start.get(), len, data, count)
             })
+    }
+
+    /// Is `bs` a block size the format allows: a power of two in
+    /// [`MIN_BLOCK_SIZE`](super::MIN_BLOCK_SIZE)`..=`[`MAX_BLOCK_SIZE`](super::MAX_BLOCK_SIZE)?
+    /// One check for format's options and mount's superblock.
+    pub(crate) fn block_size_ok(bs: u32) -> bool {
+        bs.is_power_of_two() && (super::MIN_BLOCK_SIZE..=super::MAX_BLOCK_SIZE).contains(&bs)
     }
 
     /// The checkpoint generation this copy records.
