@@ -164,13 +164,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         for i in 0..2 {
             vol.write_superblock_copy(i, false)?;
         }
-        // Each tree's root is a new empty leaf (`assemble` named their owners).
-        let Volume {
-            store, free, fs, ..
-        } = &mut vol;
-        for tree in [free, fs] {
-            *tree = Tree::create(store, tree.owner)?;
-        }
+        let st = &mut vol.store;
+        vol.free = Tree::create(st, tree_id::FREE)?;
+        vol.fs = Tree::create(st, tree_id::FS)?;
         // Generation 1 goes to copy 1; copy 0 gets the same superblock.
         vol.checkpoint_inner()?;
         vol.write_superblock_copy(0, true)?;
