@@ -357,10 +357,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         };
         // Record what was written even when the volume filled up part-way (a short write);
         // a failure before anything was written leaves the inode as it was.
-        if let Err(e) = r {
-            if e != Error::NoSpace || (done == 0 && !inline) {
-                return Err(e);
-            }
+        match r {
+            Ok(()) => {}
+            Err(Error::NoSpace) if done > 0 || inline => {}
+            Err(e) => return Err(e),
         }
         if done > 0 {
             inode.size = size.max(off + done).into();
@@ -368,11 +368,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let now = self.now();
         inode.mtime = now.into();
         self.write_inode(ino, &inode)?;
-        // (Nothing written: the volume's `NoSpace`.)
-        if done == 0 {
-            r?;
+        match r {
+            Err(e) if done == 0 => Err(e),
+            _ => Ok(done as usize),
         }
-        Ok(done as usize)
     }
 
     /// Rewrite the inline item so it holds `new_size` bytes with `src` at `off`.
