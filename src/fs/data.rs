@@ -269,14 +269,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let (buf, _) = buf.split_at_mut(n.min(buf.len()));
         if inode.flags.get() & inode_flags::INLINE != 0 {
             let key = Key::new(ino, kind::INLINE, 0);
-            // The item's bytes from `off`, zeros past its end.
             let got = self.vol.get(&key, |v| {
-                let src = v.get(off as usize..).unwrap_or_default();
-                let (head, tail) = buf.split_at_mut(src.len().min(buf.len()));
-                if let Some(src) = src.get(..head.len()) {
-                    head.copy_from_slice(src);
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = v.get(off as usize + i).copied().unwrap_or(0);
                 }
-                tail.fill(0);
             })?;
             got.ok_or(Error::Corrupt)?;
             return Ok(n);
