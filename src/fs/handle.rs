@@ -40,46 +40,41 @@ pub struct Fd {
     gen: u16,
 }
 
-/// One entry of the handle table: an open file while `live`. The generation stays when the
-/// entry is closed, so the next open of it hands out a new one.
+/// One open file.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Open {
     pub ino: u64,
     pub pos: u64,
     pub flags: OpenFlags,
     gen: u16,
-    live: bool,
 }
 
 /// A fixed table of `H` open files.
 pub(crate) struct Handles<const H: usize> {
-    slots: [Open; H],
+    slots: [Option<Open>; H],
+    gens: [u16; H],
 }
 
 impl<const H: usize> Handles<H> {
     pub fn new() -> Self {
         Handles {
-            slots: [Open {
-                ino: 0,
-                pos: 0,
-                flags: OpenFlags::empty(),
-                gen: 0,
-                live: false,
-            }; H],
+            slots: [None; H],
+            gens: [0; H],
         }
     }
 
     pub fn open(&mut self, ino: u64, flags: OpenFlags) -> Result<Fd> {
-        for (idx, s) in self.slots.iter_mut().enumerate() {
-            if !s.live {
-                let gen = s.gen.wrapping_add(1);
-                *s = Open {
+        let free = self.slots.iter_mut().zip(self.gens.iter_mut()).enumerate();
+        for (idx, (s, g)) in free {
+            if s.is_none() {
+                let gen = g.wrapping_add(1);
+                *g = gen;
+                *s = Some(Open {
                     ino,
                     pos: 0,
                     flags,
                     gen,
-                    live: true,
-                };
+                });
                 return Ok(Fd {
                     idx: idx as u16,
                     gen,
@@ -91,26 +86,29 @@ impl<const H: usize> Handles<H> {
 
     pub fn get(&self, fd: Fd) -> Result<Open> {
         match self.slots.get(usize::from(fd.idx)) {
-            Some(o) if o.live && o.gen == fd.gen => Ok(*o),
+            Some(Some(o)) if o.gen == fd.gen => Ok(*o),
             _ => Err(Error::BadHandle),
         }
     }
 
     pub fn get_mut(&mut self, fd: Fd) -> Result<&mut Open> {
         match self.slots.get_mut(usize::from(fd.idx)) {
-            Some(o) if o.live && o.gen == fd.gen => Ok(o),
+            Some(Some(o)) if o.gen == fd.gen => Ok(o),
             _ => Err(Error::BadHandle),
         }
     }
 
     pub fn close(&mut self, fd: Fd) -> Result<()> {
-        self.get_mut(fd)?.live = false;
+        self.get(fd)?;
+        if let Some(s) = self.slots.get_mut(usize::from(fd.idx)) {
+            *s = None;
+        }
         Ok(())
     }
 
     /// Number of open handles.
     pub fn count(&self) -> usize {
-        self.slots.iter().filter(|s| s.live).count()
+        self.slots.iter().flatten().count()
     }
 }
 
