@@ -172,7 +172,7 @@ impl Tree {
         match self.seek(s, key, mode)? {
             Some(at) => {
                 let n = NodeRef::new(s.node(at.id)?, at.block);
-                Ok(Some((n.key(at.idx)?, n.value(at.idx)?)))
+                Ok(Some((n.key_or_min(at.idx), n.value_or_empty(at.idx))))
             }
             None => Ok(None),
         }
@@ -227,9 +227,9 @@ impl Tree {
                 // below key `i`.
                 let r = if back { i } else { i + 1 };
                 if (back && i > 0) || (!back && r < len) {
-                    resume = Some(n.key(r)?);
+                    resume = Some(n.key_or_min(r));
                 }
-                (block, gen) = n.child(i)?;
+                (block, gen) = n.child_or_invalid(i);
                 level = level.checked_sub(1).ok_or(Error::Corrupt)?;
             }
             // The resume key is strictly beyond `key` in the direction of travel whenever the
@@ -298,7 +298,7 @@ impl Tree {
         idx: usize,
         level: u8,
     ) -> Result<(BlockNr, SlotId)> {
-        let (cb, cg) = NodeRef::new(s.node(pid)?, pblock).child(idx)?;
+        let (cb, cg) = NodeRef::new(s.node(pid)?, pblock).child_or_invalid(idx);
         s.pin(pid);
         let r = self.cow(s, cb, level, cg);
         s.unpin(pid);
@@ -363,7 +363,7 @@ impl Tree {
             for (j, i) in (m..n).enumerate() {
                 move_item(&from, i, &mut to, j)?;
             }
-            let sep = to.as_ref().key(0)?;
+            let sep = to.as_ref().key_or_min(0);
             NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
             let cur = s.generation();
             NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)?;
@@ -423,7 +423,7 @@ impl Tree {
             }
             let level = n.level() - 1;
             let idx = n.child_index(&key);
-            if idx == 0 && key < n.key(0)? {
+            if idx == 0 && key < n.key_or_min(0) {
                 NodeMut::new(s.node_mut(id)?, block).set_key(0, key)?;
             }
             let (mut cb, mut cid) = self.cow_child(s, id, block, idx, level)?;
@@ -491,7 +491,7 @@ impl Tree {
             if n.len() != 1 {
                 break;
             }
-            let (cb, cg) = n.child(0)?;
+            let (cb, cg) = n.child_or_invalid(0);
             let old = self.root.block;
             self.root = Root {
                 block: cb,
@@ -577,18 +577,18 @@ impl Tree {
             move_item(&src, i, &mut to, at)?;
             remove_item(&mut NodeMut::new(s.node_mut(from_id)?, from_b), i)?;
         }
-        let sep = NodeRef::new(s.node(rid)?, rb).key(0)?;
+        let sep = NodeRef::new(s.node(rid)?, rb).key_or_min(0);
         NodeMut::new(s.node_mut(pid)?, pblock).set_key(li + 1, sep)
     }
 }
 
 /// Copy item `i` of `from` to index `at` of `to` (same level).
 fn move_item(from: &NodeRef<'_>, i: usize, to: &mut NodeMut<'_>, at: usize) -> Result<()> {
-    let key = from.key(i)?;
+    let key = from.key_or_min(i);
     if from.is_leaf() {
-        to.leaf_insert(at, key, from.value(i)?)
+        to.leaf_insert(at, key, from.value_or_empty(i))
     } else {
-        let (b, g) = from.child(i)?;
+        let (b, g) = from.child_or_invalid(i);
         to.ptr_insert(at, key, b, g)
     }
 }
