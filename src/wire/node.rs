@@ -273,7 +273,8 @@ impl<'a> NodeRef<'a> {
     /// Key of descriptor / pointer `i`, which must be below `count(stride)`.
     fn key_at(&self, stride: usize, i: usize) -> Option<Key> {
         // Both descriptor kinds start with the key.
-        let off = i.checked_mul(stride)?.checked_add(HEADER_LEN)?;
+        // Every caller has `i < count(stride) <= u16::MAX`: no wrap (and `get` bounds it).
+        let off = i.wrapping_mul(stride).wrapping_add(HEADER_LEN);
         let (k, _) = KeyBytes::ref_from_prefix(self.buf.get(off..)?).ok()?;
         Some(Key::from(k))
     }
