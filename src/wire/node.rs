@@ -172,18 +172,25 @@ impl<'a> NodeRef<'a> {
         expect_level: u8,
         expect_generation: u64,
     ) -> Result<Self> {
-        let bad = Error::Corrupt;
-        let h = BlockHeader::verify(buf, block)?;
-        if h.owner.get() != owner
-            || h.level != expect_level
-            || h.generation.get() != expect_generation
-            || usize::from(h.level) >= super::MAX_DEPTH
-        {
-            return Err(bad);
+        BlockHeader::verify(buf, block)?;
+        if !Self::matches(buf, owner, expect_level, expect_generation) {
+            return Err(Error::Corrupt);
         }
         let node = NodeRef { buf, block };
         node.check_layout()?;
         Ok(node)
+    }
+
+    /// Does the header of `buf` carry the `owner`, `level` and `generation` the pointer
+    /// followed to it expects (and a level below the depth bound)? The part of
+    /// [`verify`](Self::verify) a node verified earlier must still pass.
+    pub(crate) fn matches(buf: &[u8], owner: u64, level: u8, generation: u64) -> bool {
+        BlockHeader::parse(buf).is_some_and(|h| {
+            h.owner.get() == owner
+                && h.level == level
+                && h.generation.get() == generation
+                && usize::from(level) < super::MAX_DEPTH
+        })
     }
 
     /// Check the item / pointer layout (used on read and, in debug tests, after edits).
