@@ -6,7 +6,8 @@
 //!   frees the old block (which the allocator will not reuse until the checkpoint that frees
 //!   it is durable). Nodes already copied in this transaction are edited in place.
 //! * Inserts split full nodes on the way down (so a split never has to climb back up);
-//!   removals merge or rebalance under-full nodes on the way back up, and a root with one
+//!   removals merge an under-full node with a sibling on the way back up when the two fit in
+//!   one node (otherwise the pair is more than half full on average), and a root with one
 //!   child is collapsed.
 //! * Depth is bounded by [`crate::wire::MAX_DEPTH`]: deeper trees are corrupt,
 //!   and every loop is bounded by the depth, so a hostile image cannot make a walk hang.
@@ -503,7 +504,7 @@ impl Tree {
         Ok(true)
     }
 
-    /// Merge or rebalance children `li` and `li + 1` of the writable node `pid`.
+    /// Merge children `li` and `li + 1` of the writable node `pid` if they fit in one node.
     fn rebalance(
         &self,
         s: &mut impl NodeStore,
@@ -535,50 +536,25 @@ impl Tree {
         (lb, lid): (BlockNr, SlotId),
         (rb, rid): (BlockNr, SlotId),
     ) -> Result<()> {
-        // Merge right into left if both fit in one node; otherwise move items one at a time
-        // from the fuller node to the emptier one while each move narrows the gap between
-        // them. A move keeps `lu + ru`, so only the first pass can merge.
-        for _ in 0..4096 {
-            let (l, r) = (
-                NodeRef::new(s.node(lid)?, lb),
-                NodeRef::new(s.node(rid)?, rb),
-            );
-            let (lu, ru) = (l.used(), r.used());
-            if lu + ru <= l.capacity() {
-                let (src, dst) = s.pair(rid, lid)?;
-                let from = NodeRef::new(src, rb);
-                let mut to = NodeMut::new(dst, lb);
-                let base = to.as_ref().len();
-                for i in 0..from.len() {
-                    move_item(&from, i, &mut to, base + i)?;
-                }
-                NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
-                return s.free_node(rb);
-            }
-            let left_to_right = lu > ru;
-            let (from_id, from_b, to_id, to_b) = if left_to_right {
-                (lid, lb, rid, rb)
-            } else {
-                (rid, rb, lid, lb)
-            };
-            let from = if left_to_right { l } else { r };
-            let i = if left_to_right {
-                from.len().saturating_sub(1)
-            } else {
-                0
-            };
-            if from.len() <= 1 || from.item_size(i) >= lu.abs_diff(ru) {
-                break;
-            }
-            let (src, dst) = s.pair(from_id, to_id)?;
-            let src = NodeRef::new(src, from_b);
-            let mut to = NodeMut::new(dst, to_b);
-            let at = if left_to_right { 0 } else { to.as_ref().len() };
-            move_item(&src, i, &mut to, at)?;
-            remove_item(&mut NodeMut::new(s.node_mut(from_id)?, from_b), i)?;
+        // Merge right into left if both fit in one node. Otherwise the pair is at least half
+        // full on average (the under-full node is below a quarter, so its sibling holds more
+        // than three quarters) and stays as it is.
+        let (l, r) = (
+            NodeRef::new(s.node(lid)?, lb),
+            NodeRef::new(s.node(rid)?, rb),
+        );
+        if l.used() + r.used() > l.capacity() {
+            return Ok(());
         }
-        let sep = NodeRef::new(s.node(rid)?, rb).key_or_min(0);
-        NodeMut::new(s.node_mut(pid)?, pblock).set_key(li + 1, sep)
+        let (src, dst) = s.pair(rid, lid)?;
+        let from = NodeRef::new(src, rb);
+        let mut to = NodeMut::new(dst, lb);
+        let base = to.as_ref().len();
+        for i in 0..from.len() {
+            move_item(&from, i, &mut to, base + i)?;
+        }
+        NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
+        s.free_node(rb)
     }
 }
 
@@ -590,13 +566,5 @@ fn move_item(from: &NodeRef<'_>, i: usize, to: &mut NodeMut<'_>, at: usize) -> R
     } else {
         let (b, g) = from.child_or_invalid(i);
         to.ptr_insert(at, key, b, g)
-    }
-}
-
-fn remove_item(n: &mut NodeMut<'_>, i: usize) -> Result<()> {
-    if n.as_ref().is_leaf() {
-        n.leaf_remove(i)
-    } else {
-        n.ptr_remove(i)
     }
 }
