@@ -361,9 +361,7 @@ impl Tree {
                 n / 2
             };
             let mut to = NodeMut::new(dst, sb);
-            for (j, i) in (m..n).enumerate() {
-                move_item(&from, i, &mut to, j)?;
-            }
+            append_items(&from, m, &mut to)?;
             let sep = to.as_ref().key_or_min(0);
             NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
             let cur = s.generation();
@@ -548,23 +546,23 @@ impl Tree {
         }
         let (src, dst) = s.pair(rid, lid)?;
         let from = NodeRef::new(src, rb);
-        let mut to = NodeMut::new(dst, lb);
-        let base = to.as_ref().len();
-        for i in 0..from.len() {
-            move_item(&from, i, &mut to, base + i)?;
-        }
+        append_items(&from, 0, &mut NodeMut::new(dst, lb))?;
         NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
         s.free_node(rb)
     }
 }
 
-/// Copy item `i` of `from` to index `at` of `to` (same level).
-fn move_item(from: &NodeRef<'_>, i: usize, to: &mut NodeMut<'_>, at: usize) -> Result<()> {
-    let key = from.key_or_min(i);
-    if from.is_leaf() {
-        to.leaf_insert(at, key, from.value_or_empty(i))
-    } else {
-        let (b, g) = from.child_or_invalid(i);
-        to.ptr_insert(at, key, b, g)
+/// Copy items `first..` of `from` to the end of `to` (same level).
+fn append_items(from: &NodeRef<'_>, first: usize, to: &mut NodeMut<'_>) -> Result<()> {
+    for i in first..from.len() {
+        let key = from.key_or_min(i);
+        let at = to.as_ref().len();
+        if from.is_leaf() {
+            to.leaf_insert(at, key, from.value_or_empty(i))?;
+        } else {
+            let (b, g) = from.child_or_invalid(i);
+            to.ptr_insert(at, key, b, g)?;
+        }
     }
+    Ok(())
 }
