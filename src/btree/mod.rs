@@ -458,15 +458,15 @@ impl Tree {
             path.push(Step { block, idx }).map_err(|_| Error::Corrupt)?;
             (block, id) = self.cow_child(s, id, block, idx, level)?;
         }
-        // Rebalance bottom-up: `block` is the (writable) node just edited.
+        // Rebalance bottom-up: `block` is the (writable) node just edited, still resident in
+        // slot `id` (nothing was loaded since its edit, nor since the rebalance below that
+        // leaves its parent resident).
         let mut child_level = 0u8;
         while let Some(step) = path.pop() {
-            let cur = s.generation();
-            let pid = s.load(step.block, self.owner, child_level + 1, cur)?;
-            let cid = s.load(block, self.owner, child_level, cur)?;
-            if !under_full(&NodeRef::new(s.node(cid)?, block)) {
+            if !under_full(&NodeRef::new(s.node(id)?, block)) {
                 break;
             }
+            let pid = s.load(step.block, self.owner, child_level + 1, s.generation())?;
             let plen = NodeRef::new(s.node(pid)?, step.block).len();
             if plen < 2 {
                 break;
@@ -477,7 +477,7 @@ impl Tree {
             let r = self.rebalance(s, pid, step.block, li, child_level);
             s.unpin(pid);
             r?;
-            block = step.block;
+            (block, id) = (step.block, pid);
             child_level += 1;
         }
         // Collapse a root left with a single child.
