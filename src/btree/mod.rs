@@ -503,6 +503,9 @@ impl Tree {
     }
 
     /// Merge children `li` and `li + 1` of the writable node `pid` if they fit in one node.
+    ///
+    /// Otherwise the pair is more than half full on average (the under-full node is below a
+    /// quarter, so its sibling holds more than three quarters) and stays as it is.
     fn rebalance(
         &self,
         s: &mut impl NodeStore,
@@ -513,30 +516,10 @@ impl Tree {
     ) -> Result<()> {
         let (lb, lid) = self.cow_child(s, pid, pblock, li, level)?;
         s.pin(lid);
-        let r = self
-            .cow_child(s, pid, pblock, li + 1, level)
-            .and_then(|(rb, rid)| {
-                s.pin(rid);
-                let r = self.rebalance_pair(s, pid, pblock, li, (lb, lid), (rb, rid));
-                s.unpin(rid);
-                r
-            });
+        let r = self.cow_child(s, pid, pblock, li + 1, level);
         s.unpin(lid);
-        r
-    }
-
-    fn rebalance_pair(
-        &self,
-        s: &mut impl NodeStore,
-        pid: SlotId,
-        pblock: BlockNr,
-        li: usize,
-        (lb, lid): (BlockNr, SlotId),
-        (rb, rid): (BlockNr, SlotId),
-    ) -> Result<()> {
-        // Merge right into left if both fit in one node. Otherwise the pair is at least half
-        // full on average (the under-full node is below a quarter, so its sibling holds more
-        // than three quarters) and stays as it is.
+        // Nothing is loaded from here on: both children stay resident.
+        let (rb, rid) = r?;
         let (l, r) = (
             NodeRef::new(s.node(lid)?, lb),
             NodeRef::new(s.node(rid)?, rb),
@@ -545,8 +528,7 @@ impl Tree {
             return Ok(());
         }
         let (src, dst) = s.pair(rid, lid)?;
-        let from = NodeRef::new(src, rb);
-        append_items(&from, 0, &mut NodeMut::new(dst, lb))?;
+        append_items(&NodeRef::new(src, rb), 0, &mut NodeMut::new(dst, lb))?;
         NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
         s.free_node(rb)
     }
