@@ -195,12 +195,9 @@ impl Tree {
             let (mut block, mut gen, mut level) =
                 (self.root.block, self.root.generation, self.root.level);
             let mut resume: Option<Key> = None;
-            let mut depth = 0;
+            // Bounded: `level` drops by one per step and a level-0 node is a leaf (`load`
+            // checks the level of every node against the pointer followed to it).
             loop {
-                depth += 1;
-                if depth > MAX_DEPTH + 1 {
-                    return Err(Error::Corrupt);
-                }
                 let id = self.load(s, block, level, gen)?;
                 let n = NodeRef::new(s.node(id)?, block);
                 let len = n.len();
