@@ -6,7 +6,8 @@
 //!   frees the old block (which the allocator will not reuse until the checkpoint that frees
 //!   it is durable). Nodes already copied in this transaction are edited in place.
 //! * Inserts split full nodes on the way down (so a split never has to climb back up);
-//!   removals merge or rebalance under-full nodes on the way back up, and a root with one
+//!   removals merge an under-full node with a sibling on the way back up when the two fit in
+//!   one node (otherwise the pair is more than half full on average), and a root with one
 //!   child is collapsed.
 //! * Depth is bounded by [`crate::wire::MAX_DEPTH`]: deeper trees are corrupt,
 //!   and every loop is bounded by the depth, so a hostile image cannot make a walk hang.
@@ -172,7 +173,7 @@ impl Tree {
         match self.seek(s, key, mode)? {
             Some(at) => {
                 let n = NodeRef::new(s.node(at.id)?, at.block);
-                Ok(Some((n.key(at.idx)?, n.value(at.idx)?)))
+                Ok(Some((n.key_or_min(at.idx), n.value_or_empty(at.idx))))
             }
             None => Ok(None),
         }
@@ -194,12 +195,9 @@ impl Tree {
             let (mut block, mut gen, mut level) =
                 (self.root.block, self.root.generation, self.root.level);
             let mut resume: Option<Key> = None;
-            let mut depth = 0;
+            // Bounded: `level` drops by one per step and a level-0 node is a leaf (`load`
+            // checks the level of every node against the pointer followed to it).
             loop {
-                depth += 1;
-                if depth > MAX_DEPTH + 1 {
-                    return Err(Error::Corrupt);
-                }
                 let id = self.load(s, block, level, gen)?;
                 let n = NodeRef::new(s.node(id)?, block);
                 let len = n.len();
@@ -227,9 +225,9 @@ impl Tree {
                 // below key `i`.
                 let r = if back { i } else { i + 1 };
                 if (back && i > 0) || (!back && r < len) {
-                    resume = Some(n.key(r)?);
+                    resume = Some(n.key_or_min(r));
                 }
-                (block, gen) = n.child(i)?;
+                (block, gen) = n.child_or_invalid(i);
                 level = level.checked_sub(1).ok_or(Error::Corrupt)?;
             }
             // The resume key is strictly beyond `key` in the direction of travel whenever the
@@ -298,7 +296,7 @@ impl Tree {
         idx: usize,
         level: u8,
     ) -> Result<(BlockNr, SlotId)> {
-        let (cb, cg) = NodeRef::new(s.node(pid)?, pblock).child(idx)?;
+        let (cb, cg) = NodeRef::new(s.node(pid)?, pblock).child_or_invalid(idx);
         s.pin(pid);
         let r = self.cow(s, cb, level, cg);
         s.unpin(pid);
@@ -360,10 +358,8 @@ impl Tree {
                 n / 2
             };
             let mut to = NodeMut::new(dst, sb);
-            for (j, i) in (m..n).enumerate() {
-                move_item(&from, i, &mut to, j)?;
-            }
-            let sep = to.as_ref().key(0)?;
+            append_items(&from, m, &mut to)?;
+            let sep = to.as_ref().key_or_min(0);
             NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
             let cur = s.generation();
             NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)?;
@@ -423,7 +419,7 @@ impl Tree {
             }
             let level = n.level() - 1;
             let idx = n.child_index(&key);
-            if idx == 0 && key < n.key(0)? {
+            if idx == 0 && key < n.key_or_min(0) {
                 NodeMut::new(s.node_mut(id)?, block).set_key(0, key)?;
             }
             let (mut cb, mut cid) = self.cow_child(s, id, block, idx, level)?;
@@ -459,15 +455,15 @@ impl Tree {
             path.push(Step { block, idx }).map_err(|_| Error::Corrupt)?;
             (block, id) = self.cow_child(s, id, block, idx, level)?;
         }
-        // Rebalance bottom-up: `block` is the (writable) node just edited.
+        // Rebalance bottom-up: `block` is the (writable) node just edited, still resident in
+        // slot `id` (nothing was loaded since its edit, nor since the rebalance below that
+        // leaves its parent resident).
         let mut child_level = 0u8;
         while let Some(step) = path.pop() {
-            let cur = s.generation();
-            let pid = s.load(step.block, self.owner, child_level + 1, cur)?;
-            let cid = s.load(block, self.owner, child_level, cur)?;
-            if !under_full(&NodeRef::new(s.node(cid)?, block)) {
+            if !under_full(&NodeRef::new(s.node(id)?, block)) {
                 break;
             }
+            let pid = s.load(step.block, self.owner, child_level + 1, s.generation())?;
             let plen = NodeRef::new(s.node(pid)?, step.block).len();
             if plen < 2 {
                 break;
@@ -478,7 +474,7 @@ impl Tree {
             let r = self.rebalance(s, pid, step.block, li, child_level);
             s.unpin(pid);
             r?;
-            block = step.block;
+            (block, id) = (step.block, pid);
             child_level += 1;
         }
         // Collapse a root left with a single child.
@@ -491,7 +487,7 @@ impl Tree {
             if n.len() != 1 {
                 break;
             }
-            let (cb, cg) = n.child(0)?;
+            let (cb, cg) = n.child_or_invalid(0);
             let old = self.root.block;
             self.root = Root {
                 block: cb,
@@ -503,7 +499,10 @@ impl Tree {
         Ok(true)
     }
 
-    /// Merge or rebalance children `li` and `li + 1` of the writable node `pid`.
+    /// Merge children `li` and `li + 1` of the writable node `pid` if they fit in one node.
+    ///
+    /// Otherwise the pair is more than half full on average (the under-full node is below a
+    /// quarter, so its sibling holds more than three quarters) and stays as it is.
     fn rebalance(
         &self,
         s: &mut impl NodeStore,
@@ -514,89 +513,35 @@ impl Tree {
     ) -> Result<()> {
         let (lb, lid) = self.cow_child(s, pid, pblock, li, level)?;
         s.pin(lid);
-        let r = self
-            .cow_child(s, pid, pblock, li + 1, level)
-            .and_then(|(rb, rid)| {
-                s.pin(rid);
-                let r = self.rebalance_pair(s, pid, pblock, li, (lb, lid), (rb, rid));
-                s.unpin(rid);
-                r
-            });
+        let r = self.cow_child(s, pid, pblock, li + 1, level);
         s.unpin(lid);
-        r
-    }
-
-    fn rebalance_pair(
-        &self,
-        s: &mut impl NodeStore,
-        pid: SlotId,
-        pblock: BlockNr,
-        li: usize,
-        (lb, lid): (BlockNr, SlotId),
-        (rb, rid): (BlockNr, SlotId),
-    ) -> Result<()> {
-        // Merge right into left if both fit in one node; otherwise move items one at a time
-        // from the fuller node to the emptier one while each move narrows the gap between
-        // them. A move keeps `lu + ru`, so only the first pass can merge.
-        for _ in 0..4096 {
-            let (l, r) = (
-                NodeRef::new(s.node(lid)?, lb),
-                NodeRef::new(s.node(rid)?, rb),
-            );
-            let (lu, ru) = (l.used(), r.used());
-            if lu + ru <= l.capacity() {
-                let (src, dst) = s.pair(rid, lid)?;
-                let from = NodeRef::new(src, rb);
-                let mut to = NodeMut::new(dst, lb);
-                let base = to.as_ref().len();
-                for i in 0..from.len() {
-                    move_item(&from, i, &mut to, base + i)?;
-                }
-                NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
-                return s.free_node(rb);
-            }
-            let left_to_right = lu > ru;
-            let (from_id, from_b, to_id, to_b) = if left_to_right {
-                (lid, lb, rid, rb)
-            } else {
-                (rid, rb, lid, lb)
-            };
-            let from = if left_to_right { l } else { r };
-            let i = if left_to_right {
-                from.len().saturating_sub(1)
-            } else {
-                0
-            };
-            if from.len() <= 1 || from.item_size(i) >= lu.abs_diff(ru) {
-                break;
-            }
-            let (src, dst) = s.pair(from_id, to_id)?;
-            let src = NodeRef::new(src, from_b);
-            let mut to = NodeMut::new(dst, to_b);
-            let at = if left_to_right { 0 } else { to.as_ref().len() };
-            move_item(&src, i, &mut to, at)?;
-            remove_item(&mut NodeMut::new(s.node_mut(from_id)?, from_b), i)?;
+        // Nothing is loaded from here on: both children stay resident.
+        let (rb, rid) = r?;
+        let (l, r) = (
+            NodeRef::new(s.node(lid)?, lb),
+            NodeRef::new(s.node(rid)?, rb),
+        );
+        if l.used() + r.used() > l.capacity() {
+            return Ok(());
         }
-        let sep = NodeRef::new(s.node(rid)?, rb).key(0)?;
-        NodeMut::new(s.node_mut(pid)?, pblock).set_key(li + 1, sep)
+        let (src, dst) = s.pair(rid, lid)?;
+        append_items(&NodeRef::new(src, rb), 0, &mut NodeMut::new(dst, lb))?;
+        NodeMut::new(s.node_mut(pid)?, pblock).ptr_remove(li + 1)?;
+        s.free_node(rb)
     }
 }
 
-/// Copy item `i` of `from` to index `at` of `to` (same level).
-fn move_item(from: &NodeRef<'_>, i: usize, to: &mut NodeMut<'_>, at: usize) -> Result<()> {
-    let key = from.key(i)?;
-    if from.is_leaf() {
-        to.leaf_insert(at, key, from.value(i)?)
-    } else {
-        let (b, g) = from.child(i)?;
-        to.ptr_insert(at, key, b, g)
+/// Copy items `first..` of `from` to the end of `to` (same level).
+fn append_items(from: &NodeRef<'_>, first: usize, to: &mut NodeMut<'_>) -> Result<()> {
+    for i in first..from.len() {
+        let key = from.key_or_min(i);
+        let at = to.as_ref().len();
+        if from.is_leaf() {
+            to.leaf_insert(at, key, from.value_or_empty(i))?;
+        } else {
+            let (b, g) = from.child_or_invalid(i);
+            to.ptr_insert(at, key, b, g)?;
+        }
     }
-}
-
-fn remove_item(n: &mut NodeMut<'_>, i: usize) -> Result<()> {
-    if n.as_ref().is_leaf() {
-        n.leaf_remove(i)
-    } else {
-        n.ptr_remove(i)
-    }
+    Ok(())
 }

@@ -39,20 +39,21 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Store<'b, D, N> {
             return Err(Error::Corrupt);
         }
         let id = self.cache.read(&mut self.dev, block, true)?;
-        if !self.cache.is_checked(id) {
-            let buf = self.cache.data(id)?;
-            if let Err(e) = NodeRef::verify(buf, block, owner, level, generation) {
+        let fresh = !self.cache.is_checked(id);
+        let buf = self.cache.data(id)?;
+        // Verified before, the pointer we followed must still agree with the node; read
+        // since, it gets the full check.
+        let ok = NodeRef::matches(buf, owner, level, generation)
+            && (!fresh
+                || (BlockHeader::verify(buf, block).is_ok()
+                    && NodeRef::new(buf, block).check_layout().is_ok()));
+        if !ok {
+            if fresh {
                 self.cache.forget(block);
-                return Err(e);
             }
-            self.cache.set_checked(id);
-        } else {
-            // Verified before; the pointer we followed must still agree with the node.
-            let h = BlockHeader::parse(self.cache.data(id)?).ok_or(Error::Corrupt)?;
-            if h.generation.get() != generation || h.level != level || h.owner.get() != owner {
-                return Err(Error::Corrupt);
-            }
+            return Err(Error::Corrupt);
         }
+        self.cache.set_checked(id);
         Ok(id)
     }
 }

@@ -143,7 +143,9 @@ fn ptrs_mut(buf: &mut [u8], n: usize) -> Option<&mut [InternalPtr]> {
 /// A read-only view of a node whose header and layout were verified.
 ///
 /// Accessors never panic: an index out of range yields `Corrupt` (for views of verified nodes
-/// it cannot happen, but a bug must not become a panic in firmware).
+/// it cannot happen, but a bug must not become a panic in firmware). The tree, whose indexes
+/// come from the checked node itself, uses infallible variants that yield a harmless default
+/// instead (no error path at each of its many call sites).
 #[derive(Clone, Copy)]
 pub struct NodeRef<'a> {
     buf: &'a [u8],
@@ -170,18 +172,25 @@ impl<'a> NodeRef<'a> {
         expect_level: u8,
         expect_generation: u64,
     ) -> Result<Self> {
-        let bad = Error::Corrupt;
-        let h = BlockHeader::verify(buf, block)?;
-        if h.owner.get() != owner
-            || h.level != expect_level
-            || h.generation.get() != expect_generation
-            || usize::from(h.level) >= super::MAX_DEPTH
-        {
-            return Err(bad);
+        BlockHeader::verify(buf, block)?;
+        if !Self::matches(buf, owner, expect_level, expect_generation) {
+            return Err(Error::Corrupt);
         }
         let node = NodeRef { buf, block };
         node.check_layout()?;
         Ok(node)
+    }
+
+    /// Does the header of `buf` carry the `owner`, `level` and `generation` the pointer
+    /// followed to it expects (and a level below the depth bound)? The part of
+    /// [`verify`](Self::verify) a node verified earlier must still pass.
+    pub(crate) fn matches(buf: &[u8], owner: u64, level: u8, generation: u64) -> bool {
+        BlockHeader::parse(buf).is_some_and(|h| {
+            h.owner.get() == owner
+                && h.level == level
+                && h.generation.get() == generation
+                && usize::from(level) < super::MAX_DEPTH
+        })
     }
 
     /// Check the item / pointer layout (used on read and, in debug tests, after edits).
@@ -271,7 +280,8 @@ impl<'a> NodeRef<'a> {
     /// Key of descriptor / pointer `i`, which must be below `count(stride)`.
     fn key_at(&self, stride: usize, i: usize) -> Option<Key> {
         // Both descriptor kinds start with the key.
-        let off = i.checked_mul(stride)?.checked_add(HEADER_LEN)?;
+        // Every caller has `i < count(stride) <= u16::MAX`: no wrap (and `get` bounds it).
+        let off = i.wrapping_mul(stride).wrapping_add(HEADER_LEN);
         let (k, _) = KeyBytes::ref_from_prefix(self.buf.get(off..)?).ok()?;
         Some(Key::from(k))
     }
@@ -285,6 +295,16 @@ impl<'a> NodeRef<'a> {
         self.key_at(stride, i).ok_or(self.corrupt())
     }
 
+    /// Key of item / pointer `i` of a node whose layout was checked, for indexes the tree
+    /// derived from it: [`Key::MIN`] (never a panic) if `i` is out of range after all.
+    pub(crate) fn key_or_min(&self, i: usize) -> Key {
+        let stride = self.stride();
+        if i >= self.count(stride) {
+            return Key::MIN;
+        }
+        self.key_at(stride, i).unwrap_or(Key::MIN)
+    }
+
     /// Value of leaf item `i`.
     pub fn value(&self, i: usize) -> Result<&'a [u8]> {
         let it = leaf_items(self.buf).get(i).ok_or(self.corrupt())?;
@@ -293,10 +313,28 @@ impl<'a> NodeRef<'a> {
         self.buf.get(off..off + len).ok_or(self.corrupt())
     }
 
+    /// [`value`](Self::value) for indexes the tree derived from a checked node: empty (never
+    /// a panic) if `i` is out of range after all.
+    pub(crate) fn value_or_empty(&self, i: usize) -> &'a [u8] {
+        self.value(i).unwrap_or(&[])
+    }
+
     /// Child pointer `i` of an interior node: `(block, generation)`.
     pub fn child(&self, i: usize) -> Result<(BlockNr, u64)> {
         let p = ptrs(self.buf).get(i).ok_or(self.corrupt())?;
         Ok((block_nr(p.block.get())?, p.generation.get()))
+    }
+
+    /// [`child`](Self::child) for indexes the tree derived from a checked node: a pointer
+    /// out of range, or to a block number past [`BlockNr::MAX`], comes back as block
+    /// `BlockNr::MAX`, which is never a tree node (loading it fails with `Corrupt`).
+    pub(crate) fn child_or_invalid(&self, i: usize) -> (BlockNr, u64) {
+        ptrs(self.buf).get(i).map_or((BlockNr::MAX, 0), |p| {
+            (
+                BlockNr::try_from(p.block.get()).unwrap_or(BlockNr::MAX),
+                p.generation.get(),
+            )
+        })
     }
 
     /// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would go.
