@@ -412,7 +412,8 @@ impl Tree {
             };
             (block, id) = (nb, nid);
         }
-        for _ in 0..MAX_DEPTH {
+        // Bounded: each step goes one level down (`cow_child` loads the child at that level).
+        loop {
             let n = NodeRef::new(s.node(id)?, block);
             if n.is_leaf() {
                 return NodeMut::new(s.node_mut(id)?, block).leaf_put(key, value);
@@ -433,7 +434,6 @@ impl Tree {
             }
             (block, id) = (cb, cid);
         }
-        Err(Error::Corrupt)
     }
 
     /// Remove `key`. Returns whether it was present.
