@@ -477,11 +477,8 @@ impl Tree {
             (block, id) = (step.block, pid);
             child_level += 1;
         }
-        // Collapse a root left with a single child.
-        for _ in 0..MAX_DEPTH {
-            if self.root.level == 0 {
-                break;
-            }
+        // Collapse a root left with a single child (each pass lowers the root level).
+        while self.root.level > 0 {
             let id = self.load(s, self.root.block, self.root.level, self.root.generation)?;
             let n = NodeRef::new(s.node(id)?, self.root.block);
             if n.len() != 1 {
