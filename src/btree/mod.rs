@@ -190,8 +190,9 @@ impl Tree {
         let back = matches!(mode, Seek::Before);
         let mut key = *key;
         let mut after = matches!(mode, Seek::After);
-        // Each restart moves `key` strictly to a separator key; bound the restarts anyway.
-        for _ in 0..1_000_000u32 {
+        // Bounded: each restart moves `key` strictly (checked below) to one of the finitely
+        // many separator keys of the tree.
+        loop {
             let (mut block, mut gen, mut level) =
                 (self.root.block, self.root.generation, self.root.level);
             let mut resume: Option<Key> = None;
@@ -247,7 +248,6 @@ impl Tree {
                 None => return Ok(None),
             }
         }
-        Err(Error::Corrupt)
     }
 
     /// Copy-on-write the node `(block, level, gen)`: returns a writable `(block, slot)`.
