@@ -326,18 +326,18 @@ impl Tree {
         Ok(free + old < LEAF_ITEM_LEN + len)
     }
 
-    /// Split the writable child `idx` (in slot `cid`, block `cblock`) of the writable node in
-    /// slot `pid`: its upper half moves to a new right sibling, returned as `(block, slot)`.
+    /// Split the writable child `idx` (in slot `cid`, block `cblock`, at `level`) of the
+    /// writable node in slot `pid`: its upper half moves to a new right sibling, returned as
+    /// `(block, slot)`.
     fn split_child(
         &self,
         s: &mut impl NodeStore,
         pid: SlotId,
         pblock: BlockNr,
         idx: usize,
-        cid: SlotId,
-        cblock: BlockNr,
+        (cblock, cid): (BlockNr, SlotId),
+        level: u8,
     ) -> Result<(BlockNr, SlotId)> {
-        let level = NodeRef::new(s.node(cid)?, cblock).level();
         s.pin(pid);
         s.pin(cid);
         let r = (|| {
@@ -425,7 +425,7 @@ impl Tree {
             }
             let (mut cb, mut cid) = self.cow_child(s, id, block, idx, level)?;
             if Self::needs_split(s, cid, cb, &key, value.len())? {
-                let sib = self.split_child(s, id, block, idx, cid, cb)?;
+                let sib = self.split_child(s, id, block, idx, (cb, cid), level)?;
                 // The key belongs to the new sibling (already writable, still resident: nothing
                 // was loaded since) if it no longer maps to child `idx`.
                 if NodeRef::new(s.node(id)?, block).child_index(&key) != idx {
