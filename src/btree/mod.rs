@@ -327,16 +327,16 @@ impl Tree {
     }
 
     /// Split the writable child `idx` (in slot `cid`, block `cblock`, at `level`) of the
-    /// writable node in slot `pid`: its upper half moves to a new right sibling, returned as
-    /// `(block, slot)`.
+    /// writable node in slot `pid`: its upper half moves to a new right sibling. Returns the
+    /// half `key` now belongs to, as `(block, slot)` (both writable and resident).
     fn split_child(
         &self,
         s: &mut impl NodeStore,
-        pid: SlotId,
-        pblock: BlockNr,
+        (pblock, pid): (BlockNr, SlotId),
         idx: usize,
         (cblock, cid): (BlockNr, SlotId),
         level: u8,
+        key: &Key,
     ) -> Result<(BlockNr, SlotId)> {
         s.pin(pid);
         s.pin(cid);
@@ -363,7 +363,7 @@ impl Tree {
             NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
             let cur = s.generation();
             NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)?;
-            Ok((sb, sid))
+            Ok(if *key < sep { (cblock, cid) } else { (sb, sid) })
         })();
         s.unpin(cid);
         s.unpin(pid);
@@ -425,12 +425,7 @@ impl Tree {
             }
             let (mut cb, mut cid) = self.cow_child(s, id, block, idx, level)?;
             if Self::needs_split(s, cid, cb, &key, value.len())? {
-                let sib = self.split_child(s, id, block, idx, (cb, cid), level)?;
-                // The key belongs to the new sibling (already writable, still resident: nothing
-                // was loaded since) if it no longer maps to child `idx`.
-                if NodeRef::new(s.node(id)?, block).child_index(&key) != idx {
-                    (cb, cid) = sib;
-                }
+                (cb, cid) = self.split_child(s, (block, id), idx, (cb, cid), level, &key)?;
             }
             (block, id) = (cb, cid);
         }
