@@ -329,20 +329,21 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
             freed = freed.max(nf);
         }
     }
-    match prev {
-        Some((ps, pl, pf)) if ps + pl == start => {
+    if let Some((ps, pl, pf)) = prev {
+        if ps + pl == start {
             start = ps;
             len += pl;
-            let v = encode(len, freed.max(pf));
-            free.insert(s, key_of(start), v.as_bytes(), InsertMode::Replace)
+            freed = freed.max(pf);
         }
-        _ => free.insert(
-            s,
-            key_of(start),
-            encode(len, freed).as_bytes(),
-            InsertMode::Create,
-        ),
     }
+    // Either the run's own key, which the checks above found absent, or the previous run's:
+    // `Upsert` is exact here and spares the existence check of a descent.
+    free.insert(
+        s,
+        key_of(start),
+        encode(len, freed).as_bytes(),
+        InsertMode::Upsert,
+    )
 }
 
 /// Move every queued free into the tree.
