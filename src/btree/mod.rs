@@ -397,10 +397,9 @@ impl Tree {
             if usize::from(level) >= MAX_DEPTH {
                 return Err(Error::NoSpace);
             }
-            s.pin(id);
-            let made = s.new_node(self.owner, level);
-            s.unpin(id);
-            let (nb, nid) = made?;
+            // The old root's slot is not used again (the descent reloads it as a child): no
+            // need to keep it resident.
+            let (nb, nid) = s.new_node(self.owner, level)?;
             let cur = s.generation();
             // The old root becomes the new root's only child; the descent below splits it
             // like any other full child.
