@@ -329,20 +329,21 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
             freed = freed.max(nf);
         }
     }
-    match prev {
-        Some((ps, pl, pf)) if ps + pl == start => {
+    if let Some((ps, pl, pf)) = prev {
+        if ps + pl == start {
             start = ps;
             len += pl;
-            let v = encode(len, freed.max(pf));
-            free.insert(s, key_of(start), v.as_bytes(), InsertMode::Replace)
+            freed = freed.max(pf);
         }
-        _ => free.insert(
-            s,
-            key_of(start),
-            encode(len, freed).as_bytes(),
-            InsertMode::Create,
-        ),
     }
+    // Either the run's own key, which the checks above found absent, or the previous run's:
+    // `Upsert` is exact here and spares the existence check of a descent.
+    free.insert(
+        s,
+        key_of(start),
+        encode(len, freed).as_bytes(),
+        InsertMode::Upsert,
+    )
 }
 
 /// Move every queued free into the tree.
@@ -401,16 +402,14 @@ pub fn ensure_reserve<S: SpaceStore>(free: &mut Tree, s: &mut S, need: BlockNr) 
         if sp.reserve[RESERVE_SLOTS - 1].len != 0 {
             // Every slot holds a short run: give the shortest back (no tree ever used it, so it
             // is reusable at once) and refill its slot with the next run.
-            let (i, back) = sp
-                .reserve
-                .iter()
-                .copied()
-                .enumerate()
-                .min_by_key(|(_, r)| r.len)
-                .unwrap_or((0, Run::default()));
-            if let Some(r) = sp.reserve.get_mut(i) {
-                *r = Run::default();
+            // The first of the shortest.
+            let mut i = 0;
+            for j in 1..RESERVE_SLOTS {
+                if sp.reserve[j].len < sp.reserve[i].len {
+                    i = j;
+                }
             }
+            let back = core::mem::take(&mut sp.reserve[i]);
             sp.compact();
             let committed = sp.committed;
             insert_free(free, s, back, committed)?;

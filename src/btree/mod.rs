@@ -190,8 +190,9 @@ impl Tree {
         let back = matches!(mode, Seek::Before);
         let mut key = *key;
         let mut after = matches!(mode, Seek::After);
-        // Each restart moves `key` strictly to a separator key; bound the restarts anyway.
-        for _ in 0..1_000_000u32 {
+        // Bounded: each restart moves `key` strictly (checked below) to one of the finitely
+        // many separator keys of the tree.
+        loop {
             let (mut block, mut gen, mut level) =
                 (self.root.block, self.root.generation, self.root.level);
             let mut resume: Option<Key> = None;
@@ -247,7 +248,6 @@ impl Tree {
                 None => return Ok(None),
             }
         }
-        Err(Error::Corrupt)
     }
 
     /// Copy-on-write the node `(block, level, gen)`: returns a writable `(block, slot)`.
@@ -326,18 +326,18 @@ impl Tree {
         Ok(free + old < LEAF_ITEM_LEN + len)
     }
 
-    /// Split the writable child `idx` (in slot `cid`, block `cblock`) of the writable node in
-    /// slot `pid`: its upper half moves to a new right sibling, returned as `(block, slot)`.
+    /// Split the writable child `idx` (in slot `cid`, block `cblock`, at `level`) of the
+    /// writable node in slot `pid`: its upper half moves to a new right sibling. Returns the
+    /// half `key` now belongs to, as `(block, slot)` (both writable and resident).
     fn split_child(
         &self,
         s: &mut impl NodeStore,
-        pid: SlotId,
-        pblock: BlockNr,
+        (pblock, pid): (BlockNr, SlotId),
         idx: usize,
-        cid: SlotId,
-        cblock: BlockNr,
+        (cblock, cid): (BlockNr, SlotId),
+        level: u8,
+        key: &Key,
     ) -> Result<(BlockNr, SlotId)> {
-        let level = NodeRef::new(s.node(cid)?, cblock).level();
         s.pin(pid);
         s.pin(cid);
         let r = (|| {
@@ -363,7 +363,7 @@ impl Tree {
             NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
             let cur = s.generation();
             NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)?;
-            Ok((sb, sid))
+            Ok(if *key < sep { (cblock, cid) } else { (sb, sid) })
         })();
         s.unpin(cid);
         s.unpin(pid);
@@ -397,10 +397,9 @@ impl Tree {
             if usize::from(level) >= MAX_DEPTH {
                 return Err(Error::NoSpace);
             }
-            s.pin(id);
-            let made = s.new_node(self.owner, level);
-            s.unpin(id);
-            let (nb, nid) = made?;
+            // The old root's slot is not used again (the descent reloads it as a child): no
+            // need to keep it resident.
+            let (nb, nid) = s.new_node(self.owner, level)?;
             let cur = s.generation();
             // The old root becomes the new root's only child; the descent below splits it
             // like any other full child.
@@ -412,7 +411,8 @@ impl Tree {
             };
             (block, id) = (nb, nid);
         }
-        for _ in 0..MAX_DEPTH {
+        // Bounded: each step goes one level down (`cow_child` loads the child at that level).
+        loop {
             let n = NodeRef::new(s.node(id)?, block);
             if n.is_leaf() {
                 return NodeMut::new(s.node_mut(id)?, block).leaf_put(key, value);
@@ -424,16 +424,10 @@ impl Tree {
             }
             let (mut cb, mut cid) = self.cow_child(s, id, block, idx, level)?;
             if Self::needs_split(s, cid, cb, &key, value.len())? {
-                let sib = self.split_child(s, id, block, idx, cid, cb)?;
-                // The key belongs to the new sibling (already writable, still resident: nothing
-                // was loaded since) if it no longer maps to child `idx`.
-                if NodeRef::new(s.node(id)?, block).child_index(&key) != idx {
-                    (cb, cid) = sib;
-                }
+                (cb, cid) = self.split_child(s, (block, id), idx, (cb, cid), level, &key)?;
             }
             (block, id) = (cb, cid);
         }
-        Err(Error::Corrupt)
     }
 
     /// Remove `key`. Returns whether it was present.
@@ -477,11 +471,8 @@ impl Tree {
             (block, id) = (step.block, pid);
             child_level += 1;
         }
-        // Collapse a root left with a single child.
-        for _ in 0..MAX_DEPTH {
-            if self.root.level == 0 {
-                break;
-            }
+        // Collapse a root left with a single child (each pass lowers the root level).
+        while self.root.level > 0 {
             let id = self.load(s, self.root.block, self.root.level, self.root.generation)?;
             let n = NodeRef::new(s.node(id)?, self.root.block);
             if n.len() != 1 {
