@@ -32,6 +32,10 @@ fn decode_inode_into(v: &[u8], out: &mut InodeItem) -> Result<()> {
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// The inode `ino`, or `NotFound`.
+    ///
+    /// Always inlined, so the item lands straight in the caller's local (as a call, the
+    /// `Result<InodeItem>` went through memory and was copied again).
+    #[inline(always)]
     pub(crate) fn read_inode(&mut self, ino: u64) -> Result<InodeItem> {
         let mut i = InodeItem::new_zeroed();
         self.load_inode(ino, &mut i)?;

@@ -233,11 +233,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             match c {
                 b"." => {}
-                b".." => {
-                    let mut i = InodeItem::new_zeroed();
-                    self.load_inode(cur, &mut i)?;
-                    cur = i.parent.get();
-                }
+                b".." => cur = self.read_inode(cur)?.parent.get(),
                 name => {
                     let f = self.lookup(cur, name)?.ok_or(Error::NotFound)?;
                     cur = f.ino;
@@ -370,8 +366,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if !o.flags.contains(OpenFlags::READ) {
             return Err(Error::BadHandle);
         }
-        let mut inode = InodeItem::new_zeroed();
-        self.load_inode(o.ino, &mut inode)?;
+        let inode = self.read_inode(o.ino)?;
         self.read_data(o.ino, &inode, offset, buf)
     }
 
@@ -379,9 +374,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize> {
         let o = self.handles.get(fd)?;
         let pos = if o.flags.contains(OpenFlags::APPEND) {
-            let mut i = InodeItem::new_zeroed();
-            self.load_inode(o.ino, &mut i)?;
-            i.size.get()
+            self.read_inode(o.ino)?.size.get()
         } else {
             o.pos
         };
@@ -454,9 +447,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Move the handle's position; returns the new position.
     pub fn seek(&mut self, fd: Fd, to: SeekFrom) -> Result<u64> {
         let o = self.handles.get(fd)?;
-        let mut i = InodeItem::new_zeroed();
-        self.load_inode(o.ino, &mut i)?;
-        let size = i.size.get();
+        let size = self.read_inode(o.ino)?.size.get();
         let base = match to {
             SeekFrom::Start(n) => Some(n),
             SeekFrom::Current(d) => o.pos.checked_add_signed(d),
@@ -492,9 +483,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Set the size of `ino`, as one logged operation.
     fn resize(&mut self, ino: u64, size: u64) -> Result<()> {
-        let mut i = InodeItem::new_zeroed();
-        self.load_inode(ino, &mut i)?;
-        let grows = size > i.size.get();
+        let grows = size > self.read_inode(ino)?.size.get();
         self.op(8, grows, |fs| fs.set_size(ino, size))?;
         self.log(&LogOp::SetSize { ino, size });
         Ok(())
@@ -626,12 +615,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             (Some(Kind::File), Kind::Dir) => return Err(Error::IsADirectory),
             _ => {}
         }
-        if f.kind == Kind::Dir {
-            let mut i = InodeItem::new_zeroed();
-            self.load_inode(f.ino, &mut i)?;
-            if i.size.get() != 0 {
-                return Err(Error::DirectoryNotEmpty);
-            }
+        if f.kind == Kind::Dir && self.read_inode(f.ino)?.size.get() != 0 {
+            return Err(Error::DirectoryNotEmpty);
         }
         self.op(6, false, |fs| {
             fs.remove_entry(dir, name)?;
