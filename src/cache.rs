@@ -98,7 +98,13 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     /// `mem` must hold at least `N * block_size` bytes; `block_size` must be a multiple of
     /// `sector_size`. Fails with `InvalidArgument` otherwise.
     pub fn new(mem: &'b mut [u8], block_size: usize, sector_size: usize) -> Result<Self> {
-        Self::check(mem.len(), block_size, sector_size)?;
+        if block_size == 0
+            || sector_size == 0
+            || block_size % sector_size != 0
+            || !Self::fits(mem.len(), block_size)
+        {
+            return Err(Error::InvalidArgument);
+        }
         Ok(Self::build(
             mem,
             block_size,
@@ -106,21 +112,14 @@ impl<'b, const N: usize> BlockCache<'b, N> {
         ))
     }
 
-    /// [`new`](Self::new)'s checks, on their own: a caller that makes them first can build
-    /// the cache in place (inside a larger struct) with [`build`](Self::build).
-    pub(crate) fn check(mem_len: usize, block_size: usize, sector_size: usize) -> Result<()> {
-        if N == 0
-            || block_size == 0
-            || sector_size == 0
-            || block_size % sector_size != 0
-            || mem_len < N * block_size
-        {
-            return Err(Error::InvalidArgument);
-        }
-        Ok(())
+    /// Do `mem_len` bytes hold the `N` (at least one) slots of `block_size` bytes? The part of
+    /// [`new`](Self::new)'s checks a volume still makes once it has checked the block size
+    /// against the sector size, before it builds the cache in place with [`build`](Self::build).
+    pub(crate) fn fits(mem_len: usize, block_size: usize) -> bool {
+        N > 0 && mem_len >= N * block_size
     }
 
-    /// [`new`](Self::new) after [`check`](Self::check) passed (were it not, a slot left
+    /// [`new`](Self::new) after its checks passed (were it not, a slot left
     /// without a buffer would only ever answer `WouldBlock`; nothing panics).
     pub(crate) fn build(mem: &'b mut [u8], block_size: usize, sectors_per_block: u32) -> Self {
         let mut cache = BlockCache {

@@ -869,11 +869,10 @@ fn superblock_lba(index: usize, sector_size: u32) -> u64 {
     u64::from(offset.checked_div(sector_size).unwrap_or(0))
 }
 
-/// `InvalidArgument` unless `cache_mem` holds `N` (at least one) cache blocks of `bs` bytes:
-/// what is left of [`BlockCache::check`] once format or mount has checked `bs` against the
-/// sector size.
+/// `InvalidArgument` unless `cache_mem` holds the cache's `N` blocks of `bs` bytes (see
+/// [`BlockCache::fits`]).
 fn cache_fits<const N: usize>(cache_mem: &[u8], bs: u32) -> Result<()> {
-    if N == 0 || cache_mem.len() < N * bs as usize {
+    if !BlockCache::<N>::fits(cache_mem.len(), bs as usize) {
         return Err(Error::InvalidArgument);
     }
     Ok(())
