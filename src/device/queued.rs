@@ -52,7 +52,6 @@ use core::ops::Range;
 use std::vec;
 use std::vec::Vec;
 
-use super::ram::check_sectors;
 use super::{check_range, BlockDevice, Busy, Command, Completion, Geometry, IoError, Request, Tag};
 
 /// The shape and behaviour of a [`QueuedRamDisk`].
@@ -536,6 +535,15 @@ impl SplitMix64 {
         } else {
             self.next_u64() % n
         }
+    }
+}
+
+/// Checks a sector range (as a discard names it) against the geometry: `lba + count` must not
+/// pass the end of the device. An empty range is valid (and does nothing).
+fn check_sectors(geo: &Geometry, lba: u64, count: u64) -> Result<(), IoError> {
+    match lba.checked_add(count) {
+        Some(end) if end <= geo.sector_count => Ok(()),
+        _ => Err(IoError::OutOfRange),
     }
 }
 

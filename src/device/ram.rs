@@ -155,10 +155,8 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
         if write && self.read_only {
             return Err(IoError::ReadOnly);
         }
-        self.storage
-            .get_mut(range)
-            .filter(|d| d.len() == bytes)
-            .ok_or(IoError::OutOfRange)
+        // `range` is `bytes` long and inside the storage (checked above).
+        self.storage.get_mut(range).ok_or(IoError::OutOfRange)
     }
 
     /// [`disk`](Self::disk) for a read or write buffer of `len` bytes, which must be a
@@ -200,17 +198,6 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
             .ok_or(IoError::OutOfRange)?;
         self.disk(lba, bytes, true)?.fill(0);
         Ok(())
-    }
-}
-
-/// Checks a sector range (as a discard names it) against the geometry: `lba + count` must not
-/// pass the end of the device. An empty range is valid (and does nothing). Used by the queued
-/// disk (the RAM disk checks byte ranges directly).
-#[cfg(any(test, feature = "std"))]
-pub(crate) fn check_sectors(geo: &Geometry, lba: u64, count: u64) -> Result<(), IoError> {
-    match lba.checked_add(count) {
-        Some(end) if end <= geo.sector_count => Ok(()),
-        _ => Err(IoError::OutOfRange),
     }
 }
 
