@@ -44,7 +44,29 @@ impl Ord for Key {
     // One out-of-line copy: every tree search and cursor step compares keys.
     #[inline(never)]
     fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        (self.id, self.kind, self.offset).cmp(&(other.id, other.kind, other.offset))
+        // Field by field, each an equality test then one ordered compare (smaller on Thumb
+        // than the tuple compare, which works out both `<` and `>` of every u64).
+        if self.id != other.id {
+            return if self.id < other.id {
+                core::cmp::Ordering::Less
+            } else {
+                core::cmp::Ordering::Greater
+            };
+        }
+        if self.kind != other.kind {
+            return if self.kind < other.kind {
+                core::cmp::Ordering::Less
+            } else {
+                core::cmp::Ordering::Greater
+            };
+        }
+        if self.offset == other.offset {
+            core::cmp::Ordering::Equal
+        } else if self.offset < other.offset {
+            core::cmp::Ordering::Less
+        } else {
+            core::cmp::Ordering::Greater
+        }
     }
 }
 
