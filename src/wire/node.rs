@@ -265,44 +265,28 @@ impl<'a> NodeRef<'a> {
         }
     }
 
-    /// Number of descriptors / pointers that fit in the block: `len()`, or 0 if the header
-    /// claims more (never for a verified node).
-    fn count(&self, stride: usize) -> usize {
-        let n = self.len();
-        // n <= u16::MAX and stride <= INTERNAL_PTR_LEN: no overflow.
-        if HEADER_LEN + n * stride <= self.buf.len() {
-            n
-        } else {
-            0
-        }
-    }
-
-    /// Key of descriptor / pointer `i`, which must be below `count(stride)`.
+    /// Key of descriptor / pointer `i`: `None` if `i` is not below `len()` or the
+    /// descriptor does not lie in the block (never for a verified node).
     fn key_at(&self, stride: usize, i: usize) -> Option<Key> {
-        // Both descriptor kinds start with the key.
-        // Every caller has `i < count(stride) <= u16::MAX`: no wrap (and `get` bounds it).
-        let off = i.wrapping_mul(stride).wrapping_add(HEADER_LEN);
+        if i >= self.len() {
+            return None;
+        }
+        // Both descriptor kinds start with the key. `i < len() <= u16::MAX` and
+        // `stride <= INTERNAL_PTR_LEN`: no overflow (and `get` bounds it).
+        let off = HEADER_LEN + i * stride;
         let (k, _) = KeyBytes::ref_from_prefix(self.buf.get(off..)?).ok()?;
         Some(Key::from(k))
     }
 
     /// Key of item / pointer `i`.
     pub fn key(&self, i: usize) -> Result<Key> {
-        let stride = self.stride();
-        if i >= self.count(stride) {
-            return Err(self.corrupt());
-        }
-        self.key_at(stride, i).ok_or(self.corrupt())
+        self.key_at(self.stride(), i).ok_or(self.corrupt())
     }
 
     /// Key of item / pointer `i` of a node whose layout was checked, for indexes the tree
     /// derived from it: [`Key::MIN`] (never a panic) if `i` is out of range after all.
     pub(crate) fn key_or_min(&self, i: usize) -> Key {
-        let stride = self.stride();
-        if i >= self.count(stride) {
-            return Key::MIN;
-        }
-        self.key_at(stride, i).unwrap_or(Key::MIN)
+        self.key_at(self.stride(), i).unwrap_or(Key::MIN)
     }
 
     /// Value of leaf item `i`.
@@ -340,10 +324,10 @@ impl<'a> NodeRef<'a> {
     /// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would go.
     pub fn search(&self, key: &Key) -> core::result::Result<usize, usize> {
         let stride = self.stride();
-        let (mut lo, mut hi) = (0, self.count(stride));
+        let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            // `mid < count`, so the key is in the block.
+            // `mid < len`: the key is in a verified block (else the search stops).
             let Some(k) = self.key_at(stride, mid) else {
                 return Err(lo);
             };
@@ -591,12 +575,11 @@ impl<'a> NodeMut<'a> {
 
     /// Change the key of item / pointer `i` (the caller keeps the order).
     pub fn set_key(&mut self, i: usize, key: Key) -> Result<()> {
-        let r = self.as_ref();
-        let stride = r.stride();
-        if i >= r.count(stride) {
+        let stride = self.as_ref().stride();
+        if i >= nitems_of(self.buf) {
             return Err(self.corrupt());
         }
-        // Both descriptor kinds start with the key; `i < count` keeps it in the block.
+        // Both descriptor kinds start with the key; `get_mut` keeps it in the block.
         let bad = self.corrupt();
         let off = HEADER_LEN + i * stride;
         let (k, _) = self
