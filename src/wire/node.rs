@@ -444,19 +444,19 @@ impl<'a> NodeMut<'a> {
         // Slide the values of items i.. down by `len` to open a gap below `end`.
         let vals = end.checked_sub(data_start).ok_or(bad)?;
         shift(self.buf, data_start, data_start - len, vals).ok_or(bad)?;
-        let items = leaf_items_mut(self.buf, n + 1).ok_or(bad)?;
-        for it in items.iter_mut().take(n).skip(i) {
-            it.val_off = U16::new(it.val_off.get() - len as u16);
-        }
         // Then the descriptors i.. up by one (into the free space checked above).
         open_slot(self.buf, i, n, LEAF_ITEM_LEN).ok_or(bad)?;
         let items = leaf_items_mut(self.buf, n + 1).ok_or(bad)?;
-        items[i] = LeafItem {
+        let (new, moved) = items.get_mut(i..).and_then(|t| t.split_first_mut()).ok_or(bad)?;
+        for it in moved {
+            it.val_off = U16::new(it.val_off.get().wrapping_sub(len as u16));
+        }
+        *new = LeafItem {
             key: key.into(),
             val_off: U16::new((end - len) as u16),
             val_len: U16::new(len as u16),
         };
-        self.buf[end - len..end].copy_from_slice(value);
+        self.buf.get_mut(end - len..end).ok_or(bad)?.copy_from_slice(value);
         set_nitems(self.buf, n + 1);
         Ok(())
     }
