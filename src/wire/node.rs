@@ -463,23 +463,21 @@ impl<'a> NodeMut<'a> {
 
     /// Remove leaf item `i`.
     pub fn leaf_remove(&mut self, i: usize) -> Result<()> {
-        let n = nitems_of(self.buf);
-        if i >= n {
-            return Err(self.corrupt());
-        }
-        let data_start = self.data_start();
-        let (off, len) = {
-            let it = leaf_items(self.buf).get(i).ok_or(self.corrupt())?;
-            (usize::from(it.val_off.get()), usize::from(it.val_len.get()))
-        };
         let bad = self.corrupt();
-        // Slide the values of items i+1.. up over the removed value.
-        let vals = off.checked_sub(data_start).ok_or(bad)?;
-        shift(self.buf, data_start, data_start + len, vals).ok_or(bad)?;
+        let n = nitems_of(self.buf);
+        let data_start = self.data_start();
         let items = leaf_items_mut(self.buf, n).ok_or(bad)?;
-        for it in items.iter_mut().skip(i + 1) {
-            it.val_off = U16::new(it.val_off.get() + len as u16);
+        let (it, rest) = items
+            .get_mut(i..)
+            .and_then(|t| t.split_first_mut())
+            .ok_or(bad)?;
+        let (off, len) = (usize::from(it.val_off.get()), usize::from(it.val_len.get()));
+        let vals = off.checked_sub(data_start).ok_or(bad)?;
+        // The values of items i+1.. move up over the removed value.
+        for it in rest {
+            it.val_off = U16::new(it.val_off.get().wrapping_add(len as u16));
         }
+        shift(self.buf, data_start, data_start + len, vals).ok_or(bad)?;
         // And the descriptors i+1.. down by one.
         close_slot(self.buf, i, n, LEAF_ITEM_LEN).ok_or(bad)?;
         set_nitems(self.buf, n - 1);
