@@ -220,13 +220,15 @@ impl<'a> NodeRef<'a> {
                 prev_off = off;
             }
         }
-        let mut prev_key: Option<Key> = None;
-        for i in 0..n {
-            let k = self.key_at(stride, i).ok_or(bad)?;
-            if prev_key.is_some_and(|p| p >= k) {
+        // Every descriptor lies in the block (checked above), so no key comes back as the
+        // `Key::MIN` stand-in.
+        let mut prev = self.key_or_min(0);
+        for i in 1..n {
+            let k = self.key_or_min(i);
+            if prev >= k {
                 return Err(bad);
             }
-            prev_key = Some(k);
+            prev = k;
         }
         Ok(())
     }
