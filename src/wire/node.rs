@@ -112,32 +112,42 @@ fn close_slot(buf: &mut [u8], i: usize, n: usize, width: usize) -> Option<()> {
     shift(buf, at + width, at, (n - 1 - i) * width)
 }
 
-fn leaf_items(buf: &[u8]) -> &[LeafItem] {
-    let n = nitems_of(buf);
-    buf.get(HEADER_LEN..)
-        .and_then(|b| <[LeafItem]>::ref_from_prefix_with_elems(b, n).ok())
-        .map_or(&[], |(s, _)| s)
+// Descriptors are reached one at a time, as fixed-size casts of the bytes at their offset:
+// slices of them (`ref_from_prefix_with_elems`) link zerocopy's general length computation,
+// about 200 B more of Thumb code.
+
+/// Leaf descriptor `i`: `None` unless `i < len()` and it lies in the block.
+fn leaf_item(buf: &[u8], i: usize) -> Option<&LeafItem> {
+    if i >= nitems_of(buf) {
+        return None;
+    }
+    // `i < len() <= u16::MAX`: no overflow.
+    let b = buf.get(HEADER_LEN + i * LEAF_ITEM_LEN..)?;
+    LeafItem::ref_from_prefix(b).ok().map(|(it, _)| it)
 }
 
-fn leaf_items_mut(buf: &mut [u8], n: usize) -> Option<&mut [LeafItem]> {
-    let b = buf.get_mut(HEADER_LEN..)?;
-    <[LeafItem]>::mut_from_prefix_with_elems(b, n)
-        .ok()
-        .map(|(s, _)| s)
+/// Leaf descriptor slot `i` for writing: `None` if it does not lie in the block (the caller
+/// bounds `i` by the item count, which it may be changing).
+fn leaf_item_mut(buf: &mut [u8], i: usize) -> Option<&mut LeafItem> {
+    let b = buf.get_mut(HEADER_LEN.checked_add(i.checked_mul(LEAF_ITEM_LEN)?)?..)?;
+    LeafItem::mut_from_prefix(b).ok().map(|(it, _)| it)
 }
 
-fn ptrs(buf: &[u8]) -> &[InternalPtr] {
-    let n = nitems_of(buf);
-    buf.get(HEADER_LEN..)
-        .and_then(|b| <[InternalPtr]>::ref_from_prefix_with_elems(b, n).ok())
-        .map_or(&[], |(s, _)| s)
+/// Child pointer `i`: `None` unless `i < len()` and it lies in the block.
+fn ptr(buf: &[u8], i: usize) -> Option<&InternalPtr> {
+    if i >= nitems_of(buf) {
+        return None;
+    }
+    // `i < len() <= u16::MAX`: no overflow.
+    let b = buf.get(HEADER_LEN + i * INTERNAL_PTR_LEN..)?;
+    InternalPtr::ref_from_prefix(b).ok().map(|(p, _)| p)
 }
 
-fn ptrs_mut(buf: &mut [u8], n: usize) -> Option<&mut [InternalPtr]> {
-    let b = buf.get_mut(HEADER_LEN..)?;
-    <[InternalPtr]>::mut_from_prefix_with_elems(b, n)
-        .ok()
-        .map(|(s, _)| s)
+/// Child pointer slot `i` for writing: `None` if it does not lie in the block (the caller
+/// bounds `i` by the item count, which it may be changing).
+fn ptr_mut(buf: &mut [u8], i: usize) -> Option<&mut InternalPtr> {
+    let b = buf.get_mut(HEADER_LEN.checked_add(i.checked_mul(INTERNAL_PTR_LEN)?)?..)?;
+    InternalPtr::mut_from_prefix(b).ok().map(|(p, _)| p)
 }
 
 /// A read-only view of a node whose header and layout were verified.
@@ -211,7 +221,8 @@ impl<'a> NodeRef<'a> {
         }
         if is_leaf {
             let mut prev_off = size;
-            for it in leaf_items(self.buf) {
+            for i in 0..n {
+                let it = leaf_item(self.buf, i).ok_or(bad)?;
                 let len = usize::from(it.val_len.get());
                 let off = usize::from(it.val_off.get());
                 if off + len != prev_off || off < end_items {
@@ -293,7 +304,7 @@ impl<'a> NodeRef<'a> {
 
     /// Value of leaf item `i`.
     pub fn value(&self, i: usize) -> Result<&'a [u8]> {
-        let it = leaf_items(self.buf).get(i).ok_or(self.corrupt())?;
+        let it = leaf_item(self.buf, i).ok_or(self.corrupt())?;
         let off = usize::from(it.val_off.get());
         let len = usize::from(it.val_len.get());
         self.buf.get(off..off + len).ok_or(self.corrupt())
@@ -307,7 +318,7 @@ impl<'a> NodeRef<'a> {
 
     /// Child pointer `i` of an interior node: `(block, generation)`.
     pub fn child(&self, i: usize) -> Result<(BlockNr, u64)> {
-        let p = ptrs(self.buf).get(i).ok_or(self.corrupt())?;
+        let p = ptr(self.buf, i).ok_or(self.corrupt())?;
         Ok((block_nr(p.block.get())?, p.generation.get()))
     }
 
@@ -315,7 +326,7 @@ impl<'a> NodeRef<'a> {
     /// out of range, or to a block number past [`BlockNr::MAX`], comes back as block
     /// `BlockNr::MAX`, which is never a tree node (loading it fails with `Corrupt`).
     pub(crate) fn child_or_invalid(&self, i: usize) -> (BlockNr, u64) {
-        ptrs(self.buf).get(i).map_or((BlockNr::MAX, 0), |p| {
+        ptr(self.buf, i).map_or((BlockNr::MAX, 0), |p| {
             (
                 BlockNr::try_from(p.block.get()).unwrap_or(BlockNr::MAX),
                 p.generation.get(),
@@ -355,9 +366,8 @@ impl<'a> NodeRef<'a> {
     pub fn used(&self) -> usize {
         let n = self.len();
         if self.is_leaf() {
-            let vals: usize = leaf_items(self.buf)
-                .iter()
-                .map(|it| usize::from(it.val_len.get()))
+            let vals: usize = (0..n)
+                .map(|i| leaf_item(self.buf, i).map_or(0, |it| usize::from(it.val_len.get())))
                 .sum();
             n * LEAF_ITEM_LEN + vals
         } else {
@@ -373,9 +383,7 @@ impl<'a> NodeRef<'a> {
     /// Bytes item `i` takes (descriptor plus value, or one pointer).
     pub fn item_size(&self, i: usize) -> usize {
         if self.is_leaf() {
-            leaf_items(self.buf)
-                .get(i)
-                .map_or(0, |it| LEAF_ITEM_LEN + usize::from(it.val_len.get()))
+            leaf_item(self.buf, i).map_or(0, |it| LEAF_ITEM_LEN + usize::from(it.val_len.get()))
         } else {
             INTERNAL_PTR_LEN
         }
@@ -410,9 +418,10 @@ impl<'a> NodeMut<'a> {
         Error::Corrupt
     }
 
+    /// Start of the values: the last item's value (its index wraps to `usize::MAX`, no item,
+    /// in an empty leaf), or the block end.
     fn data_start(&self) -> usize {
-        leaf_items(self.buf)
-            .last()
+        leaf_item(self.buf, nitems_of(self.buf).wrapping_sub(1))
             .map_or(self.buf.len(), |it| usize::from(it.val_off.get()))
     }
 
@@ -439,8 +448,12 @@ impl<'a> NodeMut<'a> {
         let end = if i == 0 {
             self.buf.len()
         } else {
-            let items = leaf_items(self.buf);
-            usize::from(items.get(i - 1).ok_or(self.corrupt())?.val_off.get())
+            usize::from(
+                leaf_item(self.buf, i - 1)
+                    .ok_or(self.corrupt())?
+                    .val_off
+                    .get(),
+            )
         };
         let bad = self.corrupt();
         // Slide the values of items i.. down by `len` to open a gap below `end`.
@@ -448,17 +461,19 @@ impl<'a> NodeMut<'a> {
         shift(self.buf, data_start, data_start - len, vals).ok_or(bad)?;
         // Then the descriptors i.. up by one (into the free space checked above).
         open_slot(self.buf, i, n, LEAF_ITEM_LEN).ok_or(bad)?;
-        let items = leaf_items_mut(self.buf, n + 1).ok_or(bad)?;
-        let (new, moved) = items.get_mut(i..).and_then(|t| t.split_first_mut()).ok_or(bad)?;
-        for it in moved {
+        for j in i + 1..=n {
+            let it = leaf_item_mut(self.buf, j).ok_or(bad)?;
             it.val_off = U16::new(it.val_off.get().wrapping_sub(len as u16));
         }
-        *new = LeafItem {
+        *leaf_item_mut(self.buf, i).ok_or(bad)? = LeafItem {
             key: key.into(),
             val_off: U16::new((end - len) as u16),
             val_len: U16::new(len as u16),
         };
-        self.buf.get_mut(end - len..end).ok_or(bad)?.copy_from_slice(value);
+        self.buf
+            .get_mut(end - len..end)
+            .ok_or(bad)?
+            .copy_from_slice(value);
         set_nitems(self.buf, n + 1);
         Ok(())
     }
@@ -468,15 +483,12 @@ impl<'a> NodeMut<'a> {
         let bad = self.corrupt();
         let n = nitems_of(self.buf);
         let data_start = self.data_start();
-        let items = leaf_items_mut(self.buf, n).ok_or(bad)?;
-        let (it, rest) = items
-            .get_mut(i..)
-            .and_then(|t| t.split_first_mut())
-            .ok_or(bad)?;
+        let it = leaf_item(self.buf, i).ok_or(bad)?;
         let (off, len) = (usize::from(it.val_off.get()), usize::from(it.val_len.get()));
         let vals = off.checked_sub(data_start).ok_or(bad)?;
         // The values of items i+1.. move up over the removed value.
-        for it in rest {
+        for j in i + 1..n {
+            let it = leaf_item_mut(self.buf, j).ok_or(bad)?;
             it.val_off = U16::new(it.val_off.get().wrapping_add(len as u16));
         }
         shift(self.buf, data_start, data_start + len, vals).ok_or(bad)?;
@@ -515,7 +527,7 @@ impl<'a> NodeMut<'a> {
     /// Mutable access to the value of leaf item `i`, for same-size edits.
     pub fn value_mut(&mut self, i: usize) -> Result<&mut [u8]> {
         let (off, len) = {
-            let it = leaf_items(self.buf).get(i).ok_or(self.corrupt())?;
+            let it = leaf_item(self.buf, i).ok_or(self.corrupt())?;
             (usize::from(it.val_off.get()), usize::from(it.val_len.get()))
         };
         let bad = self.corrupt();
@@ -539,8 +551,7 @@ impl<'a> NodeMut<'a> {
         }
         let bad = self.corrupt();
         open_slot(self.buf, i, n, INTERNAL_PTR_LEN).ok_or(bad)?;
-        let p = ptrs_mut(self.buf, n + 1).ok_or(bad)?;
-        p[i] = InternalPtr {
+        *ptr_mut(self.buf, i).ok_or(bad)? = InternalPtr {
             key: key.into(),
             block: u64::from(block).into(),
             generation: generation.into(),
@@ -564,10 +575,10 @@ impl<'a> NodeMut<'a> {
     /// Point child `i` at a new block / generation.
     pub fn set_child(&mut self, i: usize, block: BlockNr, generation: u64) -> Result<()> {
         let bad = self.corrupt();
-        let n = nitems_of(self.buf);
-        let p = ptrs_mut(self.buf, n)
-            .and_then(|p| p.get_mut(i))
-            .ok_or(bad)?;
+        if i >= nitems_of(self.buf) {
+            return Err(bad);
+        }
+        let p = ptr_mut(self.buf, i).ok_or(bad)?;
         p.block = u64::from(block).into();
         p.generation = generation.into();
         Ok(())
