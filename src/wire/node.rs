@@ -336,15 +336,12 @@ impl<'a> NodeRef<'a> {
 
     /// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would go.
     pub fn search(&self, key: &Key) -> core::result::Result<usize, usize> {
-        let stride = self.stride();
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            // `mid < len`: the key is in a verified block (else the search stops).
-            let Some(k) = self.key_at(stride, mid) else {
-                return Err(lo);
-            };
-            match k.cmp(key) {
+            // `mid < len`: the key is in a verified block (else `Key::MIN`, and the search
+            // still ends, on some index).
+            match self.key_or_min(mid).cmp(key) {
                 core::cmp::Ordering::Less => lo = mid + 1,
                 core::cmp::Ordering::Greater => hi = mid,
                 core::cmp::Ordering::Equal => return Ok(mid),
