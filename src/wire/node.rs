@@ -280,6 +280,8 @@ impl<'a> NodeRef<'a> {
 
     /// Key of descriptor / pointer `i`: `None` if `i` is not below `len()` or the
     /// descriptor does not lie in the block (never for a verified node).
+    // Inlined: as a call, with its `Option<Key>` passed through memory, 52 B more.
+    #[inline(always)]
     fn key_at(&self, stride: usize, i: usize) -> Option<Key> {
         if i >= self.len() {
             return None;
