@@ -117,6 +117,8 @@ fn close_slot(buf: &mut [u8], i: usize, n: usize, width: usize) -> Option<()> {
 // about 200 B more of Thumb code.
 
 /// Leaf descriptor `i`: `None` unless `i < len()` and it lies in the block.
+// Inlined: 8 B less than as a call.
+#[inline(always)]
 fn leaf_item(buf: &[u8], i: usize) -> Option<&LeafItem> {
     if i >= nitems_of(buf) {
         return None;
