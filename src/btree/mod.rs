@@ -263,18 +263,17 @@ impl Tree {
         if gen == cur {
             return Ok((block, id));
         }
+        // Pinned while the new node's slot is claimed (which may evict); nothing after that
+        // loads.
         s.pin(id);
         let made = s.new_node(self.owner, level);
-        let res = made.and_then(|(nb, nid)| {
-            let (src, dst) = s.pair(id, nid)?;
-            dst.copy_from_slice(src);
-            let h = BlockHeader::parse_mut(dst).ok_or(Error::Corrupt)?;
-            h.blocknr = u64::from(nb).into();
-            h.generation = cur.into();
-            Ok((nb, nid))
-        });
         s.unpin(id);
-        let (nb, nid) = res?;
+        let (nb, nid) = made?;
+        let (src, dst) = s.pair(id, nid)?;
+        dst.copy_from_slice(src);
+        let h = BlockHeader::parse_mut(dst).ok_or(Error::Corrupt)?;
+        h.blocknr = u64::from(nb).into();
+        h.generation = cur.into();
         s.free_node(block)?;
         Ok((nb, nid))
     }
