@@ -337,36 +337,36 @@ impl Tree {
         level: u8,
         key: &Key,
     ) -> Result<(BlockNr, SlotId)> {
+        // Both pinned while the new node's slot is claimed (which may evict); nothing after
+        // that loads.
         s.pin(pid);
         s.pin(cid);
-        let r = (|| {
-            let (sb, sid) = s.new_node(self.owner, level)?;
-            let (src, dst) = s.pair(cid, sid)?;
-            let from = NodeRef::new(src, cblock);
-            let n = from.len();
-            let m = if from.is_leaf() {
-                let half = from.used() / 2;
-                let mut acc = 0;
-                let mut m = 0;
-                while m < n && acc < half {
-                    acc += from.item_size(m);
-                    m += 1;
-                }
-                m.clamp(1, n.saturating_sub(1).max(1))
-            } else {
-                n / 2
-            };
-            let mut to = NodeMut::new(dst, sb);
-            append_items(&from, m, &mut to)?;
-            let sep = to.as_ref().key_or_min(0);
-            NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
-            let cur = s.generation();
-            NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)?;
-            Ok(if *key < sep { (cblock, cid) } else { (sb, sid) })
-        })();
+        let made = s.new_node(self.owner, level);
         s.unpin(cid);
         s.unpin(pid);
-        r
+        let (sb, sid) = made?;
+        let (src, dst) = s.pair(cid, sid)?;
+        let from = NodeRef::new(src, cblock);
+        let n = from.len();
+        let m = if from.is_leaf() {
+            let half = from.used() / 2;
+            let mut acc = 0;
+            let mut m = 0;
+            while m < n && acc < half {
+                acc += from.item_size(m);
+                m += 1;
+            }
+            m.clamp(1, n.saturating_sub(1).max(1))
+        } else {
+            n / 2
+        };
+        let mut to = NodeMut::new(dst, sb);
+        append_items(&from, m, &mut to)?;
+        let sep = to.as_ref().key_or_min(0);
+        NodeMut::new(s.node_mut(cid)?, cblock).truncate(m);
+        let cur = s.generation();
+        NodeMut::new(s.node_mut(pid)?, pblock).ptr_insert(idx + 1, sep, sb, cur)?;
+        Ok(if *key < sep { (cblock, cid) } else { (sb, sid) })
     }
 
     /// Insert or replace `key` → `value` according to `mode`.
