@@ -152,6 +152,13 @@ fn ptr_mut(buf: &mut [u8], i: usize) -> Option<&mut InternalPtr> {
     InternalPtr::mut_from_prefix(b).ok().map(|(p, _)| p)
 }
 
+/// Start of a leaf's values: the last item's value (its index wraps to `usize::MAX`, no item,
+/// in an empty leaf), or the block end.
+fn data_start(buf: &[u8]) -> usize {
+    leaf_item(buf, nitems_of(buf).wrapping_sub(1))
+        .map_or(buf.len(), |it| usize::from(it.val_off.get()))
+}
+
 /// A read-only view of a node whose header and layout were verified.
 ///
 /// Accessors never panic: an index out of range yields `Corrupt` (for views of verified nodes
@@ -367,10 +374,9 @@ impl<'a> NodeRef<'a> {
     pub fn used(&self) -> usize {
         let n = self.len();
         if self.is_leaf() {
-            let vals: usize = (0..n)
-                .map(|i| leaf_item(self.buf, i).map_or(0, |it| usize::from(it.val_len.get())))
-                .sum();
-            n * LEAF_ITEM_LEN + vals
+            // The values are packed against the block end (the layout `check_layout` verifies
+            // and every edit keeps): they take the bytes from the first one to the end.
+            n * LEAF_ITEM_LEN + self.buf.len().saturating_sub(data_start(self.buf))
         } else {
             n * INTERNAL_PTR_LEN
         }
@@ -419,13 +425,6 @@ impl<'a> NodeMut<'a> {
         Error::Corrupt
     }
 
-    /// Start of the values: the last item's value (its index wraps to `usize::MAX`, no item,
-    /// in an empty leaf), or the block end.
-    fn data_start(&self) -> usize {
-        leaf_item(self.buf, nitems_of(self.buf).wrapping_sub(1))
-            .map_or(self.buf.len(), |it| usize::from(it.val_off.get()))
-    }
-
     /// Free bytes between the descriptors and the values (leaf) or after the pointers.
     pub fn free(&self) -> usize {
         let r = self.as_ref();
@@ -439,7 +438,7 @@ impl<'a> NodeMut<'a> {
         if i > n || len > usize::from(u16::MAX) {
             return Err(Error::InvalidArgument);
         }
-        let data_start = self.data_start();
+        let data_start = data_start(self.buf);
         // The free space is the gap between the descriptors and the values (the layout is
         // verified on load and every edit keeps it); it must take a descriptor and the value.
         if data_start < HEADER_LEN + (n + 1) * LEAF_ITEM_LEN + len {
@@ -483,7 +482,7 @@ impl<'a> NodeMut<'a> {
     pub fn leaf_remove(&mut self, i: usize) -> Result<()> {
         let bad = self.corrupt();
         let n = nitems_of(self.buf);
-        let data_start = self.data_start();
+        let data_start = data_start(self.buf);
         let it = leaf_item(self.buf, i).ok_or(bad)?;
         let (off, len) = (usize::from(it.val_off.get()), usize::from(it.val_len.get()));
         let vals = off.checked_sub(data_start).ok_or(bad)?;
@@ -659,10 +658,13 @@ mod tests {
         assert_eq!(r.value(1).unwrap(), b"");
         assert_eq!(r.value(2).unwrap(), b"bb");
         assert_eq!(r.value(3).unwrap(), b"cccc");
+        let sizes = |r: &NodeRef<'_>| (0..r.len()).map(|i| r.item_size(i)).sum::<usize>();
+        assert_eq!(r.used(), sizes(&r));
         m.leaf_update(2, b"BBBBBB").unwrap();
         m.leaf_remove(0).unwrap();
         m.as_ref().check_layout().unwrap();
         let r = m.as_ref();
+        assert_eq!(r.used(), sizes(&r));
         assert_eq!(r.value(1).unwrap(), b"BBBBBB");
         assert_eq!(r.value(2).unwrap(), b"cccc");
         assert_eq!(r.search(&Key::new(3, 0, 0)), Ok(2));
