@@ -315,16 +315,20 @@ impl<'a> NodeRef<'a> {
 
     /// Value of leaf item `i`.
     pub fn value(&self, i: usize) -> Result<&'a [u8]> {
-        let it = leaf_item(self.buf, i).ok_or(self.corrupt())?;
+        self.value_at(i).ok_or(self.corrupt())
+    }
+
+    /// Value of leaf item `i`: `None` if there is no such item or its value leaves the block.
+    fn value_at(&self, i: usize) -> Option<&'a [u8]> {
+        let it = leaf_item(self.buf, i)?;
         let off = usize::from(it.val_off.get());
-        let len = usize::from(it.val_len.get());
-        self.buf.get(off..off + len).ok_or(self.corrupt())
+        self.buf.get(off..off + usize::from(it.val_len.get()))
     }
 
     /// [`value`](Self::value) for indexes the tree derived from a checked node: empty (never
     /// a panic) if `i` is out of range after all.
     pub(crate) fn value_or_empty(&self, i: usize) -> &'a [u8] {
-        self.value(i).unwrap_or(&[])
+        self.value_at(i).unwrap_or(&[])
     }
 
     /// Child pointer `i` of an interior node: `(block, generation)`.
