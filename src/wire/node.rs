@@ -463,12 +463,12 @@ impl<'a> NodeMut<'a> {
         // Slide the values of items i.. down by `len` to open a gap below `end`.
         let vals = end.checked_sub(data_start).ok_or(bad)?;
         shift(self.buf, data_start, data_start - len, vals).ok_or(bad)?;
-        // Then the descriptors i.. up by one (into the free space checked above).
-        open_slot(self.buf, i, n, LEAF_ITEM_LEN).ok_or(bad)?;
-        for j in i + 1..=n {
+        for j in i..n {
             let it = leaf_item_mut(self.buf, j).ok_or(bad)?;
             it.val_off = U16::new(it.val_off.get().wrapping_sub(len as u16));
         }
+        // Then the descriptors i.. up by one (into the free space checked above).
+        open_slot(self.buf, i, n, LEAF_ITEM_LEN).ok_or(bad)?;
         *leaf_item_mut(self.buf, i).ok_or(bad)? = LeafItem {
             key: key.into(),
             val_off: U16::new((end - len) as u16),
