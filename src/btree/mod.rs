@@ -229,7 +229,9 @@ impl Tree {
                     resume = Some(n.key_or_min(r));
                 }
                 (block, gen) = n.child_or_invalid(i);
-                level = level.checked_sub(1).ok_or(Error::Corrupt)?;
+                // `level > 0`: `load` checked the node's header level against it, and the
+                // node is not a leaf. (A wrap would ask for level 255, which `load` refuses.)
+                level = level.wrapping_sub(1);
             }
             // The resume key is strictly beyond `key` in the direction of travel whenever the
             // node's keys are strictly increasing (checked by `check_layout` on load); check
