@@ -130,8 +130,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.max_value_len().min(INLINE_BUF)
     }
 
-    fn decode_ext(&self, k: Key, v: &[u8]) -> Result<Ext> {
-        let e = ExtentItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
+    fn decode_ext(&self, k: Key, e: ExtentItem) -> Result<Ext> {
         if self.in_blk(k.offset) != 0 || e.len.get() == 0 {
             return Err(Error::Corrupt);
         }
@@ -181,15 +180,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// first at or after it. One body for both searches.
     fn find_ext(&mut self, ino: u64, fblk: u64, covering: bool) -> Result<Option<Ext>> {
         let bs = self.bs();
-        // The item's key and value (up to an extent's size) left in locals: the closure's own
-        // result stays in registers.
-        let mut raw = [0u8; core::mem::size_of::<ExtentItem>()];
-        let mut len = 0;
+        // The item's value, read as an extent (`None`: malformed), left in a local: the
+        // closure's own result (the key) stays in registers.
+        let mut item = None;
         let copy = |k: Key, v: &[u8]| {
-            len = v.len();
-            if let Some(d) = raw.get_mut(..len) {
-                d.copy_from_slice(v);
-            }
+            item = ExtentItem::read_from_bytes(v).ok();
             k
         };
         // (Covering: the last extent before the next block's key.)
@@ -203,7 +198,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
         }
-        let e = self.decode_ext(k, raw.get(..len).unwrap_or_default())?;
+        let e = self.decode_ext(k, item.ok_or(Error::Corrupt)?)?;
         Ok(Some(e).filter(|e| !covering || fblk < e.fblk.saturating_add(u64::from(e.len))))
     }
 
