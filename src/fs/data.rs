@@ -408,20 +408,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             .ok_or(Error::Corrupt)
     }
 
-    /// Move an inline file's bytes into a data block (file block 0).
+    /// Move an inline file's bytes into a data block (file block 0), through the block write
+    /// path (a fresh block, zero past the bytes: the inline limit is below the smallest block
+    /// size). The inline item goes only once the block is mapped.
     fn inline_to_block(&mut self, ino: u64, inode: &mut InodeItem) -> Result<()> {
         let mut buf = [0u8; INLINE_BUF];
         let key = Key::new(ino, kind::INLINE, 0);
         let n = self.load_inline(&key, &mut buf)?;
-        let run = self.vol.alloc_data(1)?;
-        // A fresh block, zero past the bytes (less than a block: the inline limit is below
-        // the smallest block size).
         let bytes = buf.get(..n).unwrap_or_default();
-        self.fill_block(run.start, Fill::Fresh, 0, Src::Bytes(bytes), 0, n as u64)?;
+        self.write_blocks(ino, inode, 0, Src::Bytes(bytes), &mut 0)?;
         self.vol.remove(&key)?;
-        self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
-        add_sat(&mut inode.blocks, 1);
         Ok(())
     }
 
