@@ -130,13 +130,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.max_value_len().min(INLINE_BUF)
     }
 
-    fn decode_ext(&self, k: Key, e: ExtentItem) -> Result<Ext> {
-        if self.in_blk(k.offset) != 0 || e.len.get() == 0 {
+    /// The extent item at `k` whose fields are `[block, len, generation]`, checked.
+    fn decode_ext(&self, k: Key, [block, len, gen]: [u64; 3]) -> Result<Ext> {
+        if self.in_blk(k.offset) != 0 || len == 0 {
             return Err(Error::Corrupt);
         }
         // Every later sum (a block inside the extent, its end in the file) relies on these:
         // the blocks lie in the data area, and the file range does not wrap.
-        let (block, len) = (block_nr(e.block.get())?, block_nr(e.len.get())?);
+        let (block, len) = (block_nr(block)?, block_nr(len)?);
         self.vol.check_data_run(Run { start: block, len })?;
         let fblk = self.blk_of(k.offset);
         if fblk.checked_add(u64::from(len)).is_none() {
@@ -146,7 +147,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             fblk,
             block,
             len,
-            gen: e.generation.get(),
+            gen,
         })
     }
 
@@ -180,11 +181,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// first at or after it. One body for both searches.
     fn find_ext(&mut self, ino: u64, fblk: u64, covering: bool) -> Result<Option<Ext>> {
         let bs = self.bs();
-        // The item's value, read as an extent (`None`: malformed), left in a local: the
-        // closure's own result (the key) stays in registers.
+        // The fields of the item's value, read as an extent (`None`: malformed), left in a
+        // local: the closure's own result (the key) stays in registers. (Fields, not the
+        // byte-aligned item: copying that moved it byte-wise twice.)
         let mut item = None;
         let copy = |k: Key, v: &[u8]| {
-            item = ExtentItem::read_from_bytes(v).ok();
+            item = ExtentItem::ref_from_bytes(v)
+                .ok()
+                .map(|e| [e.block.get(), e.len.get(), e.generation.get()]);
             k
         };
         // (Covering: the last extent before the next block's key.)
