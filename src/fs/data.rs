@@ -343,12 +343,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             done = data.len() as u64;
             Ok(())
         } else {
-            let r = if inline {
+            let mut r = if inline {
                 self.inline_to_block(ino, &mut inode)
             } else {
                 Ok(())
             };
-            r.and_then(|()| self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done))
+            // (Not `and_then`: its closure stayed a function of its own.)
+            if r.is_ok() {
+                r = self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done);
+            }
+            r
         };
         // Record what was written even when the volume filled up part-way (a short write);
         // a failure before anything was written leaves the inode as it was.
