@@ -282,43 +282,39 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let pos = off + done as u64;
             let (fblk, in_off) = (self.blk_of(pos), self.in_blk(pos) as usize);
             let len = (bs as usize - in_off).min(n - done);
-            match self.extent_at(ino, fblk)? {
-                Some(e) => {
-                    let phys = e.phys(fblk);
-                    // Whole blocks of one extent: straight from the device when it can (no
-                    // slot; only with `fast-paths`, which the device's fast path needs too).
-                    let whole = self
-                        .blk_of((n - done) as u64)
-                        .min(e.fblk.saturating_add(u64::from(e.len)) - fblk);
-                    if cfg!(feature = "fast-paths") && in_off == 0 && whole > 0 {
-                        let all = (whole * bs) as usize;
-                        let dst = buf
-                            .get_mut(done..done + all)
-                            .ok_or(Error::InvalidArgument)?;
-                        if self.vol.read_data_now(phys, dst)? {
-                            done += all;
-                            continue;
-                        }
+            let ext = self.extent_at(ino, fblk)?;
+            if let Some(e) = ext {
+                // Whole blocks of one extent: straight from the device when it can (no slot;
+                // only with `fast-paths`, which the device's fast path needs too).
+                let whole = self
+                    .blk_of((n - done) as u64)
+                    .min(e.fblk.saturating_add(u64::from(e.len)) - fblk);
+                if cfg!(feature = "fast-paths") && in_off == 0 && whole > 0 {
+                    let all = (whole * bs) as usize;
+                    let dst = buf
+                        .get_mut(done..done + all)
+                        .ok_or(Error::InvalidArgument)?;
+                    if self.vol.read_data_now(e.phys(fblk), dst)? {
+                        done += all;
+                        continue;
                     }
-                    let id = self.vol.pin_data(phys)?;
+                }
+            }
+            let dst = buf
+                .get_mut(done..done + len)
+                .ok_or(Error::InvalidArgument)?;
+            match ext {
+                Some(e) => {
+                    let id = self.vol.pin_data(e.phys(fblk))?;
                     let r = self.vol.slot(id).and_then(|s| {
-                        match (s.get(in_off..in_off + len), buf.get_mut(done..done + len)) {
-                            (Some(s), Some(d)) => {
-                                d.copy_from_slice(s);
-                                Ok(())
-                            }
-                            _ => Err(Error::InvalidArgument),
-                        }
+                        let s = s.get(in_off..in_off + len).ok_or(Error::InvalidArgument)?;
+                        dst.copy_from_slice(s);
+                        Ok(())
                     });
                     self.vol.unpin(id);
                     r?;
                 }
-                None => {
-                    let dst = buf
-                        .get_mut(done..done + len)
-                        .ok_or(Error::InvalidArgument)?;
-                    dst.fill(0);
-                }
+                None => dst.fill(0),
             }
             done += len;
         }
