@@ -518,21 +518,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             // A whole block is overwritten: no need to zero it first.
             _ => self.vol.pin_new_data(phys, whole)?,
         };
-        let r = (|| -> Result<()> {
-            if let (Fill::CopyOf(old), false) = (fill, whole) {
-                let old_id = self.vol.pin_data(old)?;
+        let mut r = Ok(());
+        if let (Fill::CopyOf(old), false) = (fill, whole) {
+            r = self.vol.pin_data(old).and_then(|old_id| {
                 let r = self.vol.copy_slot(old_id, id);
                 self.vol.unpin(old_id);
-                r?;
-            }
-            let dst = self
-                .vol
-                .slot_mut(id)?
-                .get_mut(in_off as usize..(in_off + n) as usize)
-                .ok_or(Error::InvalidArgument)?;
-            src.copy_to(src_off, dst);
-            Ok(())
-        })();
+                r
+            });
+        }
+        if r.is_ok() {
+            r = self.vol.slot_mut(id).and_then(|s| {
+                let dst = s
+                    .get_mut(in_off as usize..(in_off + n) as usize)
+                    .ok_or(Error::InvalidArgument)?;
+                src.copy_to(src_off, dst);
+                Ok(())
+            });
+        }
         self.vol.unpin(id);
         r
     }
