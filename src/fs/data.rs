@@ -227,29 +227,27 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// order one extent across checkpoints.
     fn map_run(&mut self, ino: u64, fblk: u64, run: Run, aligned: bool) -> Result<()> {
         let gen = self.write_gen();
+        let mut e = Ext {
+            fblk,
+            block: run.start,
+            len: run.len,
+            gen,
+        };
+        let mut mode = InsertMode::Create;
         if let Some(fb) = fblk.checked_sub(1) {
             if let Some(p) = self.extent_at(ino, fb)? {
                 let contiguous = p.fblk + u64::from(p.len) == fblk && p.block + p.len == run.start;
                 if contiguous && (p.gen == gen || aligned) {
-                    let merged = Ext {
+                    e = Ext {
                         len: p.len + run.len,
                         gen: p.gen.min(gen),
                         ..p
                     };
-                    return self.put_ext(ino, merged, InsertMode::Replace);
+                    mode = InsertMode::Replace;
                 }
             }
         }
-        self.put_ext(
-            ino,
-            Ext {
-                fblk,
-                block: run.start,
-                len: run.len,
-                gen,
-            },
-            InsertMode::Create,
-        )
+        self.put_ext(ino, e, mode)
     }
 
     /// Read up to `buf.len()` bytes of `ino` at `off`; returns the count (0 at end of file).
