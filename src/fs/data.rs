@@ -225,8 +225,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// checkpoint or log record points at becomes rewritable in place (the new blocks just lose
     /// in-place rewrites for the rest of this generation). That keeps a large file written in
     /// order one extent across checkpoints.
-    fn map_run(&mut self, ino: u64, fblk: u64, run: Run, aligned: bool) -> Result<()> {
-        let gen = self.write_gen();
+    /// `gen` is the running transaction's [`write_gen`](Self::write_gen), which the caller
+    /// has at hand.
+    fn map_run(&mut self, ino: u64, fblk: u64, run: Run, gen: u64, aligned: bool) -> Result<()> {
         let mut e = Ext {
             fblk,
             block: run.start,
@@ -485,7 +486,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             if !matches!(fill, Fill::Keep) {
                 let aligned = matches!(fill, Fill::Fresh) && self.in_blk(pos) == 0;
-                self.map_run(ino, fblk, run, aligned)?;
+                self.map_run(ino, fblk, run, gen, aligned)?;
             }
             match fill {
                 Fill::Keep => {}
