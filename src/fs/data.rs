@@ -104,6 +104,13 @@ impl Src<'_> {
     }
 }
 
+/// The key of the inline item of `ino`. Out of line, as [`super::inode::inode_key`]: one call
+/// is smaller than the key's stores at every use.
+#[inline(never)]
+fn inline_key(ino: u64) -> Key {
+    Key::new(ino, kind::INLINE, 0)
+}
+
 fn ext_key(ino: u64, byte_off: u64) -> Key {
     Key::new(ino, kind::EXTENT, byte_off)
 }
@@ -266,7 +273,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let n = (size - off).min(buf.len() as u64) as usize;
         let (buf, _) = buf.split_at_mut(n.min(buf.len()));
         if inode.flags.get() & inode_flags::INLINE != 0 {
-            let key = Key::new(ino, kind::INLINE, 0);
+            let key = inline_key(ino);
             let got = self.vol.get(&key, |v| {
                 for (i, b) in buf.iter_mut().enumerate() {
                     *b = v.get(off as usize + i).copied().unwrap_or(0);
@@ -378,7 +385,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         new_size: u64,
     ) -> Result<()> {
         let mut buf = [0u8; INLINE_BUF];
-        let key = Key::new(ino, kind::INLINE, 0);
+        let key = inline_key(ino);
         let had = inode.flags.get() & inode_flags::INLINE != 0;
         if had {
             self.load_inline(&key, &mut buf)?;
@@ -416,7 +423,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// size). The inline item goes only once the block is mapped.
     fn inline_to_block(&mut self, ino: u64, inode: &mut InodeItem) -> Result<()> {
         let mut buf = [0u8; INLINE_BUF];
-        let key = Key::new(ino, kind::INLINE, 0);
+        let key = inline_key(ino);
         let n = self.load_inline(&key, &mut buf)?;
         let bytes = buf.get(..n).unwrap_or_default();
         self.write_blocks(ino, inode, 0, Src::Bytes(bytes), &mut 0)?;
@@ -643,7 +650,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// `from == 0`); the block that holds `from` is kept. Returns blocks freed.
     pub(crate) fn free_data_from(&mut self, ino: u64, from: u64) -> Result<u64> {
         if from == 0 {
-            self.vol.remove(&Key::new(ino, kind::INLINE, 0))?;
+            self.vol.remove(&inline_key(ino))?;
         }
         let bs = self.bs();
         let first = self.blk_of(from) + u64::from(self.in_blk(from) != 0);
@@ -689,7 +696,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let inline = inode.flags.get() & inode_flags::INLINE != 0;
         if inline && new_size <= self.inline_max() as u64 {
             if new_size == 0 {
-                self.vol.remove(&Key::new(ino, kind::INLINE, 0))?;
+                self.vol.remove(&inline_key(ino))?;
                 inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
                 inode.size = 0.into();
             } else {
