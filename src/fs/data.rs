@@ -210,7 +210,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(None);
         }
         let e = self.decode_ext(k, item.ok_or(Error::Corrupt)?)?;
-        Ok(Some(e).filter(|e| !covering || fblk < e.fblk.saturating_add(u64::from(e.len))))
+        // (The end does not wrap: `decode_ext` checked it.)
+        Ok(Some(e).filter(|e| !covering || fblk < e.fblk.wrapping_add(u64::from(e.len))))
     }
 
     pub(crate) fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
