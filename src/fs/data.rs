@@ -143,13 +143,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Err(Error::Corrupt);
         }
         // Every later sum (a block inside the extent, its end in the file) relies on these:
-        // the blocks lie in the data area, and the file range does not wrap.
+        // the blocks lie in the data area, and the file range does not wrap. (It cannot: a
+        // file block is a byte offset shifted by at least 11, as `Fs` mounts no block size
+        // below 2048, and the length is a `BlockNr`.)
         let (block, len) = (block_nr(block)?, block_nr(len)?);
         self.vol.check_data_run(Run { start: block, len })?;
         let fblk = self.blk_of(k.offset);
-        if fblk.checked_add(u64::from(len)).is_none() {
-            return Err(Error::Corrupt);
-        }
         Ok(Ext {
             fblk,
             block,
