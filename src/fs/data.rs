@@ -209,7 +209,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Ok(None);
         }
         let e = self.decode_ext(k, item.ok_or(Error::Corrupt)?)?;
-        // (The end does not wrap: `decode_ext` checked it.)
+        // (The end does not wrap: see `decode_ext`.)
         Ok(Some(e).filter(|e| !covering || fblk < e.fblk.wrapping_add(u64::from(e.len))))
     }
 
