@@ -104,6 +104,13 @@ impl Src<'_> {
     }
 }
 
+/// The key of the inline item of `ino`. Out of line, as [`super::inode::inode_key`]: one call
+/// is smaller than the key's stores at every use.
+#[inline(never)]
+fn inline_key(ino: u64) -> Key {
+    Key::new(ino, kind::INLINE, 0)
+}
+
 fn ext_key(ino: u64, byte_off: u64) -> Key {
     Key::new(ino, kind::EXTENT, byte_off)
 }
@@ -130,24 +137,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         self.vol.max_value_len().min(INLINE_BUF)
     }
 
-    fn decode_ext(&self, k: Key, v: &[u8]) -> Result<Ext> {
-        let e = ExtentItem::read_from_bytes(v).map_err(|_| Error::Corrupt)?;
-        if self.in_blk(k.offset) != 0 || e.len.get() == 0 {
+    /// The extent item at `k` whose fields are `[block, len, generation]`, checked.
+    fn decode_ext(&self, k: Key, [block, len, gen]: [u64; 3]) -> Result<Ext> {
+        if self.in_blk(k.offset) != 0 || len == 0 {
             return Err(Error::Corrupt);
         }
         // Every later sum (a block inside the extent, its end in the file) relies on these:
-        // the blocks lie in the data area, and the file range does not wrap.
-        let (block, len) = (block_nr(e.block.get())?, block_nr(e.len.get())?);
+        // the blocks lie in the data area, and the file range does not wrap. (It cannot: a
+        // file block is a byte offset shifted by at least 11, as `Fs` mounts no block size
+        // below 2048, and the length is a `BlockNr`.)
+        let (block, len) = (block_nr(block)?, block_nr(len)?);
         self.vol.check_data_run(Run { start: block, len })?;
         let fblk = self.blk_of(k.offset);
-        if fblk.checked_add(u64::from(len)).is_none() {
-            return Err(Error::Corrupt);
-        }
         Ok(Ext {
             fblk,
             block,
             len,
-            gen: e.generation.get(),
+            gen,
         })
     }
 
@@ -181,15 +187,14 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// first at or after it. One body for both searches.
     fn find_ext(&mut self, ino: u64, fblk: u64, covering: bool) -> Result<Option<Ext>> {
         let bs = self.bs();
-        // The item's key and value (up to an extent's size) left in locals: the closure's own
-        // result stays in registers.
-        let mut raw = [0u8; core::mem::size_of::<ExtentItem>()];
-        let mut len = 0;
+        // The fields of the item's value, read as an extent (`None`: malformed), left in a
+        // local: the closure's own result (the key) stays in registers. (Fields, not the
+        // byte-aligned item: copying that moved it byte-wise twice.)
+        let mut item = None;
         let copy = |k: Key, v: &[u8]| {
-            len = v.len();
-            if let Some(d) = raw.get_mut(..len) {
-                d.copy_from_slice(v);
-            }
+            item = ExtentItem::ref_from_bytes(v)
+                .ok()
+                .map(|e| [e.block.get(), e.len.get(), e.generation.get()]);
             k
         };
         // (Covering: the last extent before the next block's key.)
@@ -203,8 +208,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if k.id != ino || k.kind != kind::EXTENT {
             return Ok(None);
         }
-        let e = self.decode_ext(k, raw.get(..len).unwrap_or_default())?;
-        Ok(Some(e).filter(|e| !covering || fblk < e.fblk.saturating_add(u64::from(e.len))))
+        let e = self.decode_ext(k, item.ok_or(Error::Corrupt)?)?;
+        // (The end does not wrap: see `decode_ext`.)
+        Ok(Some(e).filter(|e| !covering || fblk < e.fblk.wrapping_add(u64::from(e.len))))
     }
 
     pub(crate) fn put_ext(&mut self, ino: u64, e: Ext, mode: InsertMode) -> Result<()> {
@@ -226,31 +232,30 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// checkpoint or log record points at becomes rewritable in place (the new blocks just lose
     /// in-place rewrites for the rest of this generation). That keeps a large file written in
     /// order one extent across checkpoints.
-    fn map_run(&mut self, ino: u64, fblk: u64, run: Run, aligned: bool) -> Result<()> {
-        let gen = self.write_gen();
+    /// `gen` is the running transaction's [`write_gen`](Self::write_gen), which the caller
+    /// has at hand.
+    fn map_run(&mut self, ino: u64, fblk: u64, run: Run, gen: u64, aligned: bool) -> Result<()> {
+        let mut e = Ext {
+            fblk,
+            block: run.start,
+            len: run.len,
+            gen,
+        };
+        let mut mode = InsertMode::Create;
         if let Some(fb) = fblk.checked_sub(1) {
             if let Some(p) = self.extent_at(ino, fb)? {
                 let contiguous = p.fblk + u64::from(p.len) == fblk && p.block + p.len == run.start;
                 if contiguous && (p.gen == gen || aligned) {
-                    let merged = Ext {
+                    e = Ext {
                         len: p.len + run.len,
                         gen: p.gen.min(gen),
                         ..p
                     };
-                    return self.put_ext(ino, merged, InsertMode::Replace);
+                    mode = InsertMode::Replace;
                 }
             }
         }
-        self.put_ext(
-            ino,
-            Ext {
-                fblk,
-                block: run.start,
-                len: run.len,
-                gen,
-            },
-            InsertMode::Create,
-        )
+        self.put_ext(ino, e, mode)
     }
 
     /// Read up to `buf.len()` bytes of `ino` at `off`; returns the count (0 at end of file).
@@ -268,7 +273,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let n = (size - off).min(buf.len() as u64) as usize;
         let (buf, _) = buf.split_at_mut(n.min(buf.len()));
         if inode.flags.get() & inode_flags::INLINE != 0 {
-            let key = Key::new(ino, kind::INLINE, 0);
+            let key = inline_key(ino);
             let got = self.vol.get(&key, |v| {
                 for (i, b) in buf.iter_mut().enumerate() {
                     *b = v.get(off as usize + i).copied().unwrap_or(0);
@@ -283,43 +288,39 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             let pos = off + done as u64;
             let (fblk, in_off) = (self.blk_of(pos), self.in_blk(pos) as usize);
             let len = (bs as usize - in_off).min(n - done);
-            match self.extent_at(ino, fblk)? {
-                Some(e) => {
-                    let phys = e.phys(fblk);
-                    // Whole blocks of one extent: straight from the device when it can (no
-                    // slot; only with `fast-paths`, which the device's fast path needs too).
-                    let whole = self
-                        .blk_of((n - done) as u64)
-                        .min(e.fblk.saturating_add(u64::from(e.len)) - fblk);
-                    if cfg!(feature = "fast-paths") && in_off == 0 && whole > 0 {
-                        let all = (whole * bs) as usize;
-                        let dst = buf
-                            .get_mut(done..done + all)
-                            .ok_or(Error::InvalidArgument)?;
-                        if self.vol.read_data_now(phys, dst)? {
-                            done += all;
-                            continue;
-                        }
+            let ext = self.extent_at(ino, fblk)?;
+            if let Some(e) = ext {
+                // Whole blocks of one extent: straight from the device when it can (no slot;
+                // only with `fast-paths`, which the device's fast path needs too).
+                let whole = self
+                    .blk_of((n - done) as u64)
+                    .min(e.fblk.saturating_add(u64::from(e.len)) - fblk);
+                if cfg!(feature = "fast-paths") && in_off == 0 && whole > 0 {
+                    let all = (whole * bs) as usize;
+                    let dst = buf
+                        .get_mut(done..done + all)
+                        .ok_or(Error::InvalidArgument)?;
+                    if self.vol.read_data_now(e.phys(fblk), dst)? {
+                        done += all;
+                        continue;
                     }
-                    let id = self.vol.pin_data(phys)?;
+                }
+            }
+            let dst = buf
+                .get_mut(done..done + len)
+                .ok_or(Error::InvalidArgument)?;
+            match ext {
+                Some(e) => {
+                    let id = self.vol.pin_data(e.phys(fblk))?;
                     let r = self.vol.slot(id).and_then(|s| {
-                        match (s.get(in_off..in_off + len), buf.get_mut(done..done + len)) {
-                            (Some(s), Some(d)) => {
-                                d.copy_from_slice(s);
-                                Ok(())
-                            }
-                            _ => Err(Error::InvalidArgument),
-                        }
+                        let s = s.get(in_off..in_off + len).ok_or(Error::InvalidArgument)?;
+                        dst.copy_from_slice(s);
+                        Ok(())
                     });
                     self.vol.unpin(id);
                     r?;
                 }
-                None => {
-                    let dst = buf
-                        .get_mut(done..done + len)
-                        .ok_or(Error::InvalidArgument)?;
-                    dst.fill(0);
-                }
+                None => dst.fill(0),
             }
             done += len;
         }
@@ -344,12 +345,16 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             done = data.len() as u64;
             Ok(())
         } else {
-            let r = if inline {
+            let mut r = if inline {
                 self.inline_to_block(ino, &mut inode)
             } else {
                 Ok(())
             };
-            r.and_then(|()| self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done))
+            // (Not `and_then`: its closure stayed a function of its own.)
+            if r.is_ok() {
+                r = self.write_blocks(ino, &mut inode, off, Src::Bytes(data), &mut done);
+            }
+            r
         };
         // Record what was written even when the volume filled up part-way (a short write);
         // a failure before anything was written leaves the inode as it was.
@@ -380,7 +385,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         new_size: u64,
     ) -> Result<()> {
         let mut buf = [0u8; INLINE_BUF];
-        let key = Key::new(ino, kind::INLINE, 0);
+        let key = inline_key(ino);
         let had = inode.flags.get() & inode_flags::INLINE != 0;
         if had {
             self.load_inline(&key, &mut buf)?;
@@ -413,20 +418,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             .ok_or(Error::Corrupt)
     }
 
-    /// Move an inline file's bytes into a data block (file block 0).
+    /// Move an inline file's bytes into a data block (file block 0), through the block write
+    /// path (a fresh block, zero past the bytes: the inline limit is below the smallest block
+    /// size). The inline item goes only once the block is mapped.
     fn inline_to_block(&mut self, ino: u64, inode: &mut InodeItem) -> Result<()> {
         let mut buf = [0u8; INLINE_BUF];
-        let key = Key::new(ino, kind::INLINE, 0);
+        let key = inline_key(ino);
         let n = self.load_inline(&key, &mut buf)?;
-        let run = self.vol.alloc_data(1)?;
-        // A fresh block, zero past the bytes (less than a block: the inline limit is below
-        // the smallest block size).
         let bytes = buf.get(..n).unwrap_or_default();
-        self.fill_block(run.start, Fill::Fresh, 0, Src::Bytes(bytes), 0, n as u64)?;
+        self.write_blocks(ino, inode, 0, Src::Bytes(bytes), &mut 0)?;
         self.vol.remove(&key)?;
-        self.map_run(ino, 0, run, false)?;
         inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
-        add_sat(&mut inode.blocks, 1);
         Ok(())
     }
 
@@ -491,7 +493,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             }
             if !matches!(fill, Fill::Keep) {
                 let aligned = matches!(fill, Fill::Fresh) && self.in_blk(pos) == 0;
-                self.map_run(ino, fblk, run, aligned)?;
+                self.map_run(ino, fblk, run, gen, aligned)?;
             }
             match fill {
                 Fill::Keep => {}
@@ -522,21 +524,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             // A whole block is overwritten: no need to zero it first.
             _ => self.vol.pin_new_data(phys, whole)?,
         };
-        let r = (|| -> Result<()> {
-            if let (Fill::CopyOf(old), false) = (fill, whole) {
-                let old_id = self.vol.pin_data(old)?;
+        let mut r = Ok(());
+        if let (Fill::CopyOf(old), false) = (fill, whole) {
+            r = self.vol.pin_data(old).and_then(|old_id| {
                 let r = self.vol.copy_slot(old_id, id);
                 self.vol.unpin(old_id);
-                r?;
-            }
-            let dst = self
-                .vol
-                .slot_mut(id)?
-                .get_mut(in_off as usize..(in_off + n) as usize)
-                .ok_or(Error::InvalidArgument)?;
-            src.copy_to(src_off, dst);
-            Ok(())
-        })();
+                r
+            });
+        }
+        if r.is_ok() {
+            r = self.vol.slot_mut(id).and_then(|s| {
+                let dst = s
+                    .get_mut(in_off as usize..(in_off + n) as usize)
+                    .ok_or(Error::InvalidArgument)?;
+                src.copy_to(src_off, dst);
+                Ok(())
+            });
+        }
         self.vol.unpin(id);
         r
     }
@@ -646,7 +650,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// `from == 0`); the block that holds `from` is kept. Returns blocks freed.
     pub(crate) fn free_data_from(&mut self, ino: u64, from: u64) -> Result<u64> {
         if from == 0 {
-            self.vol.remove(&Key::new(ino, kind::INLINE, 0))?;
+            self.vol.remove(&inline_key(ino))?;
         }
         let bs = self.bs();
         let first = self.blk_of(from) + u64::from(self.in_blk(from) != 0);
@@ -692,7 +696,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let inline = inode.flags.get() & inode_flags::INLINE != 0;
         if inline && new_size <= self.inline_max() as u64 {
             if new_size == 0 {
-                self.vol.remove(&Key::new(ino, kind::INLINE, 0))?;
+                self.vol.remove(&inline_key(ino))?;
                 inode.flags = (inode.flags.get() & !inode_flags::INLINE).into();
                 inode.size = 0.into();
             } else {

@@ -7,7 +7,7 @@
 //!   order with a resumable cursor (the next sequence number): entries added during a walk
 //!   come after the cursor and are seen once; removed ones are simply gone.
 
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromBytes, FromZeros};
 
 use super::inode::inode_key;
 use super::Fs;
@@ -196,7 +196,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
                 let all = buf.get_mut(..total).ok_or(Error::TooLarge)?;
                 let slot = all.get_mut(used..).ok_or(Error::TooLarge)?;
                 let (hb, nb) = slot.split_at_mut(DIR_ENTRY_HEAD_LEN);
-                hb.copy_from_slice(h.as_bytes());
+                // (Stored in place: no copy of a head built on the stack.)
+                *DirEntryHead::mut_from_bytes(hb).map_err(|_| Error::TooLarge)? = h;
                 nb.copy_from_slice(name);
                 let all = &*all;
                 let mode = if used == 0 {
@@ -286,6 +287,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 mod tests {
     use super::*;
     use std::vec::Vec;
+    use zerocopy::IntoBytes;
 
     /// A hash item value holding `names` (sequence numbers 10, 11, ...).
     fn item(names: &[&[u8]]) -> Vec<u8> {

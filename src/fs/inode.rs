@@ -69,7 +69,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
 
     /// Create inode `ino` (new) of `kind`, in directory `parent`, and count it.
     pub(crate) fn create_inode(&mut self, ino: u64, kind: FileKind, parent: u64) -> Result<()> {
-        let mut i = InodeItem::new_zeroed();
+        // Zeroed in word-aligned storage (an `InodeItem` local is byte-aligned: zeroing it
+        // called the byte-wise memclr).
+        let mut raw = [0u32; core::mem::size_of::<InodeItem>() / 4];
+        let i = InodeItem::mut_from_bytes(raw.as_mut_bytes()).map_err(|_| Error::Corrupt)?;
         i.kind = kind as u8;
         i.nlink = 1.into();
         let now = self.now();
