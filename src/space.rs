@@ -104,15 +104,15 @@ impl Space {
         free_blocks: BlockNr,
         committed: u64,
     ) -> Self {
-        let mut reserve = [Run::default(); RESERVE_SLOTS];
-        for (slot, e) in reserve.iter_mut().zip(persisted) {
-            *slot = Run {
-                start: verified_nr(e.start),
-                len: verified_nr(e.len),
-            };
-        }
         Space {
-            reserve,
+            // Built in place: an array filled first and moved in would be copied.
+            reserve: core::array::from_fn(|i| match persisted.get(i) {
+                Some(e) => Run {
+                    start: verified_nr(e.start),
+                    len: verified_nr(e.len),
+                },
+                None => Run::default(),
+            }),
             free_blocks,
             committed,
             deferred: heapless::Vec::new(),
@@ -129,8 +129,8 @@ impl Space {
             return Err(Error::InvalidArgument);
         }
         let mut out = [Run::default(); RESERVE_RUNS];
-        for (o, r) in out.iter_mut().zip(self.reserve) {
-            *o = r;
+        for (o, r) in out.iter_mut().zip(&self.reserve) {
+            *o = *r;
         }
         Ok(out)
     }
