@@ -432,16 +432,13 @@ fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
                 if (freed <= committed || early_reuse) && len > 0 {
                     free.remove(s, &key_of(start))?;
                     let sp = s.space();
-                    if let Some(slot) = sp.reserve.iter_mut().rev().find(|r| r.len == 0) {
-                        *slot = Run { start, len };
-                    }
+                    // The last slot is empty: `ensure_reserve`, the only caller, compacted the
+                    // reserve and emptied a slot if none was.
+                    sp.reserve[RESERVE_SLOTS - 1] = Run { start, len };
                     sp.cursor = start + len; // `item` checked it does not wrap
                     return Ok(());
                 }
-                from = key_of(start.saturating_add(1));
-                if start == BlockNr::MAX {
-                    return Err(Error::NoSpace);
-                }
+                from = key_of(start.checked_add(1).ok_or(Error::NoSpace)?);
             }
             None if !wrapped => {
                 wrapped = true;
