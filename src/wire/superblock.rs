@@ -195,17 +195,13 @@ impl Superblock {
 
     fn geometry_ok(&self) -> bool {
         let bs = self.block_size.get();
-        if !Self::block_size_ok(bs) {
-            return false;
-        }
         let count = self.block_count.get();
         let data = self.data_start.get();
         // The journal lies between the superblocks and the data area, which ends before the
-        // last block; tree roots (one block each) and reserve runs (unless empty) lie inside
-        // the data area.
-        let levels_ok =
-            usize::from(self.fs_root.level.max(self.free_root.level)) < super::MAX_DEPTH;
-        levels_ok
+        // last block (a tree root inside it implies `data < count`); tree roots (one block
+        // each) and reserve runs (unless empty) lie inside the data area.
+        Self::block_size_ok(bs)
+            && usize::from(self.fs_root.level.max(self.free_root.level)) < super::MAX_DEPTH
             && (1..MAX_GENERATION).contains(&self.header.generation.get())
             && within(
                 self.log_start.get(),
@@ -213,10 +209,10 @@ impl Superblock {
                 super::SUPERBLOCK_REGION.div_ceil(u64::from(bs)),
                 data,
             )
-            && data < count
             && self.free_blocks.get() <= count
-            && within(self.fs_root.block.get(), 1, data, count)
-            && within(self.free_root.block.get(), 1, data, count)
+            && [&self.fs_root, &self.free_root]
+                .iter()
+                .all(|r| within(r.block.get(), 1, data, count))
             && self.reserve.iter().all(|e| {
                 let len = e.len.get();
                 len == 0 || within(e.start.get(), len, data, count)
