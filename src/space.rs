@@ -311,12 +311,18 @@ fn item(k: Key, v: &[u8]) -> Result<Item> {
 /// Overlap with a neighbour is a double free: `Corrupt`.
 fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) -> Result<()> {
     let (mut start, mut len, mut freed) = (run.start, run.len, freed);
-    let prev = free.prev(s, &key_of(start), item)?.transpose()?;
-    let next = free.next(s, &key_of(start), true, item)?.transpose()?;
-    if let Some((ps, pl, _)) = prev {
+    let key = key_of(start);
+    let prev = free.prev(s, &key, item)?.transpose()?;
+    let next = free.next(s, &key, true, item)?.transpose()?;
+    if let Some((ps, pl, pf)) = prev {
         // `item` checked that a run's end does not wrap.
-        if ps + pl > start {
+        if ps + pl > run.start {
             return Err(Error::Corrupt);
+        }
+        if ps + pl == run.start {
+            start = ps;
+            len += pl;
+            freed = freed.max(pf);
         }
     }
     if let Some((ns, nl, nf)) = next {
@@ -327,13 +333,6 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
             free.remove(s, &key_of(ns))?;
             len += nl;
             freed = freed.max(nf);
-        }
-    }
-    if let Some((ps, pl, pf)) = prev {
-        if ps + pl == start {
-            start = ps;
-            len += pl;
-            freed = freed.max(pf);
         }
     }
     // Either the run's own key, which the checks above found absent, or the previous run's:
