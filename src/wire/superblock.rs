@@ -165,8 +165,8 @@ impl Superblock {
     #[inline(never)]
     pub(crate) fn verify(bytes: &[u8], index: u64) -> Result<&Superblock> {
         let bad = Error::NotFormatted;
-        let raw = bytes.get(..SUPERBLOCK_LEN).ok_or(bad)?;
-        let sb = Superblock::ref_from_bytes(raw).map_err(|_| bad)?;
+        let (sb, _) = Superblock::ref_from_prefix(bytes).map_err(|_| bad)?;
+        let raw = sb.as_bytes();
         let h = &sb.header;
         if h.magic.get() != MAGIC {
             return Err(bad);
