@@ -171,12 +171,15 @@ impl Space {
     fn compact(&mut self) {
         let mut n = 0;
         for i in 0..self.reserve.len() {
-            let r = self.reserve[i];
+            let (head, tail) = self.reserve.split_at_mut(i);
+            let Some(r) = tail.first_mut() else { break };
             if r.len > 0 {
-                // Not `swap`: for n == i it calls `memmove`, which would link 1.5 KiB of
-                // Thumb code that no other path needs.
-                self.reserve[i] = self.reserve[n];
-                self.reserve[n] = r;
+                // Not `slice::swap`: for n == i it calls `memmove`, which would link 1.5 KiB
+                // of Thumb code that no other path needs. Slot `n` is before slot `i` or is
+                // slot `i` itself (then nothing moves).
+                if let Some(h) = head.get_mut(n) {
+                    core::mem::swap(h, r);
+                }
                 n += 1;
             }
         }
