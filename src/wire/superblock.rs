@@ -206,7 +206,8 @@ impl Superblock {
             && within(
                 self.log_start.get(),
                 self.log_blocks.get(),
-                super::SUPERBLOCK_REGION.div_ceil(u64::from(bs)),
+                // `div_ceil` for a power-of-two `bs` (checked above), in 32 bits.
+                u64::from((super::SUPERBLOCK_REGION as u32 / bs).max(1)),
                 data,
             )
             && self.free_blocks.get() <= count
