@@ -144,7 +144,7 @@ impl Superblock {
     pub fn seal(&mut self) -> &[u8] {
         self.header.magic = MAGIC.into();
         self.header.kind = BlockKind::Superblock as u8;
-        self.header.crc = 0.into();
+        // `block_crc` reads the `crc` field as zero, whatever it holds.
         let crc = block_crc(self.as_bytes());
         self.header.crc = crc.into();
         self.as_bytes()
