@@ -250,12 +250,9 @@ impl Space {
         self.free_blocks = self.free_blocks.saturating_add(run.len);
         self.pending = self.pending.saturating_add(run.len);
         if let Some(last) = self.deferred.last_mut() {
-            if last.end() == run.start {
-                last.len += run.len;
-                return Ok(());
-            }
-            if run.end() == last.start {
-                last.start = run.start;
+            // Right after the last queued run, or right before it: one run.
+            if last.end() == run.start || run.end() == last.start {
+                last.start = last.start.min(run.start);
                 last.len += run.len;
                 return Ok(());
             }
