@@ -104,15 +104,15 @@ impl Space {
         free_blocks: BlockNr,
         committed: u64,
     ) -> Self {
-        let mut reserve = [Run::default(); RESERVE_SLOTS];
-        for (slot, e) in reserve.iter_mut().zip(persisted) {
-            *slot = Run {
-                start: verified_nr(e.start),
-                len: verified_nr(e.len),
-            };
-        }
         Space {
-            reserve,
+            // Built in place: an array filled first and moved in would be copied.
+            reserve: core::array::from_fn(|i| match persisted.get(i) {
+                Some(e) => Run {
+                    start: verified_nr(e.start),
+                    len: verified_nr(e.len),
+                },
+                None => Run::default(),
+            }),
             free_blocks,
             committed,
             deferred: heapless::Vec::new(),
@@ -129,8 +129,8 @@ impl Space {
             return Err(Error::InvalidArgument);
         }
         let mut out = [Run::default(); RESERVE_RUNS];
-        for (o, r) in out.iter_mut().zip(self.reserve) {
-            *o = r;
+        for (o, r) in out.iter_mut().zip(&self.reserve) {
+            *o = *r;
         }
         Ok(out)
     }
@@ -171,12 +171,15 @@ impl Space {
     fn compact(&mut self) {
         let mut n = 0;
         for i in 0..self.reserve.len() {
-            let r = self.reserve[i];
+            let (head, tail) = self.reserve.split_at_mut(i);
+            let Some(r) = tail.first_mut() else { break };
             if r.len > 0 {
-                // Not `swap`: for n == i it calls `memmove`, which would link 1.5 KiB of
-                // Thumb code that no other path needs.
-                self.reserve[i] = self.reserve[n];
-                self.reserve[n] = r;
+                // Not `slice::swap`: for n == i it calls `memmove`, which would link 1.5 KiB
+                // of Thumb code that no other path needs. Slot `n` is before slot `i` or is
+                // slot `i` itself (then nothing moves).
+                if let Some(h) = head.get_mut(n) {
+                    core::mem::swap(h, r);
+                }
                 n += 1;
             }
         }
@@ -247,12 +250,9 @@ impl Space {
         self.free_blocks = self.free_blocks.saturating_add(run.len);
         self.pending = self.pending.saturating_add(run.len);
         if let Some(last) = self.deferred.last_mut() {
-            if last.end() == run.start {
-                last.len += run.len;
-                return Ok(());
-            }
-            if run.end() == last.start {
-                last.start = run.start;
+            // Right after the last queued run, or right before it: one run.
+            if last.end() == run.start || run.end() == last.start {
+                last.start = last.start.min(run.start);
                 last.len += run.len;
                 return Ok(());
             }
@@ -311,12 +311,18 @@ fn item(k: Key, v: &[u8]) -> Result<Item> {
 /// Overlap with a neighbour is a double free: `Corrupt`.
 fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) -> Result<()> {
     let (mut start, mut len, mut freed) = (run.start, run.len, freed);
-    let prev = free.prev(s, &key_of(start), item)?.transpose()?;
-    let next = free.next(s, &key_of(start), true, item)?.transpose()?;
-    if let Some((ps, pl, _)) = prev {
+    let key = key_of(start);
+    let prev = free.prev(s, &key, item)?.transpose()?;
+    let next = free.next(s, &key, true, item)?.transpose()?;
+    if let Some((ps, pl, pf)) = prev {
         // `item` checked that a run's end does not wrap.
-        if ps + pl > start {
+        if ps + pl > run.start {
             return Err(Error::Corrupt);
+        }
+        if ps + pl == run.start {
+            start = ps;
+            len += pl;
+            freed = freed.max(pf);
         }
     }
     if let Some((ns, nl, nf)) = next {
@@ -327,13 +333,6 @@ fn insert_free<S: SpaceStore>(free: &mut Tree, s: &mut S, run: Run, freed: u64) 
             free.remove(s, &key_of(ns))?;
             len += nl;
             freed = freed.max(nf);
-        }
-    }
-    if let Some((ps, pl, pf)) = prev {
-        if ps + pl == start {
-            start = ps;
-            len += pl;
-            freed = freed.max(pf);
         }
     }
     // Either the run's own key, which the checks above found absent, or the previous run's:
@@ -432,16 +431,13 @@ fn refill<S: SpaceStore>(free: &mut Tree, s: &mut S) -> Result<()> {
                 if (freed <= committed || early_reuse) && len > 0 {
                     free.remove(s, &key_of(start))?;
                     let sp = s.space();
-                    if let Some(slot) = sp.reserve.iter_mut().rev().find(|r| r.len == 0) {
-                        *slot = Run { start, len };
-                    }
+                    // The last slot is empty: `ensure_reserve`, the only caller, compacted the
+                    // reserve and emptied a slot if none was.
+                    sp.reserve[RESERVE_SLOTS - 1] = Run { start, len };
                     sp.cursor = start + len; // `item` checked it does not wrap
                     return Ok(());
                 }
-                from = key_of(start.saturating_add(1));
-                if start == BlockNr::MAX {
-                    return Err(Error::NoSpace);
-                }
+                from = key_of(start.checked_add(1).ok_or(Error::NoSpace)?);
             }
             None if !wrapped => {
                 wrapped = true;

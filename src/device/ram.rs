@@ -163,7 +163,8 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
     /// non-empty whole number of sectors (`BadBuffer` otherwise): the checks of
     /// [`check_range`](super::check_range), in the same order.
     fn sectors(&mut self, lba: u64, len: usize, write: bool) -> Result<&mut [u8], IoError> {
-        if len == 0 || len % self.sector_size as usize != 0 {
+        // The sector size is 512 or 4096 (`with_queue_depth` checks): a mask, not a division.
+        if len == 0 || len & (self.sector_size as usize - 1) != 0 {
             return Err(IoError::BadBuffer);
         }
         self.disk(lba, len, write)
@@ -172,23 +173,26 @@ impl<'m, 'b, const Q: usize> RamDisk<'m, 'b, Q> {
     /// Carries out one command against the storage; the buffer (if any) is returned with the
     /// result.
     fn execute(&mut self, command: Command<'b>) -> (Result<(), IoError>, Option<&'b mut [u8]>) {
-        match command {
-            Command::Read { lba, buf } => (self.read(lba, buf), Some(buf)),
-            Command::Write { lba, buf, fua: _ } => (self.write(lba, buf), Some(buf)),
+        let (lba, buf, write) = match command {
+            Command::Read { lba, buf } => (lba, buf, false),
+            Command::Write { lba, buf, fua: _ } => (lba, buf, true),
             // Memory is stable media: there is nothing to flush.
-            Command::Flush => (Ok(()), None),
-            Command::Discard { lba, count } => (self.discard(lba, count), None),
-        }
+            Command::Flush => return (Ok(()), None),
+            Command::Discard { lba, count } => return (self.discard(lba, count), None),
+        };
+        (self.copy(lba, buf, write), Some(buf))
+    }
+
+    /// Copy `buf` to (`write`) or from the sectors at `lba`: one body for both directions.
+    fn copy(&mut self, lba: u64, buf: &mut [u8], write: bool) -> Result<(), IoError> {
+        let disk = self.sectors(lba, buf.len(), write)?;
+        let (dst, src): (&mut [u8], &[u8]) = if write { (disk, buf) } else { (buf, disk) };
+        dst.copy_from_slice(src);
+        Ok(())
     }
 
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        buf.copy_from_slice(self.sectors(lba, buf.len(), false)?);
-        Ok(())
-    }
-
-    fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), IoError> {
-        self.sectors(lba, buf.len(), true)?.copy_from_slice(buf);
-        Ok(())
+        self.copy(lba, buf, false)
     }
 
     fn discard(&mut self, lba: u64, count: u64) -> Result<(), IoError> {
@@ -249,7 +253,10 @@ impl<'b, const Q: usize> BlockDevice<'b> for RamDisk<'_, 'b, Q> {
 
     /// Memory is written at once (and, having no volatile cache, is durable at once).
     fn write_now(&mut self, lba: u64, buf: &[u8]) -> Option<Result<(), IoError>> {
-        Some(RamDisk::write(self, lba, buf))
+        Some(
+            self.sectors(lba, buf.len(), true)
+                .map(|disk| disk.copy_from_slice(buf)),
+        )
     }
 }
 

@@ -399,13 +399,25 @@ pub fn check_header(
     prev_crc: u32,
     max_sectors: u32,
 ) -> Option<LogHeader> {
+    check_header_within(first, epoch, seq, prev_crc, u64::from(max_sectors))
+}
+
+/// [`check_header`] with the bound as the log's sectors left, whatever their number (replay
+/// passes them without narrowing).
+pub(crate) fn check_header_within(
+    first: &[u8],
+    epoch: u64,
+    seq: u64,
+    prev_crc: u32,
+    max_sectors: u64,
+) -> Option<LogHeader> {
     let (h, _) = LogHeader::read_from_prefix(first).ok()?;
     let ok = h.magic.get() == LOG_MAGIC
         && h.epoch.get() == epoch
         && h.seq.get() == seq
         && h.prev_crc.get() == prev_crc
         && h.sectors.get() >= 1
-        && h.sectors.get() <= max_sectors;
+        && u64::from(h.sectors.get()) <= max_sectors;
     ok.then_some(h)
 }
 

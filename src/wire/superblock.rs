@@ -144,7 +144,7 @@ impl Superblock {
     pub fn seal(&mut self) -> &[u8] {
         self.header.magic = MAGIC.into();
         self.header.kind = BlockKind::Superblock as u8;
-        self.header.crc = 0.into();
+        // `block_crc` reads the `crc` field as zero, whatever it holds.
         let crc = block_crc(self.as_bytes());
         self.header.crc = crc.into();
         self.as_bytes()
@@ -165,8 +165,8 @@ impl Superblock {
     #[inline(never)]
     pub(crate) fn verify(bytes: &[u8], index: u64) -> Result<&Superblock> {
         let bad = Error::NotFormatted;
-        let raw = bytes.get(..SUPERBLOCK_LEN).ok_or(bad)?;
-        let sb = Superblock::ref_from_bytes(raw).map_err(|_| bad)?;
+        let (sb, _) = Superblock::ref_from_prefix(bytes).map_err(|_| bad)?;
+        let raw = sb.as_bytes();
         let h = &sb.header;
         if h.magic.get() != MAGIC {
             return Err(bad);
@@ -195,28 +195,25 @@ impl Superblock {
 
     fn geometry_ok(&self) -> bool {
         let bs = self.block_size.get();
-        if !Self::block_size_ok(bs) {
-            return false;
-        }
         let count = self.block_count.get();
         let data = self.data_start.get();
         // The journal lies between the superblocks and the data area, which ends before the
-        // last block; tree roots (one block each) and reserve runs (unless empty) lie inside
-        // the data area.
-        let levels_ok =
-            usize::from(self.fs_root.level.max(self.free_root.level)) < super::MAX_DEPTH;
-        levels_ok
+        // last block (a tree root inside it implies `data < count`); tree roots (one block
+        // each) and reserve runs (unless empty) lie inside the data area.
+        Self::block_size_ok(bs)
+            && usize::from(self.fs_root.level.max(self.free_root.level)) < super::MAX_DEPTH
             && (1..MAX_GENERATION).contains(&self.header.generation.get())
             && within(
                 self.log_start.get(),
                 self.log_blocks.get(),
-                super::SUPERBLOCK_REGION.div_ceil(u64::from(bs)),
+                // `div_ceil` for a power-of-two `bs` (checked above), in 32 bits.
+                u64::from((super::SUPERBLOCK_REGION as u32 / bs).max(1)),
                 data,
             )
-            && data < count
             && self.free_blocks.get() <= count
-            && within(self.fs_root.block.get(), 1, data, count)
-            && within(self.free_root.block.get(), 1, data, count)
+            && [&self.fs_root, &self.free_root]
+                .iter()
+                .all(|r| within(r.block.get(), 1, data, count))
             && self.reserve.iter().all(|e| {
                 let len = e.len.get();
                 len == 0 || within(e.start.get(), len, data, count)
