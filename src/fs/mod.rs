@@ -51,8 +51,9 @@ use crate::wire::log::LogOp;
 
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
-use crate::volume::{FormatOptions, Volume, DELETE_KEEP_OPS};
+use crate::volume::{FormatOptions, Parts, Volume, DELETE_KEEP_OPS};
 use crate::wire::items::{FileKind as Kind, InodeItem, ROOT_INO};
+use crate::wire::Superblock;
 use zerocopy::FromZeros;
 
 /// What [`Fs::stat`] reports.
@@ -118,14 +119,16 @@ pub struct Fs<'b, D: BlockDevice<'b>, const N: usize, const H: usize = 8> {
 }
 
 impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
-    /// A filesystem over `vol`, with nothing open or pending.
+    /// A filesystem over the volume [`Volume::assemble`] builds from `dev`, `parts` and `sb`,
+    /// with nothing open or pending.
     ///
-    /// Always inlined: as a call it moved the whole volume by value once more (72 bytes of
-    /// Thumb code, and the copy's stack).
-    #[inline(always)]
-    fn over(vol: Volume<'b, D, N>) -> Self {
+    /// The volume is built last, right where it goes: built first (or passed in, as a
+    /// `Volume::format` or `Volume::mount` result) it was built elsewhere and copied in,
+    /// kilobytes at a time. One call for format and mount (not inlined into both) builds the
+    /// struct where the caller's `fs` lives.
+    #[inline(never)]
+    fn over(dev: D, parts: Parts<'b>, sb: &Superblock) -> Self {
         Fs {
-            vol,
             handles: Handles::new(),
             clock: None,
             #[cfg(feature = "journal")]
@@ -134,6 +137,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             pipe: pipeline::Pipeline::default(),
             memo: memo::Memo::default(),
             tail: None,
+            vol: Volume::assemble(dev, parts, sb),
         }
     }
 
@@ -147,8 +151,12 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         if opts.block_size < 2048 {
             return Err(Error::InvalidArgument);
         }
-        let vol = Volume::format(dev, mem, opts)?;
-        let mut fs = Self::over(vol);
+        let mut sb = Superblock::new_zeroed();
+        let mut parts = Parts::default();
+        Volume::<D, N>::format_parts(&dev, mem, opts, &mut sb, &mut parts)?;
+        // The volume is built inside the filesystem, not moved in (see `over`).
+        let mut fs = Self::over(dev, parts, &sb);
+        fs.vol.format_write()?;
         // (No clock yet: its times are 0. The root is its own parent; the count becomes 1.)
         fs.create_inode(ROOT_INO, Kind::Dir, ROOT_INO)?;
         fs.vol.checkpoint()?;
@@ -156,12 +164,15 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     }
 
     /// Mount the filesystem on `dev`.
-    pub fn mount(dev: D, mem: &'b mut [u8]) -> Result<Self> {
-        let vol = Volume::mount(dev, mem)?;
-        if vol.space_info().block_size < 2048 {
+    pub fn mount(mut dev: D, mem: &'b mut [u8]) -> Result<Self> {
+        let mut sb = Superblock::new_zeroed();
+        let mut parts = Parts::default();
+        Volume::<D, N>::mount_parts(&mut dev, mem, &mut sb, &mut parts)?;
+        if sb.block_size.get() < 2048 {
             return Err(Error::Unsupported);
         }
-        let mut fs = Self::over(vol);
+        // Built in place, as in `format`.
+        let mut fs = Self::over(dev, parts, &sb);
         let mut root = InodeItem::new_zeroed();
         match fs.load_inode(ROOT_INO, &mut root) {
             Ok(()) if root.kind == Kind::Dir as u8 => {}

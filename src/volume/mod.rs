@@ -26,7 +26,7 @@ use log::LogState;
 
 use zerocopy::{FromBytes, FromZeros};
 
-use crate::btree::{InsertMode, Root, Tree};
+use crate::btree::{InsertMode, NodeStore, Root, Tree};
 use crate::cache::{BlockCache, SlotId};
 use crate::device::{BlockDevice, Command};
 use crate::error::{Error, IoError, Result};
@@ -113,6 +113,30 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// more than `BlockNr::MAX` blocks of `opts.block_size` is refused with
     /// `InvalidArgument` (see [`BlockNr`]): choose a larger block size.
     pub fn format(dev: D, mem: &'b mut [u8], opts: FormatOptions) -> Result<Self> {
+        let mut sb = Superblock::new_zeroed();
+        let mut parts = Parts::default();
+        Self::format_parts(&dev, mem, opts, &mut sb, &mut parts)?;
+        let mut vol = Self::assemble(dev, parts, &sb);
+        vol.format_write()?;
+        Ok(vol)
+    }
+
+    /// Format's checks, and what [`assemble`](Self::assemble) builds the new volume from:
+    /// the superblock it writes (into `sb`, which the caller zeroed) and the caller's memory
+    /// cut up (into `parts`, a default one). Nothing is written yet
+    /// ([`format_write`](Self::format_write) does that).
+    ///
+    /// Format and mount come in these pieces so that a caller holding the volume in a larger
+    /// struct (the filesystem) can build it in place: a `Result<Volume>` moved into that
+    /// struct cost a copy of the whole volume (kilobytes, and their code). Out-parameters for
+    /// the same reason: returned, they were copied once more on the way.
+    pub(crate) fn format_parts(
+        dev: &D,
+        mem: &'b mut [u8],
+        opts: FormatOptions,
+        sb: &mut Superblock,
+        parts: &mut Parts<'b>,
+    ) -> Result<()> {
         let geo = dev.geometry();
         let bs = opts.block_size;
         if geo.read_only || cfg!(feature = "read-only") {
@@ -139,12 +163,10 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if count < data_start.saturating_add(u64::from(2 + 2 * BLOCKS_PER_OP)) {
             return Err(Error::NoSpace);
         }
-        let mut bufs = Bufs::default();
-        let cache_mem = split_mem(mem, geo.sector_size as usize, &mut bufs)?;
+        let cache_mem = split_mem(mem, geo.sector_size as usize, &mut parts.bufs)?;
         // Generation 1 is the format itself (the superblock says 0 is committed); its roots
         // are the first two data blocks. The whole managed area starts as the allocator's
         // reserve; the free-space tree starts empty.
-        let mut sb = Superblock::new_zeroed();
         sb.version = FORMAT_VERSION.into();
         sb.block_size = bs.into();
         sb.block_count = count.into();
@@ -159,43 +181,70 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         };
         sb.free_blocks = (count - data_start).into();
         cache_fits::<N>(cache_mem, bs)?;
-        let mut vol = Self::assemble(dev, bufs, cache_mem, &sb, false);
+        parts.cache_mem = cache_mem;
+        Ok(())
+    }
+
+    /// Format's writes, on the volume [`assemble`](Self::assemble) built from
+    /// [`format_parts`](Self::format_parts): both superblock copies invalidated, the two
+    /// empty trees created, and the first checkpoint.
+    pub(crate) fn format_write(&mut self) -> Result<()> {
         // Invalidate any previous volume's superblocks before writing the new trees.
         for i in 0..2 {
-            vol.write_superblock_copy(i, false)?;
+            self.write_superblock_copy(i, false)?;
         }
-        let st = &mut vol.store;
-        vol.free = Tree::create(st, tree_id::FREE)?;
-        vol.fs = Tree::create(st, tree_id::FS)?;
+        // The two empty trees (`assemble` set their owners), free-space tree first: what
+        // `Tree::create` does, but into the trees where they are (building `Tree`s elsewhere and
+        // moving them in cost a copy each way).
+        for tree in [&mut self.free, &mut self.fs] {
+            let (block, _) = self.store.new_node(tree.owner, 0)?;
+            tree.root = Root {
+                block,
+                generation: self.store.generation,
+                level: 0,
+            };
+        }
         // Generation 1 goes to copy 1; copy 0 gets the same superblock.
-        vol.checkpoint_inner()?;
-        vol.write_superblock_copy(0, true)?;
-        Ok(vol)
+        self.checkpoint_inner()?;
+        self.write_superblock_copy(0, true)
     }
 
     /// Mount the volume on `dev`: read both superblock copies and take the newest valid one.
     /// Reads nothing else; cost does not grow with the volume.
     pub fn mount(mut dev: D, mem: &'b mut [u8]) -> Result<Self> {
+        let mut sb = Superblock::new_zeroed();
+        let mut parts = Parts::default();
+        Self::mount_parts(&mut dev, mem, &mut sb, &mut parts)?;
+        Ok(Self::assemble(dev, parts, &sb))
+    }
+
+    /// Mount's reads and checks: the newest valid superblock copy (into `sb`, which the
+    /// caller zeroed) and what else [`assemble`](Self::assemble) builds the volume from (into
+    /// `parts`, a default one; see [`format_parts`](Self::format_parts) for why mount comes in
+    /// pieces).
+    pub(crate) fn mount_parts(
+        dev: &mut D,
+        mem: &'b mut [u8],
+        sb: &mut Superblock,
+        parts: &mut Parts<'b>,
+    ) -> Result<()> {
         let geo = dev.geometry();
         let ss = geo.sector_size as usize;
         if geo.capacity() < SUPERBLOCK_REGION {
             return Err(Error::NotFormatted);
         }
-        let mut bufs = Bufs::default();
-        let cache_mem = split_mem(mem, ss, &mut bufs)?;
+        let cache_mem = split_mem(mem, ss, &mut parts.bufs)?;
         // The newest valid copy so far, verified in place in the sector buffer and copied out
         // once. A valid copy has a generation of at least 1: the zeroed one never wins.
-        let mut sb = Superblock::new_zeroed();
         let mut err = Error::NotFormatted;
-        let [first, ..] = &mut bufs;
+        let [first, ..] = &mut parts.bufs;
         let mut sb_buf = first.take().ok_or(Error::InvalidArgument)?;
         for i in 0..SUPERBLOCK_OFFSETS.len() {
-            let c =
-                crate::device::read_blocks(&mut dev, superblock_lba(i, geo.sector_size), sb_buf);
+            let c = crate::device::read_blocks(dev, superblock_lba(i, geo.sector_size), sb_buf);
             sb_buf = c.buf.ok_or(Error::Io(IoError::BadBuffer))?;
             c.result?;
             match Superblock::verify(sb_buf, i as u64) {
-                Ok(copy) if copy.generation() > sb.generation() => sb = *copy,
+                Ok(copy) if copy.generation() > sb.generation() => *sb = *copy,
                 Ok(_) | Err(Error::NotFormatted) => {}
                 Err(e) => err = e,
             }
@@ -212,22 +261,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Err(Error::Corrupt);
         }
         cache_fits::<N>(cache_mem, bs)?;
-        Ok(Self::assemble(dev, bufs, cache_mem, &sb, geo.read_only))
+        parts.cache_mem = cache_mem;
+        parts.read_only = geo.read_only;
+        Ok(())
     }
 
     /// The volume `sb` describes, in memory: mount's newest valid copy, or the superblock
     /// format is about to write. One constructor for both keeps them from drifting apart (and
-    /// the struct is built in one place, which is most of the code either path has). The
-    /// caller has made [`BlockCache::check`]'s checks (`bs` a multiple of the sector size,
-    /// then [`cache_fits`]): nothing here can fail, so the struct is built where it is
-    /// returned.
-    fn assemble(
-        dev: D,
-        bufs: Bufs<'b>,
-        cache_mem: &'b mut [u8],
-        sb: &Superblock,
-        read_only: bool,
-    ) -> Self {
+    /// the struct is built in one place, which is most of the code either path has).
+    /// [`format_parts`](Self::format_parts) or [`mount_parts`](Self::mount_parts) made the
+    /// checks (`bs` a multiple of the sector size, then [`cache_fits`]): nothing here can
+    /// fail, so the struct is built where it is returned.
+    pub(crate) fn assemble(dev: D, parts: Parts<'b>, sb: &Superblock) -> Self {
+        let Parts {
+            bufs,
+            cache_mem,
+            read_only,
+        } = parts;
         let ss = dev.geometry().sector_size;
         let bs = sb.block_size.get();
         let committed = sb.generation();
@@ -881,6 +931,18 @@ fn cache_fits<const N: usize>(cache_mem: &[u8], bs: u32) -> Result<()> {
 /// The record buffers: `sector_size << i` bytes at index `i`, as many as fit up to
 /// `max(MAX_RECORD, sector_size)` (four for 512-byte sectors), then `None`.
 type Bufs<'b> = [Option<&'b mut [u8]>; 4];
+
+/// What [`Volume::assemble`] builds a volume from besides the device and the superblock: the
+/// caller's memory, cut and checked by [`Volume::format_parts`] or [`Volume::mount_parts`].
+#[derive(Default)]
+pub(crate) struct Parts<'b> {
+    /// The record buffers (see [`Bufs`]).
+    bufs: Bufs<'b>,
+    /// The rest of the memory: the cache's blocks.
+    cache_mem: &'b mut [u8],
+    /// Mount the volume read-only (the device is).
+    read_only: bool,
+}
 const _: () = assert!(MAX_RECORD <= SUPERBLOCK_LEN << 3);
 
 /// Cut the record buffers (`sector_size << i` bytes, up to `max(MAX_RECORD, sector_size)`)
