@@ -70,8 +70,7 @@ pub struct BlockHeader {
 /// How crc32c is computed: a speed / flash trade-off chosen with cargo features (the checksum
 /// is the same whichever is chosen, so images move freely between builds).
 ///
-/// * default: one 256-entry table (1 KiB of flash, `CRC_TABLE`), about 4 instructions per
-///   byte;
+/// * default: one 256-entry table (1 KiB of flash), about 4 instructions per byte;
 /// * `crc-fast`: slice-by-16 (16 KiB of flash), about 7× faster: for hosts and large MCUs;
 /// * `crc-small`: bitwise, no table (no flash for it), about 2.5× slower than the default:
 ///   for the smallest parts. `crc-fast` wins when both are on.
@@ -80,65 +79,29 @@ type CrcImpl = crc::Table<16>;
 /// See the `crc-fast` variant.
 #[cfg(all(feature = "crc-small", not(feature = "crc-fast")))]
 type CrcImpl = crc::NoTable;
+/// See the `crc-fast` variant.
+#[cfg(not(any(feature = "crc-fast", feature = "crc-small")))]
+type CrcImpl = crc::Table<1>;
 
-#[cfg(any(feature = "crc-fast", feature = "crc-small"))]
 const CRC32C: crc::Crc<u32, CrcImpl> = crc::Crc::<u32, CrcImpl>::new(&crc::CRC_32_ISCSI);
-
-/// Feed `bytes` into the running (pre-inverted) crc32c `state`.
-#[cfg(any(feature = "crc-fast", feature = "crc-small"))]
-fn crc_update(state: u32, bytes: &[u8]) -> u32 {
-    // The crate's digest takes its initial value unreflected (it reflects it, crc32c being a
-    // reflected crc) and inverts its result: undo both.
-    let mut d = CRC32C.digest_with_initial(state.reverse_bits());
-    d.update(bytes);
-    !d.finalize()
-}
-
-/// The default table: crc32c (reflected polynomial `0x82F6_3B78`), one entry per byte value.
-#[cfg(not(any(feature = "crc-fast", feature = "crc-small")))]
-static CRC_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-/// Feed `bytes` into the running (pre-inverted) crc32c `state`: one table look-up per byte.
-/// Written here rather than taken from the `crc` crate, whose digest carries the generic
-/// algorithm's parameters (reflection, width) at run time: about 75 B more Thumb code.
-#[cfg(not(any(feature = "crc-fast", feature = "crc-small")))]
-fn crc_update(mut state: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        state = CRC_TABLE[usize::from(state as u8 ^ b)] ^ (state >> 8);
-    }
-    state
-}
 
 /// crc32c of `bytes` with the header's `crc` field (bytes 4..8) read as zero.
 pub fn block_crc(bytes: &[u8]) -> u32 {
-    let state = match (bytes.get(..4), bytes.get(8..)) {
-        (Some(head), Some(tail)) => crc_update(crc_update(crc_update(!0, head), &[0; 4]), tail),
-        _ => crc_update(!0, bytes),
-    };
-    !state
+    let mut d = CRC32C.digest();
+    match (bytes.get(..4), bytes.get(8..)) {
+        (Some(head), Some(tail)) => {
+            d.update(head);
+            d.update(&[0; 4]);
+            d.update(tail);
+        }
+        _ => d.update(bytes),
+    }
+    d.finalize()
 }
 
 /// Plain crc32c of `bytes` (file data carries no header).
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    !crc_update(!0, bytes)
+    CRC32C.checksum(bytes)
 }
 
 impl BlockHeader {
@@ -216,8 +179,11 @@ mod tests {
     fn crc32c_check_value_in_every_build() {
         // CRC-32C's catalogue check value: the same whichever `crc-*` feature is on (CI
         // builds the core with each), so images stay readable across builds.
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(!crc_update(crc_update(!0, b"1234"), b"56789"), 0xE306_9283);
+        assert_eq!(CRC32C.checksum(b"123456789"), 0xE306_9283);
+        let mut d = CRC32C.digest();
+        d.update(b"1234");
+        d.update(b"56789");
+        assert_eq!(d.finalize(), 0xE306_9283);
     }
 
     #[test]
