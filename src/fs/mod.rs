@@ -152,8 +152,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
             return Err(Error::InvalidArgument);
         }
         let mut sb = Superblock::new_zeroed();
-        let mut parts = Parts::default();
-        Volume::<D, N>::format_parts(&dev, mem, opts, &mut sb, &mut parts)?;
+        let parts = Volume::<D, N>::format_parts(&dev, mem, opts, &mut sb)?;
         // The volume is built inside the filesystem, not moved in (see `over`).
         let mut fs = Self::over(dev, parts, &sb);
         fs.vol.format_write()?;
@@ -166,8 +165,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
     /// Mount the filesystem on `dev`.
     pub fn mount(mut dev: D, mem: &'b mut [u8]) -> Result<Self> {
         let mut sb = Superblock::new_zeroed();
-        let mut parts = Parts::default();
-        Volume::<D, N>::mount_parts(&mut dev, mem, &mut sb, &mut parts)?;
+        let parts = Volume::<D, N>::mount_parts(&mut dev, mem, &mut sb)?;
         if sb.block_size.get() < 2048 {
             return Err(Error::Unsupported);
         }

@@ -114,29 +114,25 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// `InvalidArgument` (see [`BlockNr`]): choose a larger block size.
     pub fn format(dev: D, mem: &'b mut [u8], opts: FormatOptions) -> Result<Self> {
         let mut sb = Superblock::new_zeroed();
-        let mut parts = Parts::default();
-        Self::format_parts(&dev, mem, opts, &mut sb, &mut parts)?;
+        let parts = Self::format_parts(&dev, mem, opts, &mut sb)?;
         let mut vol = Self::assemble(dev, parts, &sb);
         vol.format_write()?;
         Ok(vol)
     }
 
-    /// Format's checks, and what [`assemble`](Self::assemble) builds the new volume from:
-    /// the superblock it writes (into `sb`, which the caller zeroed) and the caller's memory
-    /// cut up (into `parts`, a default one). Nothing is written yet
+    /// Format's checks, and the superblock it writes (into `sb`, which the caller zeroed):
+    /// what [`assemble`](Self::assemble) builds the new volume from. Nothing is written yet
     /// ([`format_write`](Self::format_write) does that).
     ///
     /// Format and mount come in these pieces so that a caller holding the volume in a larger
     /// struct (the filesystem) can build it in place: a `Result<Volume>` moved into that
-    /// struct cost a copy of the whole volume (kilobytes, and their code). Out-parameters for
-    /// the same reason: returned, they were copied once more on the way.
+    /// struct cost a copy of the whole volume (kilobytes, and their code).
     pub(crate) fn format_parts(
         dev: &D,
         mem: &'b mut [u8],
         opts: FormatOptions,
         sb: &mut Superblock,
-        parts: &mut Parts<'b>,
-    ) -> Result<()> {
+    ) -> Result<Parts<'b>> {
         let geo = dev.geometry();
         let bs = opts.block_size;
         if geo.read_only || cfg!(feature = "read-only") {
@@ -163,7 +159,8 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         if count < data_start.saturating_add(u64::from(2 + 2 * BLOCKS_PER_OP)) {
             return Err(Error::NoSpace);
         }
-        let cache_mem = split_mem(mem, geo.sector_size as usize, &mut parts.bufs)?;
+        let mut bufs = Bufs::default();
+        let cache_mem = split_mem(mem, geo.sector_size as usize, &mut bufs)?;
         // Generation 1 is the format itself (the superblock says 0 is committed); its roots
         // are the first two data blocks. The whole managed area starts as the allocator's
         // reserve; the free-space tree starts empty.
@@ -181,8 +178,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         };
         sb.free_blocks = (count - data_start).into();
         cache_fits::<N>(cache_mem, bs)?;
-        parts.cache_mem = cache_mem;
-        Ok(())
+        Ok(Parts {
+            bufs,
+            cache_mem,
+            read_only: false,
+        })
     }
 
     /// Format's writes, on the volume [`assemble`](Self::assemble) built from
@@ -213,31 +213,29 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
     /// Reads nothing else; cost does not grow with the volume.
     pub fn mount(mut dev: D, mem: &'b mut [u8]) -> Result<Self> {
         let mut sb = Superblock::new_zeroed();
-        let mut parts = Parts::default();
-        Self::mount_parts(&mut dev, mem, &mut sb, &mut parts)?;
+        let parts = Self::mount_parts(&mut dev, mem, &mut sb)?;
         Ok(Self::assemble(dev, parts, &sb))
     }
 
     /// Mount's reads and checks: the newest valid superblock copy (into `sb`, which the
-    /// caller zeroed) and what else [`assemble`](Self::assemble) builds the volume from (into
-    /// `parts`, a default one; see [`format_parts`](Self::format_parts) for why mount comes in
-    /// pieces).
+    /// caller zeroed) and what else [`assemble`](Self::assemble) builds the volume from (see
+    /// [`format_parts`](Self::format_parts) for why mount comes in pieces).
     pub(crate) fn mount_parts(
         dev: &mut D,
         mem: &'b mut [u8],
         sb: &mut Superblock,
-        parts: &mut Parts<'b>,
-    ) -> Result<()> {
+    ) -> Result<Parts<'b>> {
         let geo = dev.geometry();
         let ss = geo.sector_size as usize;
         if geo.capacity() < SUPERBLOCK_REGION {
             return Err(Error::NotFormatted);
         }
-        let cache_mem = split_mem(mem, ss, &mut parts.bufs)?;
+        let mut bufs = Bufs::default();
+        let cache_mem = split_mem(mem, ss, &mut bufs)?;
         // The newest valid copy so far, verified in place in the sector buffer and copied out
         // once. A valid copy has a generation of at least 1: the zeroed one never wins.
         let mut err = Error::NotFormatted;
-        let [first, ..] = &mut parts.bufs;
+        let [first, ..] = &mut bufs;
         let mut sb_buf = first.take().ok_or(Error::InvalidArgument)?;
         for i in 0..SUPERBLOCK_OFFSETS.len() {
             let c = crate::device::read_blocks(dev, superblock_lba(i, geo.sector_size), sb_buf);
@@ -261,9 +259,11 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
             return Err(Error::Corrupt);
         }
         cache_fits::<N>(cache_mem, bs)?;
-        parts.cache_mem = cache_mem;
-        parts.read_only = geo.read_only;
-        Ok(())
+        Ok(Parts {
+            bufs,
+            cache_mem,
+            read_only: geo.read_only,
+        })
     }
 
     /// The volume `sb` describes, in memory: mount's newest valid copy, or the superblock
@@ -934,7 +934,6 @@ type Bufs<'b> = [Option<&'b mut [u8]>; 4];
 
 /// What [`Volume::assemble`] builds a volume from besides the device and the superblock: the
 /// caller's memory, cut and checked by [`Volume::format_parts`] or [`Volume::mount_parts`].
-#[derive(Default)]
 pub(crate) struct Parts<'b> {
     /// The record buffers (see [`Bufs`]).
     bufs: Bufs<'b>,
