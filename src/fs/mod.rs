@@ -155,11 +155,17 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         let parts = Volume::<D, N>::format_parts(&dev, mem, opts, &mut sb)?;
         // The volume is built inside the filesystem, not moved in (see `over`).
         let mut fs = Self::over(dev, parts, &sb);
-        fs.vol.format_write()?;
-        // (No clock yet: its times are 0. The root is its own parent; the count becomes 1.)
-        fs.create_inode(ROOT_INO, Kind::Dir, ROOT_INO)?;
-        fs.vol.checkpoint()?;
+        fs.format_root()?;
         Ok(fs)
+    }
+
+    /// The rest of [`format`](Self::format), on the filesystem built in place: the volume's
+    /// writes, then the root directory, checkpointed.
+    fn format_root(&mut self) -> Result<()> {
+        self.vol.format_write()?;
+        // (No clock yet: its times are 0. The root is its own parent; the count becomes 1.)
+        self.create_inode(ROOT_INO, Kind::Dir, ROOT_INO)?;
+        self.vol.checkpoint()
     }
 
     /// Mount the filesystem on `dev`.
@@ -171,16 +177,23 @@ impl<'b, D: BlockDevice<'b>, const N: usize, const H: usize> Fs<'b, D, N, H> {
         }
         // Built in place, as in `format`.
         let mut fs = Self::over(dev, parts, &sb);
+        fs.mount_root()?;
+        Ok(fs)
+    }
+
+    /// The rest of [`mount`](Self::mount), on the filesystem built in place: the root must
+    /// be a directory, and a writable volume replays its journal.
+    fn mount_root(&mut self) -> Result<()> {
         let mut root = InodeItem::new_zeroed();
-        match fs.load_inode(ROOT_INO, &mut root) {
+        match self.load_inode(ROOT_INO, &mut root) {
             Ok(()) if root.kind == Kind::Dir as u8 => {}
             Ok(()) | Err(Error::NotFound) => return Err(Error::Corrupt),
             Err(e) => return Err(e),
         }
-        if !fs.vol.is_read_only() {
-            fs.replay()?;
+        if !self.vol.is_read_only() {
+            self.replay()?;
         }
-        Ok(fs)
+        Ok(())
     }
 
     /// Finish queued writes, checkpoint, and give the device back. A read-only or shut-down
