@@ -797,7 +797,7 @@ impl<'b, const N: usize> BlockCache<'b, N> {
     }
 
     /// Write every dirty slot and wait for all of them, keeping up to the device's queue depth
-    /// in flight (a full queue makes [`submit`](Self::submit) reap a completion first).
+    /// in flight (a full queue makes the slot submission reap a completion first).
     /// Reports the first failed write; every failed slot stays dirty.
     pub fn write_back_all<D: BlockDevice<'b>>(&mut self, dev: &mut D) -> Result<()> {
         for id in 0..N {
