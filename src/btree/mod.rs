@@ -100,17 +100,17 @@ fn under_full(n: &NodeRef<'_>) -> bool {
 }
 
 impl Tree {
-    /// Create an empty tree (one empty leaf) in the current transaction.
-    pub fn create<S: NodeStore>(s: &mut S, owner: u64) -> Result<Tree> {
-        let (block, _) = s.new_node(owner, 0)?;
-        Ok(Tree {
-            owner,
-            root: Root {
-                block,
-                generation: s.generation(),
-                level: 0,
-            },
-        })
+    /// Make this tree empty: its root becomes a new empty leaf, made in the current
+    /// transaction (the old root, if any, is left to the caller). In place, on a tree whose
+    /// owner is set: a `Tree` built elsewhere and moved into its holder cost a copy each way.
+    pub fn create_root<S: NodeStore>(&mut self, s: &mut S) -> Result<()> {
+        let (block, _) = s.new_node(self.owner, 0)?;
+        self.root = Root {
+            block,
+            generation: s.generation(),
+            level: 0,
+        };
+        Ok(())
     }
 
     fn load(

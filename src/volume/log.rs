@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::inject::Bugs;
 use crate::space::Run;
 use crate::wire::log::{
-    check_header_within, verify_record, LogHeader, RecordWriter, LOG_COMMIT, LOG_HEADER_LEN,
+    check_header, verify_record, LogHeader, RecordWriter, LOG_COMMIT, LOG_HEADER_LEN,
 };
 use crate::wire::BlockNr;
 
@@ -264,7 +264,7 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         let hdr = c
             .buf
             .as_deref()
-            .and_then(|b| check_header_within(b, epoch, cursor.seq, cursor.prev_crc, left));
+            .and_then(|b| check_header(b, epoch, cursor.seq, cursor.prev_crc, left));
         if let Some(slot) = self.bufs.first_mut() {
             *slot = c.buf;
         }

@@ -26,7 +26,7 @@ use log::LogState;
 
 use zerocopy::{FromBytes, FromZeros};
 
-use crate::btree::{InsertMode, NodeStore, Root, Tree};
+use crate::btree::{InsertMode, Root, Tree};
 use crate::cache::{BlockCache, SlotId};
 use crate::device::{BlockDevice, Command};
 use crate::error::{Error, IoError, Result};
@@ -193,17 +193,9 @@ impl<'b, D: BlockDevice<'b>, const N: usize> Volume<'b, D, N> {
         for i in 0..2 {
             self.write_superblock_copy(i, false)?;
         }
-        // The two empty trees (`assemble` set their owners), free-space tree first: what
-        // `Tree::create` does, but into the trees where they are (building `Tree`s elsewhere and
-        // moving them in cost a copy each way).
-        for tree in [&mut self.free, &mut self.fs] {
-            let (block, _) = self.store.new_node(tree.owner, 0)?;
-            tree.root = Root {
-                block,
-                generation: self.store.generation,
-                level: 0,
-            };
-        }
+        // The two empty trees (`assemble` set their owners), free-space tree first.
+        self.free.create_root(&mut self.store)?;
+        self.fs.create_root(&mut self.store)?;
         // Generation 1 goes to copy 1; copy 0 gets the same superblock.
         self.checkpoint_inner()?;
         self.write_superblock_copy(0, true)

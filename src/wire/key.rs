@@ -39,6 +39,16 @@ impl Key {
     }
 }
 
+/// The order of two values known to differ: `Less` if the first is below the second.
+#[inline(always)]
+fn less_or_greater(less: bool) -> core::cmp::Ordering {
+    if less {
+        core::cmp::Ordering::Less
+    } else {
+        core::cmp::Ordering::Greater
+    }
+}
+
 impl Ord for Key {
     /// By `id`, then `kind`, then `offset`.
     // One out-of-line copy: every tree search and cursor step compares keys.
@@ -47,26 +57,15 @@ impl Ord for Key {
         // Field by field, each an equality test then one ordered compare (smaller on Thumb
         // than the tuple compare, which works out both `<` and `>` of every u64).
         if self.id != other.id {
-            return if self.id < other.id {
-                core::cmp::Ordering::Less
-            } else {
-                core::cmp::Ordering::Greater
-            };
+            return less_or_greater(self.id < other.id);
         }
         if self.kind != other.kind {
-            return if self.kind < other.kind {
-                core::cmp::Ordering::Less
-            } else {
-                core::cmp::Ordering::Greater
-            };
+            return less_or_greater(self.kind < other.kind);
         }
         if self.offset == other.offset {
-            core::cmp::Ordering::Equal
-        } else if self.offset < other.offset {
-            core::cmp::Ordering::Less
-        } else {
-            core::cmp::Ordering::Greater
+            return core::cmp::Ordering::Equal;
         }
+        less_or_greater(self.offset < other.offset)
     }
 }
 

@@ -390,21 +390,9 @@ impl<'a> RecordWriter<'a> {
 }
 
 /// Check the header in the first sector of a record: magic, epoch, sequence, chain and a
-/// sane length. Returns the header; the caller then reads `sectors` sectors and calls
-/// [`verify_record`].
+/// sane length (at most `max_sectors`, the log's sectors left, whatever their number).
+/// Returns the header; the caller then reads `sectors` sectors and calls [`verify_record`].
 pub fn check_header(
-    first: &[u8],
-    epoch: u64,
-    seq: u64,
-    prev_crc: u32,
-    max_sectors: u32,
-) -> Option<LogHeader> {
-    check_header_within(first, epoch, seq, prev_crc, u64::from(max_sectors))
-}
-
-/// [`check_header`] with the bound as the log's sectors left, whatever their number (replay
-/// passes them without narrowing).
-pub(crate) fn check_header_within(
     first: &[u8],
     epoch: u64,
     seq: u64,

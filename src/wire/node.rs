@@ -116,40 +116,45 @@ fn close_slot(buf: &mut [u8], i: usize, n: usize, width: usize) -> Option<()> {
 // slices of them (`ref_from_prefix_with_elems`) link zerocopy's general length computation,
 // about 200 B more of Thumb code.
 
-/// Leaf descriptor `i`: `None` unless `i < len()` and it lies in the block.
+/// Descriptor `i` of type `T` (a leaf item or a child pointer, whichever the node holds):
+/// `None` unless `i < len()` and it lies in the block.
 // Inlined: 8 B less than as a call.
 #[inline(always)]
+fn desc<T: FromBytes + KnownLayout + Immutable>(buf: &[u8], i: usize) -> Option<&T> {
+    if i >= nitems_of(buf) {
+        return None;
+    }
+    // `i < len() <= u16::MAX` and a descriptor is a few dozen bytes: no overflow.
+    let b = buf.get(HEADER_LEN + i * core::mem::size_of::<T>()..)?;
+    T::ref_from_prefix(b).ok().map(|(d, _)| d)
+}
+
+/// Descriptor slot `i` of type `T` for writing: `None` if it does not lie in the block (the
+/// caller bounds `i` by the item count, which it may be changing).
+fn desc_mut<T: FromBytes + IntoBytes + KnownLayout>(buf: &mut [u8], i: usize) -> Option<&mut T> {
+    let at = HEADER_LEN.checked_add(i.checked_mul(core::mem::size_of::<T>())?)?;
+    T::mut_from_prefix(buf.get_mut(at..)?).ok().map(|(d, _)| d)
+}
+
+/// Leaf descriptor `i` (see [`desc`]).
+#[inline(always)]
 fn leaf_item(buf: &[u8], i: usize) -> Option<&LeafItem> {
-    if i >= nitems_of(buf) {
-        return None;
-    }
-    // `i < len() <= u16::MAX`: no overflow.
-    let b = buf.get(HEADER_LEN + i * LEAF_ITEM_LEN..)?;
-    LeafItem::ref_from_prefix(b).ok().map(|(it, _)| it)
+    desc(buf, i)
 }
 
-/// Leaf descriptor slot `i` for writing: `None` if it does not lie in the block (the caller
-/// bounds `i` by the item count, which it may be changing).
+/// Leaf descriptor slot `i` for writing (see [`desc_mut`]).
 fn leaf_item_mut(buf: &mut [u8], i: usize) -> Option<&mut LeafItem> {
-    let b = buf.get_mut(HEADER_LEN.checked_add(i.checked_mul(LEAF_ITEM_LEN)?)?..)?;
-    LeafItem::mut_from_prefix(b).ok().map(|(it, _)| it)
+    desc_mut(buf, i)
 }
 
-/// Child pointer `i`: `None` unless `i < len()` and it lies in the block.
+/// Child pointer `i` (see [`desc`]).
 fn ptr(buf: &[u8], i: usize) -> Option<&InternalPtr> {
-    if i >= nitems_of(buf) {
-        return None;
-    }
-    // `i < len() <= u16::MAX`: no overflow.
-    let b = buf.get(HEADER_LEN + i * INTERNAL_PTR_LEN..)?;
-    InternalPtr::ref_from_prefix(b).ok().map(|(p, _)| p)
+    desc(buf, i)
 }
 
-/// Child pointer slot `i` for writing: `None` if it does not lie in the block (the caller
-/// bounds `i` by the item count, which it may be changing).
+/// Child pointer slot `i` for writing (see [`desc_mut`]).
 fn ptr_mut(buf: &mut [u8], i: usize) -> Option<&mut InternalPtr> {
-    let b = buf.get_mut(HEADER_LEN.checked_add(i.checked_mul(INTERNAL_PTR_LEN)?)?..)?;
-    InternalPtr::mut_from_prefix(b).ok().map(|(p, _)| p)
+    desc_mut(buf, i)
 }
 
 /// Start of a leaf's values: the last item's value (its index wraps to `usize::MAX`, no item,
